@@ -1,0 +1,46 @@
+"""Schedule files: our versioned JSON (read and write), ECAD's files (read), cache-dit configs (write)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..schedule import CacheSchedule, ScheduleError
+from .cache_dit import to_cache_dit
+from .ecad import from_ecad, is_ecad
+from .native import dumps, from_dict, schema, to_dict
+
+__all__ = ["dumps", "load_schedule", "save_schedule", "schema", "to_cache_dit", "to_dict"]
+
+
+def load_schedule(path: str | Path) -> CacheSchedule:
+    """Read a schedule file in our format or ECAD's; any problem is a one-line `ScheduleError`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ScheduleError(f"cannot read schedule file {path}: {err.strerror or err}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ScheduleError(
+            f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+        ) from None
+    if is_ecad(data):
+        return from_ecad(data, source=str(path))
+    if isinstance(data, dict) and data.get("format") == "ecad-search.schedule":
+        return from_dict(data, source=str(path))
+    raise ScheduleError(
+        f"{path} is neither an ecad-search schedule (\"format\": \"ecad-search.schedule\") nor an ECAD file "
+        "(top-level \"cache_schedule\")"
+    )
+
+
+def save_schedule(schedule: CacheSchedule, path: str | Path) -> Path:
+    """Write our JSON format atomically (a partly written file never appears under `path`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dumps(schedule))
+    tmp.replace(path)
+    return path

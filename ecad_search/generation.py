@@ -1,0 +1,92 @@
+"""Load a registered model's pipeline and generate with it, with or without a schedule, timed.
+
+One place decides how a pipeline of each family is called (which keyword arguments it takes), so the
+command line, the benchmarks and the search all generate the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .models import ModelSpec, get_family
+from .runtime import apply_schedule
+from .schedule import CacheSchedule
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What a generation run is: the same for every schedule compared on one model."""
+
+    steps: int
+    guidance_scale: float
+    height: int
+    width: int
+    seed: int = 0
+
+    @classmethod
+    def for_model(
+        cls,
+        spec: ModelSpec,
+        *,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        resolution: int | None = None,
+        seed: int = 0,
+    ) -> GenerationSettings:
+        size = resolution or spec.resolution
+        return cls(
+            steps=steps or spec.default_steps,
+            guidance_scale=spec.guidance_scale if guidance_scale is None else guidance_scale,
+            height=size,
+            width=size,
+            seed=seed,
+        )
+
+
+def load_pipeline(spec: ModelSpec, *, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:
+    pipe = get_family(spec).load_pipeline(spec, device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pipeline_kwargs(pipe: Any, spec: ModelSpec, settings: GenerationSettings) -> dict[str, Any]:
+    """Keyword arguments for one call: the family's own, then the settings the pipeline accepts."""
+    accepted = inspect.signature(pipe.__call__).parameters
+    wanted = {
+        "num_inference_steps": settings.steps,
+        "guidance_scale": settings.guidance_scale,
+        "height": settings.height,
+        "width": settings.width,
+    }
+    kwargs = {k: v for k, v in get_family(spec).call_kwargs(spec).items() if k in accepted}
+    kwargs.update({k: v for k, v in wanted.items() if k in accepted})
+    return kwargs
+
+
+def generate(
+    pipe: Any,
+    spec: ModelSpec,
+    prompts: list[str],
+    settings: GenerationSettings,
+    *,
+    schedule: CacheSchedule | None = None,
+    output_type: str = "pil",
+    **extra: Any,
+) -> tuple[Any, float]:
+    """Images for the prompts (one seeded generator per call) and the wall time of the pipeline call."""
+    kwargs = {**pipeline_kwargs(pipe, spec, settings), **extra}
+    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    start = time.perf_counter()
+    if schedule is None:
+        images = pipe(prompts, generator=generator, output_type=output_type, **kwargs).images
+    else:
+        with apply_schedule(pipe, schedule):
+            images = pipe(prompts, generator=generator, output_type=output_type, **kwargs).images
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return images, time.perf_counter() - start

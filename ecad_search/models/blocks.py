@@ -1,0 +1,70 @@
+"""Find the block stacks of a diffusers transformer and the cacheable components of each block.
+
+Groups are discovered the way diffusers' own cache hooks find them (direct `nn.ModuleList` children with the
+usual block-stack names), so any DiT built from registered block classes is supported. Adding a block class
+means adding one line to `BLOCK_COMPONENTS`: the names of the sub-modules whose output the block gates and
+adds to its residual stream.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..schedule import BlockGroup, ScheduleError
+
+BLOCK_STACK_NAMES = (
+    "transformer_blocks",
+    "single_transformer_blocks",
+    "blocks",
+    "layers",
+    "visual_transformer_blocks",
+    "temporal_transformer_blocks",
+)
+
+BLOCK_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "BasicTransformerBlock": ("attn1", "attn2", "ff"),
+    "FluxTransformerBlock": ("attn", "ff", "ff_context"),
+    "FluxSingleTransformerBlock": ("attn", "proj_mlp", "proj_out"),
+}
+
+
+def block_components(block: nn.Module) -> tuple[str, ...]:
+    """The cacheable components present in this block (an absent cross-attention is left out)."""
+    cls = type(block).__name__
+    if cls not in BLOCK_COMPONENTS:
+        raise ScheduleError(
+            f"block class {cls} has no known cacheable components; add it to "
+            "ecad_search.models.blocks.BLOCK_COMPONENTS"
+        )
+    return tuple(name for name in BLOCK_COMPONENTS[cls] if getattr(block, name, None) is not None)
+
+
+def discover_block_groups(transformer: nn.Module) -> tuple[BlockGroup, ...]:
+    """Block groups of a transformer in execution (definition) order."""
+    groups = []
+    for name, child in transformer.named_children():
+        if name in BLOCK_STACK_NAMES and isinstance(child, nn.ModuleList) and len(child) > 0:
+            groups.append(BlockGroup(name, len(child), block_components(child[0])))
+    if not groups:
+        raise ScheduleError(f"{type(transformer).__name__} has no transformer block stack to schedule")
+    return tuple(groups)
+
+
+def component_modules(transformer: nn.Module, groups: tuple[BlockGroup, ...]) -> dict[tuple[int, int, int], nn.Module]:
+    """Map (group index, block, component index) to the sub-module, checking the layout fits."""
+    modules = {}
+    for g, group in enumerate(groups):
+        stack = getattr(transformer, group.name, None)
+        if not isinstance(stack, nn.ModuleList):
+            raise ScheduleError(f"schedule group '{group.name}' does not exist in {type(transformer).__name__}")
+        if len(stack) != group.num_blocks:
+            raise ScheduleError(
+                f"schedule expects {group.num_blocks} blocks in '{group.name}' but the transformer has {len(stack)}"
+            )
+        for b, block in enumerate(stack):
+            for c, comp in enumerate(group.components):
+                module = getattr(block, comp, None)
+                if not isinstance(module, nn.Module):
+                    raise ScheduleError(f"block {group.name}.{b} has no component '{comp}'")
+                modules[(g, b, c)] = module
+    return modules

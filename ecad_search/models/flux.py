@@ -1,0 +1,93 @@
+"""FLUX.1-dev: 19 double-stream blocks (joint attention, image FF, text FF) then 38 single-stream blocks.
+
+FLUX.1-dev is guidance-distilled: one transformer call per step, guidance enters as an embedding, so the
+transformer batch is one row per image. Its pipeline opens a diffusers cache context around each call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import FluxTransformer2DModel
+
+from .base import ModelFamily, ModelSpec
+
+_ARCHITECTURE: dict[str, Any] = {
+    "_class_name": "FluxTransformer2DModel",
+    "attention_head_dim": 128,
+    "axes_dims_rope": [16, 56, 56],
+    "guidance_embeds": True,
+    "in_channels": 64,
+    "joint_attention_dim": 4096,
+    "num_attention_heads": 24,
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "patch_size": 1,
+    "pooled_projection_dim": 768,
+}
+
+
+class FluxFamily(ModelFamily):
+    name = "flux"
+    pipeline_classes = ("FluxPipeline",)
+    default_text_tokens = 512
+
+    def transformer_class(self) -> type[torch.nn.Module]:
+        return FluxTransformer2DModel
+
+    def transformer_inputs(
+        self,
+        config: dict[str, Any],
+        *,
+        height: int,
+        width: int,
+        batch_size: int,
+        text_tokens: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> dict[str, Any]:
+        """Latents are packed 2×2, so the image sequence has (height/2)·(width/2) tokens."""
+        image_tokens = (height // 2) * (width // 2)
+
+        def randn(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, device=device, dtype=dtype)
+
+        inputs = {
+            "hidden_states": randn(batch_size, image_tokens, config["in_channels"]),
+            "encoder_hidden_states": randn(batch_size, text_tokens, config["joint_attention_dim"]),
+            "pooled_projections": randn(batch_size, config["pooled_projection_dim"]),
+            "timestep": torch.full((batch_size,), 0.5, device=device, dtype=dtype),
+            "img_ids": torch.zeros(image_tokens, 3, device=device, dtype=dtype),
+            "txt_ids": torch.zeros(text_tokens, 3, device=device, dtype=dtype),
+        }
+        if config.get("guidance_embeds"):
+            inputs["guidance"] = torch.full((batch_size,), 3.5, device=device, dtype=dtype)
+        return inputs
+
+    def call_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
+        return {"max_sequence_length": spec.text_tokens, **spec.pipeline_kwargs}
+
+
+FAMILY = FluxFamily()
+
+FLUX_DEV = ModelSpec(
+    name="flux-dev",
+    family="flux",
+    description="FLUX.1-dev (19 double + 38 single blocks, 3072 wide), guidance-distilled, 256 px as in ECAD",
+    transformer_config=_ARCHITECTURE,
+    text_tokens=512,
+    default_steps=20,
+    resolution=256,
+    guidance_scale=5.0,
+    dtype="bfloat16",
+    cfg_batch=False,
+    pipeline_id="black-forest-labs/FLUX.1-dev",
+    pipeline_class="FluxPipeline",
+    how_to_get=(
+        "FLUX.1-dev is gated: accept its licence on huggingface.co, `huggingface-cli login`, then "
+        "`huggingface-cli download black-forest-labs/FLUX.1-dev`, or pass --model /path/to/a/diffusers/folder"
+    ),
+)
+
+SPECS = (FLUX_DEV,)

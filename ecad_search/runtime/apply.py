@@ -1,0 +1,139 @@
+"""Apply a schedule to a pipeline or a bare transformer, and remove it again without a trace.
+
+With a pipeline, the scheduler's `set_timesteps` is watched: it marks the start of every generation (so
+repeated and interrupted calls stay aligned) and a step count that differs from the schedule's is refused
+before any denoising happens. A bare transformer has no scheduler: each call is the next step and a new run
+starts after the last step (or on `reset()`).
+"""
+
+from __future__ import annotations
+
+import functools
+from types import TracebackType
+from typing import Any
+
+from diffusers.hooks import HookRegistry
+from torch import nn
+
+from ..models.blocks import component_modules
+from ..schedule import CacheSchedule, ScheduleError
+from .hooks import COMPONENT_HOOK, STEP_HOOK, CacheStats, ComponentCacheHook, ScheduleRuntime, StepHook
+
+
+class StepMismatchError(ScheduleError):
+    """The pipeline was asked for a number of steps the schedule was not made for."""
+
+
+class ScheduleHandle:
+    """An applied schedule: a context manager, with explicit `enable()`/`disable()` for longer-lived use."""
+
+    def __init__(self, target: Any, schedule: CacheSchedule) -> None:
+        self.schedule = schedule
+        self.transformer: nn.Module = target if isinstance(target, nn.Module) else _transformer_of(target)
+        self.scheduler = None if isinstance(target, nn.Module) else getattr(target, "scheduler", None)
+        self._modules = component_modules(self.transformer, schedule.groups)
+        self._runtime = ScheduleRuntime(schedule, wrap_runs=self.scheduler is None)
+        self._created_registries: list[nn.Module] = []
+        self._scheduler_patch: tuple[bool, Any] | None = None
+        self.enabled = False
+
+    @property
+    def stats(self) -> CacheStats:
+        """Peak kept outputs and bytes, and steps run, since this handle was made."""
+        return self._runtime.stats
+
+    def enable(self) -> ScheduleHandle:
+        if self.enabled:
+            return self
+        existing = getattr(self.transformer, "_diffusers_hook", None)
+        if existing is not None and existing.get_hook(STEP_HOOK) is not None:
+            raise ScheduleError("a schedule is already applied to this transformer; disable it first")
+        self._hook(self.transformer, StepHook(self._runtime), STEP_HOOK)
+        for key, module in self._modules.items():
+            self._hook(module, ComponentCacheHook(self._runtime, key), COMPONENT_HOOK)
+        HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
+        if self.scheduler is not None:
+            self._watch_scheduler()
+        self.enabled = True
+        return self
+
+    def disable(self) -> None:
+        """Remove every hook and patch, leaving the pipeline as it was before `enable()`."""
+        if not self.enabled:
+            return
+        self._runtime.forget_all()
+        HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(STEP_HOOK, recurse=False)
+        for module in self._modules.values():
+            module._diffusers_hook.remove_hook(COMPONENT_HOOK, recurse=False)
+        for module in self._created_registries:
+            if not module._diffusers_hook.hooks:
+                del module._diffusers_hook
+                vars(module).pop("forward", None)
+        self._created_registries.clear()
+        if self.scheduler is not None:
+            self._unwatch_scheduler()
+        self.enabled = False
+
+    def reset(self) -> None:
+        """Forget the current run: the next transformer call is step 0."""
+        self._runtime.forget_all()
+
+    def __enter__(self) -> ScheduleHandle:
+        return self.enable()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.disable()
+
+    def _hook(self, module: nn.Module, hook: Any, name: str) -> None:
+        if not hasattr(module, "_diffusers_hook"):
+            self._created_registries.append(module)
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+
+    def _watch_scheduler(self) -> None:
+        scheduler = self.scheduler
+        self._scheduler_patch = ("set_timesteps" in vars(scheduler), vars(scheduler).get("set_timesteps"))
+        original = scheduler.set_timesteps
+
+        @functools.wraps(original)
+        def set_timesteps(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            self._start_run(len(scheduler.timesteps))
+            return result
+
+        scheduler.set_timesteps = set_timesteps
+
+    def _unwatch_scheduler(self) -> None:
+        had_own, previous = self._scheduler_patch or (False, None)
+        if had_own:
+            self.scheduler.set_timesteps = previous
+        else:
+            vars(self.scheduler).pop("set_timesteps", None)
+
+    def _start_run(self, model_calls: int) -> None:
+        steps = self.schedule.num_steps
+        if model_calls != steps:
+            raise StepMismatchError(
+                f"the schedule has {steps} steps but the pipeline was set up for {model_calls} transformer calls; "
+                f"call it with num_inference_steps={steps} or use a {model_calls}-step schedule"
+            )
+        self._runtime.forget_all()
+
+
+def apply_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> ScheduleHandle:
+    """Make a pipeline (or bare transformer) follow `schedule` until the handle is disabled.
+
+    Returns the enabled handle; use it as a context manager to restore the pipeline on exit::
+
+        with apply_schedule(pipe, load_schedule("fast.json")):
+            image = pipe(prompt, num_inference_steps=20).images[0]
+    """
+    return ScheduleHandle(pipe_or_transformer, schedule).enable()
+
+
+def _transformer_of(pipe: Any) -> nn.Module:
+    transformer = getattr(pipe, "transformer", None)
+    if not isinstance(transformer, nn.Module):
+        raise ScheduleError(f"{type(pipe).__name__} has no `transformer`; pass a DiT pipeline or the transformer")
+    return transformer

@@ -1,0 +1,172 @@
+"""diffusers hooks that make a stock transformer follow a cache schedule.
+
+One `StepHook` sits on the transformer: each call is one denoising step of the current run. One
+`ComponentCacheHook` sits on every scheduled sub-module (e.g. `transformer_blocks.3.attn2`): at a computing
+step it runs the module and keeps the output only if the next step reuses it; at a reusing step it returns
+the kept output without running the module. The block around the component is untouched, so the adaLN
+gate and the residual add are recomputed with the current step's modulation.
+
+Run state is kept per diffusers cache context (FLUX opens "cond"/"uncond" contexts; PixArt opens none and
+uses one default context), so a true-CFG pipeline that calls the transformer twice per step stays exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.hooks import ModelHook
+from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
+
+from ..schedule import CacheSchedule, reuse_plan
+
+STEP_HOOK = "ecad_search_step"
+COMPONENT_HOOK = "ecad_search_component"
+_DEFAULT_CONTEXT = CacheContext("ecad_search_default")
+
+
+class StepCountError(RuntimeError):
+    """The transformer was called more often in one run than the schedule has steps."""
+
+
+@dataclass
+class RunState(BaseState):
+    """Where one run is: its step, and the component outputs kept for later steps."""
+
+    step: int = 0
+    kept: dict[tuple[int, int, int], Any] = field(default_factory=dict)
+
+    def reset(self, *args: Any, **kwargs: Any) -> None:
+        self.step = 0
+        self.kept.clear()
+
+
+@dataclass
+class CacheStats:
+    """What the runtime held: the peak number of kept outputs and their bytes, over all runs so far."""
+
+    kept_tensors: int = 0
+    kept_bytes: int = 0
+    peak_tensors: int = 0
+    peak_bytes: int = 0
+    steps_run: int = 0
+
+    def add(self, output: Any, sign: int) -> None:
+        self.kept_tensors += sign
+        self.kept_bytes += sign * _nbytes(output)
+        self.peak_tensors = max(self.peak_tensors, self.kept_tensors)
+        self.peak_bytes = max(self.peak_bytes, self.kept_bytes)
+
+
+class ScheduleRuntime:
+    """State shared by the hooks of one applied schedule: the masks, the reuse plan and the active run."""
+
+    def __init__(self, schedule: CacheSchedule, *, wrap_runs: bool) -> None:
+        self.schedule = schedule
+        self.num_steps = schedule.num_steps
+        self.compute = [np.asarray(mask) for _, _, mask in schedule.iter_groups()]
+        plans = [reuse_plan(mask) for mask in self.compute]
+        self.store = [store for store, _ in plans]
+        self.release = [release for _, release in plans]
+        self.wrap_runs = wrap_runs
+        self.active: RunState | None = None
+        self.states: list[RunState] = []
+        self.stats = CacheStats()
+
+    def begin_call(self, state: RunState) -> None:
+        if not any(state is known for known in self.states):
+            self.states.append(state)
+        if state.step >= self.num_steps:
+            if not self.wrap_runs:
+                raise StepCountError(
+                    f"the transformer was called more than {self.num_steps} times in one run, but the schedule "
+                    f"has {self.num_steps} steps; use a scheduler with one model call per step"
+                )
+            self.forget(state)
+        self.active = state
+
+    def end_call(self) -> None:
+        if self.active is not None:
+            self.active.step += 1
+            self.stats.steps_run += 1
+        self.active = None
+
+    def forget(self, state: RunState) -> None:
+        for output in state.kept.values():
+            self.stats.add(output, -1)
+        state.reset()
+
+    def forget_all(self) -> None:
+        """Start every run afresh (a new generation begins, or the schedule is removed)."""
+        for state in self.states:
+            self.forget(state)
+        self.states.clear()
+        self.active = None
+
+    def run_component(self, key: tuple[int, int, int], forward: Any, args: tuple, kwargs: dict) -> Any:
+        state = self.active
+        if state is None:
+            return forward(*args, **kwargs)
+        g, b, c = key
+        step = state.step
+        if self.compute[g][step, b, c]:
+            output = forward(*args, **kwargs)
+            if self.store[g][step, b, c]:
+                state.kept[key] = output
+                self.stats.add(output, +1)
+            return output
+        output = state.kept[key]
+        if self.release[g][step, b, c]:
+            del state.kept[key]
+            self.stats.add(output, -1)
+        return output
+
+
+class StepHook(ModelHook):
+    """Marks the start and end of each transformer call, i.e. of each denoising step."""
+
+    _is_stateful = True
+
+    def __init__(self, runtime: ScheduleRuntime) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.state_manager = StateManager(RunState)
+
+    def current_state(self) -> RunState:
+        try:
+            self.state_manager.context  # noqa: B018 - raises when no cache context is set
+        except ValueError:
+            self.state_manager.set_context(_DEFAULT_CONTEXT)
+        return self.state_manager.get_state()
+
+    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+        self.runtime.begin_call(self.current_state())
+        return args, kwargs
+
+    def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
+        self.runtime.end_call()
+        return output
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self.runtime.forget_all()
+        self.state_manager.reset()
+        return module
+
+
+class ComponentCacheHook(ModelHook):
+    """Computes or reuses one component of one block according to the schedule."""
+
+    def __init__(self, runtime: ScheduleRuntime, key: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.key = key
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return self.runtime.run_component(self.key, self.fn_ref.original_forward, args, kwargs)
+
+
+def _nbytes(output: Any) -> int:
+    tensors = output if isinstance(output, tuple) else (output,)
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))

@@ -1,0 +1,71 @@
+"""Shared test setup: offline mode, and tiny random-weight pipelines saved once per session.
+
+The environment variables are set at import, before any test module imports diffusers, transformers or ray,
+so that nothing ever tries the network (the test machines have none) and a local ray cluster needs no token.
+Each tiny pipeline is built and saved once per session; tests get a fresh copy loaded with the stock
+`from_pretrained`, so they exercise the same loading path as a real checkpoint and cannot leak state
+(hooks, patched modules, scheduler state) into one another.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from diffusers import DiffusionPipeline, FluxPipeline, PixArtAlphaPipeline
+
+from ecad_search.models.tiny import (
+    TINY_FLUX_CALL_KWARGS,
+    TINY_PIXART_CALL_KWARGS,
+    save_tiny,
+    tiny_flux_pipeline,
+    tiny_pixart_pipeline,
+)
+
+
+def _quiet(pipe: DiffusionPipeline) -> DiffusionPipeline:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_pixart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `tiny_pixart_pipeline(seed=0)` saved with `save_tiny`."""
+    return save_tiny(tiny_pixart_pipeline(seed=0), tmp_path_factory.mktemp("tiny_pixart"))
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `tiny_flux_pipeline(seed=0)` saved with `save_tiny`."""
+    return save_tiny(tiny_flux_pipeline(seed=0), tmp_path_factory.mktemp("tiny_flux"))
+
+
+@pytest.fixture
+def tiny_pixart_pipe(tiny_pixart_dir: Path) -> PixArtAlphaPipeline:
+    """A fresh PixArt-α pipeline loaded from `tiny_pixart_dir`; call it with `pixart_call_kwargs`."""
+    return _quiet(PixArtAlphaPipeline.from_pretrained(tiny_pixart_dir))
+
+
+@pytest.fixture
+def tiny_flux_pipe(tiny_flux_dir: Path) -> FluxPipeline:
+    """A fresh FLUX pipeline loaded from `tiny_flux_dir`; call it with `flux_call_kwargs`."""
+    return _quiet(FluxPipeline.from_pretrained(tiny_flux_dir))
+
+
+@pytest.fixture
+def pixart_call_kwargs() -> dict[str, Any]:
+    """A mutable copy of `TINY_PIXART_CALL_KWARGS`."""
+    return dict(TINY_PIXART_CALL_KWARGS)
+
+
+@pytest.fixture
+def flux_call_kwargs() -> dict[str, Any]:
+    """A mutable copy of `TINY_FLUX_CALL_KWARGS`."""
+    return dict(TINY_FLUX_CALL_KWARGS)
