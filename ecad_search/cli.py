@@ -22,9 +22,11 @@ from .cost import cache_memory, cost_table, estimate_macs, resolve_spec
 from .formats import load_schedule, save_schedule, to_cache_dit
 from .heuristics import FAMILIES as HEURISTICS
 from .heuristics import all_heuristics
+from .metrics import MetricNotAvailableError
 from .models import ModelNotAvailableError, block_groups, get_model, model_names, schedule_metadata
 from .models.base import ModelSpec
 from .schedule import CacheSchedule, ScheduleError
+from .search.runner import SearchConfig, run_search
 
 app = typer.Typer(
     add_completion=False,
@@ -48,7 +50,14 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (UsageError, ScheduleError, ModelNotAvailableError, ValueError, FileNotFoundError) as err:
+        except (
+            UsageError,
+            ScheduleError,
+            ModelNotAvailableError,
+            MetricNotAvailableError,
+            ValueError,
+            FileNotFoundError,
+        ) as err:
             errors.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
@@ -71,6 +80,115 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+@app.callback(invoke_without_command=True)
+def main_form(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="registry name or pipeline folder")] = None,
+    generations: Annotated[int, typer.Option(help="NSGA-II generations")] = 50,
+    population: Annotated[int | None, typer.Option(help="population size (default: the preset's)")] = None,
+    preset: Annotated[str, typer.Option(help="'default' (ours) or 'ecad' (the paper's settings)")] = "default",
+    metric: Annotated[
+        str | None, typer.Option(help="reward, fidelity, image-reward, clip (default: reward for digits)")
+    ] = None,
+    prompts: Annotated[Path | None, typer.Option(help="prompt file (.txt, .json, .csv)")] = None,
+    images_per_prompt: Annotated[int, typer.Option(help="seeds per prompt")] = 1,
+    steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
+    resolution: Annotated[int | None, typer.Option(help="square image size in pixels")] = None,
+    guidance: Annotated[float | None, typer.Option(help="guidance scale (default: the model's)")] = None,
+    cost: Annotated[str, typer.Option(help="'macs' (analytic) or 'latency' (measured)")] = "macs",
+    seed: int = 0,
+    batch_size: Annotated[int, typer.Option(help="images per pipeline call (0: all at once)")] = 0,
+    db: Annotated[str, typer.Option(help="SQLAlchemy URL of the run database")] = "sqlite:///ecad-search.db",
+    run: Annotated[str | None, typer.Option(help="run name (default: derived from the options)")] = None,
+    out: Annotated[Path, typer.Option(help="output folder; the run writes into OUT/RUN")] = Path("runs"),
+    device: str = "cpu",
+) -> None:
+    """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
+
+    Re-running the same command resumes the run from the database; evaluated masks are never evaluated again.
+    """
+    _quiet_libraries()
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None:
+        console.print(ctx.get_help())
+        raise typer.Exit(0)
+    friendly(_search)(
+        SearchConfig(
+            model=model,
+            generations=generations,
+            metric=metric,
+            preset=preset,
+            population=population,
+            prompts=str(prompts) if prompts else None,
+            images_per_prompt=images_per_prompt,
+            steps=steps,
+            resolution=resolution,
+            guidance=guidance,
+            cost=cost,
+            seed=seed,
+            batch_size=batch_size,
+            db=db,
+            run=run,
+            out=str(out),
+            device=device,
+        )
+    )
+
+
+def _search(config: SearchConfig) -> None:
+    search_run, reports = run_search(config, console)
+    prepared = search_run.prepared
+    console.print(
+        f"run [bold]{prepared.run}[/bold]: {len(reports)} generations, "
+        f"{sum(r.evaluated for r in reports)} new evaluations, {sum(r.memo_hits for r in reports)} from the database; "
+        f"hypervolume {reports[-1].hypervolume:.4f}"
+    )
+    console.print(f"front, plot and tables in {prepared.out}/")
+
+
+@app.command()
+@friendly
+def runs(db: Annotated[str, typer.Option(help="SQLAlchemy URL")] = "sqlite:///ecad-search.db") -> None:
+    """List the runs in a database with their status."""
+    from .store import Store
+
+    Store.validate_url(db)
+    table = Table("run", "model", "metric", "seed", "status", "generations", "updated")
+    for info in Store(db).list_runs():
+        table.add_row(
+            info.name,
+            info.model,
+            info.metric,
+            str(info.seed),
+            info.status,
+            str(info.generations_done),
+            info.updated_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)
+
+
+@app.command()
+@friendly
+def export(
+    run: Annotated[str, typer.Option(help="run name (see `ecad-search runs`)")],
+    out: Annotated[Path, typer.Option(help="output schedule JSON")],
+    db: Annotated[str, typer.Option(help="SQLAlchemy URL")] = "sqlite:///ecad-search.db",
+    max_loss: Annotated[float | None, typer.Option(help="the cheapest schedule within this quality loss")] = None,
+    max_macs: Annotated[float | None, typer.Option(help="the best schedule within this MACs fraction")] = None,
+    knee_point: Annotated[bool, typer.Option("--knee", help="the knee of the front")] = False,
+) -> None:
+    """Export one schedule from a run's front."""
+    from .search.export import export_from_run
+
+    if sum(x is not None and x is not False for x in (max_loss, max_macs, knee_point or None)) != 1:
+        raise UsageError("choose exactly one of --max-loss, --max-macs, --knee")
+    schedule = export_from_run(db, run, max_loss=max_loss, max_macs=max_macs, knee_point=knee_point)
+    save_schedule(schedule, out)
+    loss = schedule.metrics["quality_loss"]["value"]
+    console.print(f"wrote {out}: quality loss {loss:.4f}, {schedule.metrics['macs_fraction']['value']:.1%} of MACs")
+
+
 @app.command()
 @friendly
 def models() -> None:
@@ -79,8 +197,13 @@ def models() -> None:
     for name in model_names():
         spec = get_model(name)
         table.add_row(
-            name, spec.family, str(spec.default_steps), str(spec.resolution), str(spec.guidance_scale),
-            spec.dtype, spec.description,
+            name,
+            spec.family,
+            str(spec.default_steps),
+            str(spec.resolution),
+            str(spec.guidance_scale),
+            spec.dtype,
+            spec.description,
         )
     console.print(table)
 
@@ -100,15 +223,19 @@ def generate(
     compare: Annotated[bool, typer.Option(help="also time the uncached run and report the speedup")] = False,
 ) -> None:
     """Generate one image, optionally following a schedule; print wall time, MACs and the fraction saved."""
-    from .generation import GenerationSettings, generate as run, load_pipeline
+    from .generation import GenerationSettings, load_pipeline
+    from .generation import generate as run
 
     cached = load_schedule(schedule) if schedule else None
     spec = _spec(model, resolution)
     if cached and steps and steps != cached.num_steps:
         raise UsageError(f"--steps {steps} differs from the schedule's {cached.num_steps} steps; drop --steps")
     settings = GenerationSettings.for_model(
-        spec, steps=steps or (cached.num_steps if cached else None), guidance_scale=guidance,
-        resolution=resolution, seed=seed,
+        spec,
+        steps=steps or (cached.num_steps if cached else None),
+        guidance_scale=guidance,
+        resolution=resolution,
+        seed=seed,
     )
     plain = CacheSchedule.all_compute(block_groups(spec), settings.steps, **schedule_metadata(spec))
     pipe = load_pipeline(spec, device=device)
@@ -142,18 +269,30 @@ def describe(
     plain = plain.with_metadata(height=sched.height, width=sched.width, guidance_scale=sched.guidance_scale)
     macs, full = estimate_macs(sched, spec), estimate_macs(plain, spec)
     linear, linear_full = (estimate_macs(s, spec, attention_matmuls=False) for s in (sched, plain))
-    memory, memory_all = cache_memory(sched, spec), cache_memory(plain.with_genome(np.zeros(plain.genome_length)), spec)
+    memory, memory_all = (
+        cache_memory(sched, spec),
+        cache_memory(plain.with_genome(np.zeros(plain.genome_length)), spec),
+    )
     out = Table(title=f"{sched.name or schedule.name}  ({spec.name})", show_header=False)
-    out.add_row("shape", " + ".join(f"{sched.num_steps}×{g.num_blocks}×{len(g.components)} {g.name}" for g in sched.groups))
+    out.add_row(
+        "shape",
+        " + ".join(f"{sched.num_steps}×{g.num_blocks}×{len(g.components)} {g.name}" for g in sched.groups),
+    )
     out.add_row("compute fraction", f"{sched.compute_fraction:.1%} of component evaluations")
     for group in sched.groups:
         mask = sched.mask(group.name)
         shares = ", ".join(f"{c} {mask[:, :, i].mean():.0%}" for i, c in enumerate(group.components))
         out.add_row(f"  {group.name}", shares)
-    out.add_row("MACs (with attention matmuls)", f"{macs / 1e12:.4f} T of {full / 1e12:.4f} T: {full / macs:.2f}x fewer")
+    out.add_row(
+        "MACs (with attention matmuls)",
+        f"{macs / 1e12:.4f} T of {full / 1e12:.4f} T: {full / macs:.2f}x fewer",
+    )
     out.add_row("MACs (linear layers, ECAD)", f"{linear / 1e12:.4f} T of {linear_full / 1e12:.4f} T")
-    out.add_row("peak cache", f"{memory.peak_tensors} outputs, {memory.peak_bytes / 2**20:.1f} MiB "
-                f"(storing every output: {memory_all.peak_tensors}, {memory_all.peak_bytes / 2**20:.1f} MiB)")
+    out.add_row(
+        "peak cache",
+        f"{memory.peak_tensors} outputs, {memory.peak_bytes / 2**20:.1f} MiB "
+        f"(storing every output: {memory_all.peak_tensors}, {memory_all.peak_bytes / 2**20:.1f} MiB)",
+    )
     out.add_row("steps computing (share)", " ".join(f"{f:.2f}" for f in sched.step_compute_fraction()))
     console.print(out)
     if plot:
@@ -188,8 +327,11 @@ def heuristic(
     if kind not in HEURISTICS:
         raise UsageError(f"unknown heuristic '{kind}'; use one of {', '.join(HEURISTICS)} or 'all'")
     params = {
-        "fora": {"n": n}, "evenly-spaced": {"component": component, "n": n}, "attention-every": {"n": n},
-        "tgate": {"gate_step": gate_step, "self_attention_every": sa_every}, "no-cache": {},
+        "fora": {"n": n},
+        "evenly-spaced": {"component": component, "n": n},
+        "attention-every": {"n": n},
+        "tgate": {"gate_step": gate_step, "self_attention_every": sa_every},
+        "no-cache": {},
     }[kind]
     schedule = HEURISTICS[kind](groups, num_steps, **params).with_metadata(**meta)
     save_schedule(_with_macs(schedule, spec), out)
@@ -247,6 +389,18 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: Any, *
     errors.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
-def main() -> None:
+def _quiet_libraries() -> None:
+    """Our warnings as one line each; the libraries' deprecation chatter is not the user's business."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", module=r"(huggingface_hub|diffusers|transformers|torch)(\.|$)")
     warnings.showwarning = _show_warning
+
+
+def main() -> None:
     app()

@@ -49,6 +49,9 @@ class GenerationSettings:
 
 
 def load_pipeline(spec: ModelSpec, *, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:
+    """The model's pipeline on `device`; half precision only where it pays (CUDA), float32 on CPU by default."""
+    if dtype is None:
+        dtype = spec.torch_dtype if str(device).startswith("cuda") else torch.float32
     pipe = get_family(spec).load_pipeline(spec, device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -64,7 +64,9 @@ def fora(groups: tuple[BlockGroup, ...], num_steps: int, n: int) -> CacheSchedul
     return _build(groups, num_steps, dict.fromkeys(_components(groups), steps), f"fora-{n}", kind="fora", n=n)
 
 
-def tgate(groups: tuple[BlockGroup, ...], num_steps: int, gate_step: int, self_attention_every: int = 1) -> CacheSchedule:
+def tgate(
+    groups: tuple[BlockGroup, ...], num_steps: int, gate_step: int, self_attention_every: int = 1
+) -> CacheSchedule:
     cross = _require(groups, CROSS_ATTENTION, "TGATE")
     self_attn = _require(groups, SELF_ATTENTION, "TGATE")
     if not 1 <= gate_step <= num_steps:

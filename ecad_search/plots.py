@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
-from .schedule import CacheSchedule  # noqa: E402
+from .schedule import CacheSchedule
 
 
 def mask_heatmap(schedule: CacheSchedule, path: str | Path) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from diffusers import DiffusionPipeline, FluxPipeline, PixArtAlphaPipeline
 
-from ecad_search.models.tiny import (
+from ecad_search.tiny import (
     TINY_FLUX_CALL_KWARGS,
     TINY_PIXART_CALL_KWARGS,
     save_tiny,

@@ -81,7 +81,14 @@ def test_ecad_flux_layout(tmp_path) -> None:  # type: ignore[no-untyped-def]
         blocks = {str(b): {c: s != 1 or c != "full_ff" for c in double} for b in range(19)}
         blocks.update({f"single_{b}": {c: s != 2 or b != 7 for c in single} for b in range(38)})
         steps[f"{s:03d}"] = blocks
-    data = {"cache_schedule": {"num_blocks": 19, "num_single_blocks": 38, "num_inference_steps": 20, "schedule": steps}}
+    data = {
+        "cache_schedule": {
+            "num_blocks": 19,
+            "num_single_blocks": 38,
+            "num_inference_steps": 20,
+            "schedule": steps,
+        }
+    }
     schedule = load_schedule(write(tmp_path, data))
     assert schedule.model.name == "flux-dev"
     double_mask = schedule.mask("transformer_blocks")
@@ -94,10 +101,16 @@ def test_ecad_flux_layout(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ("mutate", "message"),
     [
         (lambda d: d["mask"]["transformer_blocks"]["attn1"].__setitem__(3, "1" * 27), "has 27 characters"),
-        (lambda d: d["mask"]["transformer_blocks"].__setitem__("attn3", ["1" * 28] * 20), "unknown component"),
+        (
+            lambda d: d["mask"]["transformer_blocks"].__setitem__("attn3", ["1" * 28] * 20),
+            "unknown component",
+        ),
         (lambda d: d["mask"]["transformer_blocks"]["ff"].pop(), "has 19 steps"),
         (lambda d: d.__setitem__("format_version", 7), "format_version 7"),
-        (lambda d: d["groups"][0].__setitem__("num_blocks", "many"), "invalid schedule at groups/0/num_blocks"),
+        (
+            lambda d: d["groups"][0].__setitem__("num_blocks", "many"),
+            "invalid schedule at groups/0/num_blocks",
+        ),
         (lambda d: d["mask"]["transformer_blocks"]["attn1"].__setitem__(0, "0" * 28), "step 0 must compute"),
     ],
 )

@@ -9,9 +9,9 @@ import torch
 from ecad_search import CacheSchedule, apply_schedule
 from ecad_search.heuristics import fora
 from ecad_search.models.blocks import discover_block_groups
-from ecad_search.models.tiny import TINY_FLUX_CALL_KWARGS, TINY_PIXART_CALL_KWARGS
 from ecad_search.runtime import StepCountError, StepMismatchError
 from ecad_search.schedule import peak_stored_outputs
+from ecad_search.tiny import TINY_FLUX_CALL_KWARGS, TINY_PIXART_CALL_KWARGS
 
 STEPS = 6
 
@@ -61,7 +61,9 @@ class ReferenceCache:
 
 def run_pixart(pipe, seed: int = 0, prompt: str | list[str] = "a red cat on a blue chair") -> torch.Tensor:  # type: ignore[no-untyped-def]
     generator = torch.Generator().manual_seed(seed)
-    return pipe(prompt, num_inference_steps=STEPS, generator=generator, output_type="pt", **TINY_PIXART_CALL_KWARGS).images
+    return pipe(
+        prompt, num_inference_steps=STEPS, generator=generator, output_type="pt", **TINY_PIXART_CALL_KWARGS
+    ).images
 
 
 def run_flux(pipe, seed: int = 0) -> torch.Tensor:  # type: ignore[no-untyped-def]
@@ -122,7 +124,10 @@ def test_step_count_mismatch_is_refused_before_denoising(tiny_pixart_pipe) -> No
     schedule = fora(discover_block_groups(tiny_pixart_pipe.transformer), STEPS + 2, 2)
     calls = []
     handle = tiny_pixart_pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
-    with apply_schedule(tiny_pixart_pipe, schedule), pytest.raises(StepMismatchError, match="num_inference_steps=8"):
+    with (
+        apply_schedule(tiny_pixart_pipe, schedule),
+        pytest.raises(StepMismatchError, match="num_inference_steps=8"),
+    ):
         run_pixart(tiny_pixart_pipe)
     handle.remove()
     assert calls == []

@@ -12,7 +12,7 @@ import torch
 from diffusers import DiffusionPipeline, FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline
 from transformers import PreTrainedTokenizerFast
 
-from ecad_search.models.tiny import (
+from ecad_search.tiny import (
     CLIP_TOKENS,
     FULL_DEPTH_TINY_PIXART,
     TINY_FLUX_CALL_KWARGS,
@@ -30,11 +30,11 @@ PROMPT = "a red cat"
 PROMPTS = ["a red cat", "A Blue DOG sitting on the moon", "an unknown zebra!", ""]
 
 
-def generate(pipe: DiffusionPipeline, call_kwargs: Mapping[str, Any], prompt: str = PROMPT) -> torch.Tensor:
-    """Four steps from a fixed generator, as a (batch, 3, height, width) tensor."""
+def generate(pipe: DiffusionPipeline, call_kwargs: Mapping[str, Any]) -> torch.Tensor:
+    """Four steps on `PROMPT` from a fixed generator, as a (batch, 3, height, width) tensor."""
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(0)
-    return pipe(prompt, num_inference_steps=4, output_type="pt", generator=generator, **call_kwargs).images
+    return pipe(PROMPT, num_inference_steps=4, output_type="pt", generator=generator, **call_kwargs).images
 
 
 def weights(pipe: DiffusionPipeline) -> dict[str, torch.Tensor]:

@@ -23,16 +23,14 @@ def load_schedule(path: str | Path) -> CacheSchedule:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ScheduleError(
-            f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
-        ) from None
+        raise ScheduleError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
     if is_ecad(data):
         return from_ecad(data, source=str(path))
     if isinstance(data, dict) and data.get("format") == "ecad-search.schedule":
         return from_dict(data, source=str(path))
     raise ScheduleError(
-        f"{path} is neither an ecad-search schedule (\"format\": \"ecad-search.schedule\") nor an ECAD file "
-        "(top-level \"cache_schedule\")"
+        f'{path} is neither an ecad-search schedule ("format": "ecad-search.schedule") nor an ECAD file '
+        '(top-level "cache_schedule")'
     )
 
 

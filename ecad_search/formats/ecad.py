@@ -46,7 +46,11 @@ def from_ecad(data: dict[str, Any], source: str = "schedule") -> CacheSchedule:
     if single:
         layout = [
             ("transformer_blocks", [str(b) for b in range(num_blocks)], FLUX_DOUBLE_COMPONENTS),
-            ("single_transformer_blocks", [f"single_{b}" for b in range(int(single))], FLUX_SINGLE_COMPONENTS),
+            (
+                "single_transformer_blocks",
+                [f"single_{b}" for b in range(int(single))],
+                FLUX_SINGLE_COMPONENTS,
+            ),
         ]
     else:
         layout = [("transformer_blocks", [str(b) for b in range(num_blocks)], PIXART_COMPONENTS)]

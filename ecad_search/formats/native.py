@@ -118,9 +118,7 @@ def _decode_group(mask: dict[str, Any], group: BlockGroup, steps: int, source: s
         if rows is None:
             raise ScheduleError(f"{source}: group '{group.name}' has no mask for component '{component}'")
         if len(rows) != steps:
-            raise ScheduleError(
-                f"{source}: {group.name}.{component} has {len(rows)} steps but num_steps is {steps}"
-            )
+            raise ScheduleError(f"{source}: {group.name}.{component} has {len(rows)} steps but num_steps is {steps}")
         for s, row in enumerate(rows):
             if len(row) != group.num_blocks:
                 raise ScheduleError(

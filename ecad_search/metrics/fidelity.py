@@ -6,8 +6,12 @@ search can average them or look at the worst prompt. Plain torch, no learned wei
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.nn import functional as F
+
+from .base import QualityMetric
 
 
 def psnr(images: torch.Tensor, references: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -71,3 +75,31 @@ def _check_shapes(images: torch.Tensor, references: torch.Tensor) -> None:
             f"expected two (B, C, H, W) batches of the same shape, got {tuple(images.shape)} "
             f"and {tuple(references.shape)}"
         )
+
+
+class FidelityMetric(QualityMetric):
+    """Fidelity to the uncached output with the same prompt and seed: SSIM as the score, PSNR alongside.
+
+    Needs no weights, so it works for every model; it is what the online-caching papers report."""
+
+    name = "fidelity"
+    description = "SSIM to the uncached image with the same prompt and seed (no weights; PSNR also stored)"
+    needs_reference = True
+
+    def score(self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None) -> torch.Tensor:
+        if references is None:
+            raise ValueError("the fidelity metric needs the uncached reference images")
+        return ssim(images, references)
+
+    def extra_figures(self, images: torch.Tensor, references: torch.Tensor | None) -> dict[str, Any]:
+        if references is None:
+            return {}
+        values = psnr(images, references)
+        finite = values[torch.isfinite(values)]
+        return {
+            "psnr_db_mean": float(finite.mean()) if finite.numel() else None,
+            "identical_images": int((~torch.isfinite(values)).sum()),
+        }
+
+
+METRICS = (FidelityMetric,)

@@ -20,6 +20,9 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.nn import functional as F
 
+from ..models.base import ModelSpec
+from .base import MetricNotAvailableError, QualityMetric
+
 CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "assets" / "digits" / "classifier"
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -36,9 +39,7 @@ def digits_split(seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, held_out) of a stratified split; the default seed gives the split the assets use."""
     _, labels = load_real_digits()
     indices = list(range(len(labels)))
-    train, held_out = train_test_split(
-        indices, test_size=TEST_FRACTION, random_state=seed, stratify=labels.numpy()
-    )
+    train, held_out = train_test_split(indices, test_size=TEST_FRACTION, random_state=seed, stratify=labels.numpy())
     return torch.tensor(sorted(train)), torch.tensor(sorted(held_out))
 
 
@@ -117,9 +118,7 @@ def digit_reward(classifier: DigitClassifier, images: torch.Tensor, labels: torc
     return probabilities.gather(1, labels.to(device).view(-1, 1)).squeeze(1).cpu()
 
 
-def save_digit_classifier(
-    classifier: DigitClassifier, folder: str | Path, extra: dict[str, Any] | None = None
-) -> None:
+def save_digit_classifier(classifier: DigitClassifier, folder: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write config.json (architecture plus `extra`, e.g. held-out accuracy) and model.safetensors."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,11 +132,39 @@ def load_digit_classifier(folder: str | Path | None = None, device: str = "cpu")
     """Load a classifier written by `save_digit_classifier`; defaults to the one bundled with the model."""
     folder = Path(folder) if folder is not None else CLASSIFIER_DIR
     if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"no digit classifier in {folder}; rebuild it with `python scripts/train_digits.py`"
-        )
+        raise FileNotFoundError(f"no digit classifier in {folder}; rebuild it with `python scripts/train_digits.py`")
     config = json.loads((folder / "config.json").read_text())
     architecture = {key: config[key] for key in ("channels", "features", "dropout")}
     classifier = DigitClassifier(**architecture)
     classifier.load_state_dict(load_file(folder / "model.safetensors"))
     return classifier.to(device).eval()
+
+
+class DigitRewardMetric(QualityMetric):
+    """The digits model's quality: probability that the classifier reads the prompted digit."""
+
+    name = "reward"
+    description = "digits: classifier probability of the prompted digit (the bundled model's ImageReward)"
+
+    def __init__(self, classifier: DigitClassifier) -> None:
+        self.classifier = classifier
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str = "cpu") -> DigitRewardMetric:
+        if spec.family != "digits":
+            raise MetricNotAvailableError(
+                "metric 'reward' scores the digits model only; "
+                f"use --metric fidelity, image-reward or clip for {spec.name}"
+            )
+        local = Path(spec.pipeline_id) / "classifier" if spec.pipeline_id else None
+        folder = local if local is not None and local.is_dir() else None
+        return cls(load_digit_classifier(folder, device=device))
+
+    def score(self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None) -> torch.Tensor:
+        from ..models.digits import parse_digit_prompt
+
+        labels = torch.tensor([parse_digit_prompt(p) for p in prompts])
+        return digit_reward(self.classifier, images, labels)
+
+
+METRICS = (DigitRewardMetric,)

@@ -108,8 +108,18 @@ class ModelFamily:
                 )
             pipe = getattr(diffusers, spec.pipeline_class).from_pretrained(spec.pipeline_id, **options)
         except (OSError, ValueError) as err:
-            raise ModelNotAvailableError(f"cannot load model '{spec.name}': {_first_line(err)}. {spec.how_to_get}") from err
+            raise ModelNotAvailableError(
+                f"cannot load model '{spec.name}': {_first_line(err)}. {spec.how_to_get}"
+            ) from err
         return pipe.to(device)
+
+    def encode_prompts(self, pipe: Any, spec: ModelSpec, prompts: list[str], guidance_scale: float) -> dict[str, Any]:
+        """Keyword arguments that stand for `prompt` in a pipeline call, computed once per prompt set.
+
+        For real models the text encoder is the costly part of a call, so an evaluator encodes its
+        calibration prompts once and reuses the embeddings for every candidate.
+        """
+        return {"prompt": prompts}
 
     def call_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
         """Keyword arguments every pipeline call of this family needs on top of the user's."""

@@ -33,8 +33,7 @@ def block_components(block: nn.Module) -> tuple[str, ...]:
     cls = type(block).__name__
     if cls not in BLOCK_COMPONENTS:
         raise ScheduleError(
-            f"block class {cls} has no known cacheable components; add it to "
-            "ecad_search.models.blocks.BLOCK_COMPONENTS"
+            f"block class {cls} has no known cacheable components; add it to ecad_search.models.blocks.BLOCK_COMPONENTS"
         )
     return tuple(name for name in BLOCK_COMPONENTS[cls] if getattr(block, name, None) is not None)
 

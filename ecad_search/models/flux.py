@@ -65,6 +65,12 @@ class FluxFamily(ModelFamily):
             inputs["guidance"] = torch.full((batch_size,), 3.5, device=device, dtype=dtype)
         return inputs
 
+    def encode_prompts(self, pipe: Any, spec: ModelSpec, prompts: list[str], guidance_scale: float) -> dict[str, Any]:
+        embeds, pooled, _ = pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, device=pipe._execution_device, max_sequence_length=spec.text_tokens
+        )
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
     def call_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
         return {"max_sequence_length": spec.text_tokens, **spec.pipeline_kwargs}
 

@@ -85,10 +85,30 @@ class PixArtFamily(ModelFamily):
             "added_cond_kwargs": conditions,
         }
 
+    def encode_prompts(self, pipe: Any, spec: ModelSpec, prompts: list[str], guidance_scale: float) -> dict[str, Any]:
+        embeds, mask, negative, negative_mask = pipe.encode_prompt(
+            prompts,
+            do_classifier_free_guidance=guidance_scale > 1.0,
+            device=pipe._execution_device,
+            clean_caption=True,
+            max_sequence_length=spec.text_tokens,
+        )
+        return {
+            "prompt_embeds": embeds,
+            "prompt_attention_mask": mask,
+            "negative_prompt": None,
+            "negative_prompt_embeds": negative,
+            "negative_prompt_attention_mask": negative_mask,
+        }
+
     def call_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
         """Resolution binning only exists for the real sample sizes; the T5 length is the model's."""
         binning = spec.transformer_config.get("sample_size") in BINNED_SAMPLE_SIZES
-        return {"use_resolution_binning": binning, "max_sequence_length": spec.text_tokens, **spec.pipeline_kwargs}
+        return {
+            "use_resolution_binning": binning,
+            "max_sequence_length": spec.text_tokens,
+            **spec.pipeline_kwargs,
+        }
 
 
 FAMILY = PixArtFamily()

@@ -1,0 +1,158 @@
+"""Score one schedule on a resident pipeline: the unit of work of the search (and, later, of each worker).
+
+Everything that does not depend on the schedule is done once, when the evaluator is built: the pipeline is
+loaded, prompt embeddings are encoded, the metric's weights are loaded, the uncached reference images (for
+metrics that compare with them) and the uncached MACs and latency are computed. Every candidate is then
+generated from the same prompts and the same per-image seeds (common random numbers), so differences between
+candidates come from their masks alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from .cost import estimate_macs
+from .generation import GenerationSettings, load_pipeline, pipeline_kwargs
+from .metrics import get_metric
+from .models import ModelSpec, get_family, schedule_metadata
+from .models.blocks import discover_block_groups
+from .runtime import apply_schedule
+from .schedule import CacheSchedule
+
+COSTS = ("macs", "latency")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What makes two evaluations of the same mask comparable; its `key()` indexes the evaluation memo."""
+
+    model: str
+    metric: str
+    prompts: tuple[str, ...]
+    images_per_prompt: int
+    steps: int
+    guidance_scale: float
+    resolution: int
+    seed: int = 0
+    cost: str = "macs"
+    batch_size: int = 0
+
+    def key(self) -> str:
+        payload = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    @property
+    def num_images(self) -> int:
+        return len(self.prompts) * self.images_per_prompt
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The objectives of one schedule and the figures behind them."""
+
+    quality_loss: float
+    cost: float
+    macs: float
+    latency_s: float | None
+    prompt_scores: list[float] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+
+class Evaluator:
+    """A loaded pipeline, metric and prompt set that scores schedules one after another."""
+
+    def __init__(self, spec: ModelSpec, settings: EvaluationSettings, *, device: str = "cpu", pipe: Any = None):
+        if settings.cost not in COSTS:
+            raise ValueError(f"unknown cost '{settings.cost}': use one of {', '.join(COSTS)}")
+        self.spec, self.settings = spec, settings
+        self.metric = get_metric(settings.metric).load(spec, device)
+        self.pipe = pipe if pipe is not None else load_pipeline(spec, device=device)
+        self.generation = GenerationSettings(
+            settings.steps, settings.guidance_scale, settings.resolution, settings.resolution, settings.seed
+        )
+        self.call_kwargs = pipeline_kwargs(self.pipe, spec, self.generation)
+        self.chunks = self._encode_chunks()
+        self.image_prompts = [p for p in settings.prompts for _ in range(settings.images_per_prompt)]
+        self.template = CacheSchedule.all_compute(
+            discover_block_groups(self.pipe.transformer), settings.steps, **schedule_metadata(spec)
+        ).with_metadata(height=settings.resolution, width=settings.resolution, guidance_scale=settings.guidance_scale)
+        self.full_macs = self._macs(self.template)
+        self.references: torch.Tensor | None = None
+        self.full_seconds_per_image = 0.0
+        if self.metric.needs_reference or settings.cost == "latency":
+            self.references, seconds = self.generate(None)
+            self.full_seconds_per_image = seconds / settings.num_images
+
+    def _encode_chunks(self) -> list[dict[str, Any]]:
+        """Prompt embeddings per pipeline call, computed once; a call holds at most `batch_size` images."""
+        per_call = (
+            max(1, self.settings.batch_size // self.settings.images_per_prompt) if self.settings.batch_size else 0
+        )
+        prompts = list(self.settings.prompts)
+        groups = [prompts[i : i + per_call] for i in range(0, len(prompts), per_call)] if per_call else [prompts]
+        family = get_family(self.spec)
+        with torch.no_grad():
+            return [
+                {
+                    "count": len(group),
+                    **family.encode_prompts(self.pipe, self.spec, group, self.generation.guidance_scale),
+                }
+                for group in groups
+            ]
+
+    def _generators(self, count: int) -> list[torch.Generator]:
+        """One generator per image, seeded by its index within its prompt: the same noise for every mask."""
+        n = self.settings.images_per_prompt
+        return [torch.Generator().manual_seed(self.settings.seed + j) for _ in range(count) for j in range(n)]
+
+    def generate(self, schedule: CacheSchedule | None) -> tuple[torch.Tensor, float]:
+        """All calibration images (N, C, H, W) in [0, 1] for a schedule (None: uncached), and the seconds taken."""
+        outputs = []
+        start = time.perf_counter()
+        handle = apply_schedule(self.pipe, schedule) if schedule is not None else None
+        try:
+            for chunk in self.chunks:
+                kwargs = {k: v for k, v in chunk.items() if k != "count"}
+                result = self.pipe(
+                    **kwargs,
+                    **self.call_kwargs,
+                    num_images_per_prompt=self.settings.images_per_prompt,
+                    generator=self._generators(chunk["count"]),
+                    output_type="pt",
+                )
+                outputs.append(result.images.float().cpu())
+        finally:
+            if handle is not None:
+                handle.disable()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return torch.cat(outputs), time.perf_counter() - start
+
+    def _macs(self, schedule: CacheSchedule) -> float:
+        size = {"height": self.settings.resolution, "width": self.settings.resolution}
+        return estimate_macs(schedule, self.spec, **size)
+
+    def evaluate(self, schedule: CacheSchedule) -> Evaluation:
+        start = time.perf_counter()
+        images, seconds = self.generate(schedule)
+        scores = self.metric.score(images, self.image_prompts, self.references).double()
+        per_prompt = scores.view(len(self.settings.prompts), self.settings.images_per_prompt).mean(dim=1)
+        macs = self._macs(schedule)
+        latency = seconds / self.settings.num_images
+        cost = latency / self.full_seconds_per_image if self.settings.cost == "latency" else macs / self.full_macs
+        return Evaluation(
+            quality_loss=float(1.0 - scores.mean()),
+            cost=float(cost),
+            macs=macs,
+            latency_s=latency,
+            prompt_scores=[float(s) for s in per_prompt],
+            figures=self.metric.extra_figures(images, self.references),
+            wall_time_s=time.perf_counter() - start,
+        )

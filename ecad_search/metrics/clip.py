@@ -1,0 +1,60 @@
+"""CLIP score: cosine similarity of image and prompt embeddings (optional, needs CLIP weights).
+
+The model comes from `$CLIP_MODEL_DIR` or `openai/clip-vit-base-patch32` (the clip-score package's model)
+through `transformers`; offline without a local copy it is a clear error. Images are resized and normalised
+with plain torch, so no image-processing extras are needed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..models.base import ModelSpec
+from .base import MetricNotAvailableError, QualityMetric
+
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ClipMetric(QualityMetric):
+    name = "clip"
+    description = "CLIP image-text cosine similarity (optional, needs CLIP weights)"
+
+    def __init__(self, model: Any, tokenizer: Any, device: str) -> None:
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str = "cpu") -> ClipMetric:
+        from transformers import CLIPModel, CLIPTokenizer
+
+        source = os.environ.get("CLIP_MODEL_DIR", DEFAULT_CLIP)
+        try:
+            model = CLIPModel.from_pretrained(source).to(device).eval()
+            tokenizer = CLIPTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as err:
+            raise MetricNotAvailableError(
+                f"cannot load CLIP from '{source}' ({type(err).__name__}); fetch {DEFAULT_CLIP} once or set "
+                "CLIP_MODEL_DIR to a local copy"
+            ) from err
+        return cls(model, tokenizer, device)
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None) -> torch.Tensor:
+        pixels = images.to(self.device, torch.float32)
+        if pixels.shape[1] == 1:
+            pixels = pixels.repeat(1, 3, 1, 1)
+        pixels = F.interpolate(pixels, size=(224, 224), mode="bicubic", align_corners=False).clamp(0, 1)
+        mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
+        text = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        image_embeds = F.normalize(self.model.get_image_features(pixel_values=(pixels - mean) / std), dim=-1)
+        text_embeds = F.normalize(self.model.get_text_features(**text), dim=-1)
+        return (image_embeds * text_embeds).sum(dim=-1).cpu()
+
+
+METRICS = (ClipMetric,)

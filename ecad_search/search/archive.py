@@ -1,0 +1,45 @@
+"""Every non-dominated schedule ever evaluated (not just the last population), and its hypervolume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pymoo.indicators.hv import HV
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+REFERENCE_POINT = np.array([1.0, 1.0])
+"""Fixed for every run: quality loss 1 (every image wrong) and cost 1 (the uncached run)."""
+
+
+@dataclass(frozen=True)
+class Point:
+    digest: str
+    genome: np.ndarray
+    objectives: tuple[float, float]
+
+
+class Archive:
+    """All evaluated points by digest; the front is recomputed from all of them when asked."""
+
+    def __init__(self) -> None:
+        self.points: dict[str, Point] = {}
+
+    def add(self, digest: str, genome: np.ndarray, objectives: tuple[float, float]) -> None:
+        self.points.setdefault(digest, Point(digest, genome, objectives))
+
+    def front(self) -> list[Point]:
+        """Non-dominated points, cheapest first."""
+        if not self.points:
+            return []
+        points = list(self.points.values())
+        F = np.array([p.objectives for p in points])
+        indices = NonDominatedSorting().do(F, only_non_dominated_front=True)
+        return sorted((points[i] for i in indices), key=lambda p: (p.objectives[1], p.objectives[0]))
+
+    def hypervolume(self) -> float:
+        front = self.front()
+        if not front:
+            return 0.0
+        F = np.minimum(np.array([p.objectives for p in front]), REFERENCE_POINT)
+        return float(HV(ref_point=REFERENCE_POINT)(F))

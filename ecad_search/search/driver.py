@@ -1,0 +1,134 @@
+"""The NSGA-II loop: pymoo asks, we evaluate (or find the evaluation in the database), pymoo is told.
+
+Resuming needs no checkpoint: the algorithm is seeded, so replaying it from generation 0 with every
+evaluation served from the database reproduces exactly the same populations and archive, and only masks
+never evaluated before cost any time. Every new evaluation is written as soon as it exists, so a crash loses
+at most the candidate being generated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from pymoo.core.problem import Problem
+from pymoo.core.termination import NoTermination
+from pymoo.problems.static import StaticProblem
+
+from ..evaluation import Evaluator
+from ..schedule import CacheSchedule
+from ..store import EvaluationRecord, Store
+from .archive import Archive
+from .presets import Preset
+from .seeding import initial_population
+
+
+@dataclass(frozen=True)
+class GenerationReport:
+    """What one generation did, for progress displays and outputs."""
+
+    index: int
+    evaluated: int
+    memo_hits: int
+    hypervolume: float
+    front_size: int
+    replayed: bool
+    wall_time_s: float
+
+
+@dataclass
+class SearchState:
+    """Where a search is: the archive and what each evaluated digest scored."""
+
+    archive: Archive = field(default_factory=Archive)
+    records: dict[str, EvaluationRecord] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+class Search:
+    """One run of the search on one evaluator and one store."""
+
+    def __init__(
+        self,
+        *,
+        run: str,
+        evaluator: Evaluator,
+        store: Store,
+        preset: Preset,
+        population: int,
+        seed: int,
+    ) -> None:
+        self.run, self.evaluator, self.store = run, evaluator, store
+        self.preset, self.population, self.seed = preset, population, seed
+        self.template: CacheSchedule = evaluator.template
+        self.eval_key = evaluator.settings.key()
+        self.state = SearchState()
+        self.done_before = {g.index for g in store.generations(run)}
+        length = self.template.genome_length
+        self.problem = Problem(
+            n_var=length, n_obj=2, n_ieq_constr=1 if preset.forbid_no_cache else 0, xl=0, xu=1, vtype=bool
+        )
+        initial = initial_population(self.template, population, seed)
+        self.algorithm = preset.algorithm(initial, population)
+        self.algorithm.setup(self.problem, termination=NoTermination(), seed=seed, verbose=False)
+
+    def schedule(self, genome: np.ndarray) -> CacheSchedule:
+        return self.template.with_genome(genome)
+
+    def step(self, index: int, on_candidate: ProgressCallback | None = None) -> GenerationReport:
+        """Ask for a population, evaluate what is new, tell the algorithm, record the generation."""
+        start = time.perf_counter()
+        population = self.algorithm.ask()
+        genomes = population.get("X").astype(bool)
+        schedules = [self.schedule(g) for g in genomes]
+        digests = [s.digest() for s in schedules]
+        known = self.store.lookup(self.eval_key, sorted(set(digests) - set(self.state.records)))
+        self.state.records.update(known)
+        evaluated = 0
+        for position, (digest, schedule) in enumerate(zip(digests, schedules, strict=True)):
+            if on_candidate:
+                on_candidate(digest, position, len(digests))
+            if digest not in self.state.records:
+                self.state.records[digest] = self.evaluate_and_record(digest, schedule)
+                evaluated += 1
+        F = np.array([[self.state.records[d].quality_loss, self.state.records[d].cost] for d in digests])
+        G = (1.0 - (~genomes).sum(axis=1, keepdims=True)).astype(float) if self.preset.forbid_no_cache else None
+        self.algorithm.evaluator.eval(StaticProblem(self.problem, F=F, G=G), population)
+        self.algorithm.tell(infills=population)
+        for digest, genome, objectives in zip(digests, genomes, F, strict=True):
+            self.state.archive.add(digest, genome, (float(objectives[0]), float(objectives[1])))
+        front = self.state.archive.front()
+        hypervolume = self.state.archive.hypervolume()
+        seconds = time.perf_counter() - start
+        self.store.record_generation(
+            self.run,
+            index,
+            digests,
+            [p.digest for p in front],
+            hypervolume,
+            evaluated,
+            len(digests) - evaluated,
+            seconds,
+        )
+        return GenerationReport(
+            index, evaluated, len(digests) - evaluated, hypervolume, len(front), index in self.done_before, seconds
+        )
+
+    def evaluate_and_record(self, digest: str, schedule: CacheSchedule) -> EvaluationRecord:
+        result = self.evaluator.evaluate(schedule)
+        record = EvaluationRecord(
+            digest=digest,
+            genome="".join("1" if bit else "0" for bit in schedule.genome()),
+            quality_loss=result.quality_loss,
+            cost=result.cost,
+            macs=result.macs,
+            latency_s=result.latency_s,
+            scores={"prompt_scores": result.prompt_scores, **result.figures},
+            wall_time_s=result.wall_time_s,
+        )
+        self.store.record_evaluations(self.eval_key, [record])
+        return record

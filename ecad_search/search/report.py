@@ -1,0 +1,182 @@
+"""What a search leaves under `--out` after each generation: the current front as schedule files, a Pareto
+plot with the FORA baselines marked, a CSV and markdown table, and the hypervolume history.
+
+Each file is written to a temporary name and renamed, so a reader (or a crash) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+
+from ..formats import save_schedule
+from ..schedule import CacheSchedule
+from ..store import EvaluationRecord
+
+if TYPE_CHECKING:
+    from .runner import PreparedSearch
+
+
+@dataclass(frozen=True)
+class FrontEntry:
+    """One schedule of the front with its figures, in the order written (cheapest first)."""
+
+    schedule: CacheSchedule
+    record: EvaluationRecord
+    file: str
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_front(out: Path, entries: list[FrontEntry]) -> None:
+    """Replace `out/front/` with the current front's schedule files in one rename."""
+    staging = out / ".front.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for entry in entries:
+        save_schedule(entry.schedule, staging / entry.file)
+    final = out / "front"
+    old = out / ".front.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def front_table(entries: list[FrontEntry], full_macs: float) -> tuple[str, str]:
+    """The front as CSV and as a markdown table."""
+    header = ["rank", "quality_loss", "tmacs", "macs_fraction", "predicted_speedup", "compute_fraction", "file"]
+    rows = [
+        [
+            str(i),
+            f"{e.record.quality_loss:.5f}",
+            f"{e.record.macs / 1e12:.6f}",
+            f"{e.record.macs / full_macs:.4f}",
+            f"{full_macs / e.record.macs:.2f}",
+            f"{e.schedule.compute_fraction:.4f}",
+            e.file,
+        ]
+        for i, e in enumerate(entries)
+    ]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+    markdown = "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    )
+    return buffer.getvalue(), markdown + "\n"
+
+
+def pareto_plot(
+    path: Path,
+    evaluated: list[EvaluationRecord],
+    front: list[EvaluationRecord],
+    baselines: dict[str, EvaluationRecord],
+    full_macs: float,
+    title: str,
+) -> None:
+    """Quality loss against MACs (fraction of uncached): all evaluations, the front, and FORA baselines."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    ax.scatter(
+        [r.macs / full_macs for r in evaluated], [r.quality_loss for r in evaluated], s=8, c="0.75", label="evaluated"
+    )
+    ordered = sorted(front, key=lambda r: r.macs)
+    ax.step(
+        [r.macs / full_macs for r in ordered],
+        [r.quality_loss for r in ordered],
+        where="post",
+        c="tab:blue",
+        marker="o",
+        ms=4,
+        label="front",
+    )
+    for name, record in sorted(baselines.items(), key=lambda item: item[1].macs):
+        ax.scatter(record.macs / full_macs, record.quality_loss, marker="x", c="tab:red", s=40)
+        ax.annotate(
+            name, (record.macs / full_macs, record.quality_loss), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
+    ax.scatter([], [], marker="x", c="tab:red", label="FORA every-N")
+    ax.set_xlabel("MACs (fraction of the uncached run)")
+    ax.set_ylabel("quality loss (lower is better)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_tables(out: Path, entries: list[FrontEntry], full_macs: float) -> None:
+    csv_text, markdown = front_table(entries, full_macs)
+    _atomic_text(out / "front.csv", csv_text)
+    _atomic_text(out / "front.md", markdown)
+
+
+def write_history(out: Path, rows: list[tuple[int, float, int, int, int]]) -> None:
+    lines = ["generation,hypervolume,evaluated,memo_hits,front_size"]
+    lines += [f"{g},{hv:.6f},{ev},{hits},{size}" for g, hv, ev, hits, size in rows]
+    _atomic_text(out / "history.csv", "\n".join(lines) + "\n")
+
+
+def describe(
+    schedule: CacheSchedule,
+    record: EvaluationRecord,
+    prepared: PreparedSearch,
+    *,
+    generation: int,
+    rank: int,
+    full_macs: float,
+) -> CacheSchedule:
+    """A front schedule with its figures (and what they mean) and where it came from, ready to save."""
+    settings = prepared.settings
+    quality = (
+        f"1 - mean {settings.metric} score over {len(settings.prompts)} prompts x {settings.images_per_prompt} "
+        f"image(s) (seeds {settings.seed}..{settings.seed + settings.images_per_prompt - 1}), "
+        f"{settings.steps} steps, guidance {settings.guidance_scale}"
+    )
+    metrics = {
+        "quality_loss": {"value": record.quality_loss, "unit": "", "definition": quality},
+        "macs": {
+            "value": record.macs,
+            "unit": "MAC",
+            "definition": "transformer MACs of one generation (linear layers + attention matmuls)",
+        },
+        "macs_fraction": {
+            "value": record.macs / full_macs,
+            "unit": "",
+            "definition": "MACs relative to the uncached run",
+        },
+    }
+    provenance = {
+        "method": "search",
+        "run": prepared.run,
+        "generation": generation,
+        "rank": rank,
+        "preset": prepared.config.preset,
+        "seed": prepared.config.seed,
+        "evaluation_key": settings.key(),
+    }
+    return schedule.with_metadata(
+        name=f"{prepared.run}/gen{generation:03d}/rank{rank:02d}",
+        metrics=metrics,
+        provenance=provenance,
+        height=settings.resolution,
+        width=settings.resolution,
+        guidance_scale=settings.guidance_scale,
+    )

@@ -1,0 +1,22 @@
+"""Persistence of the search: runs, the evaluation memo shared across runs, and generation history.
+
+Any SQLAlchemy URL works (SQLite by default); tables are prefixed `ecad_` so the database can be shared.
+"""
+
+from .repository import (
+    RUN_STATUSES,
+    EvaluationRecord,
+    GenerationRecord,
+    RunInfo,
+    Store,
+    StoreError,
+)
+
+__all__ = [
+    "RUN_STATUSES",
+    "EvaluationRecord",
+    "GenerationRecord",
+    "RunInfo",
+    "Store",
+    "StoreError",
+]

@@ -1,0 +1,506 @@
+"""Reading and writing the search store: runs, the evaluation memo, and generation history.
+
+The search driver is the only writer. Every write is one transaction, and every write is idempotent, so a driver
+that crashed half-way can simply redo its last step after a restart: nothing is stored twice and no mask is ever
+evaluated twice under the same evaluation settings (`eval_key`). Values cross this module as plain frozen
+dataclasses, never as ORM objects, so callers cannot trigger lazy loads on a closed session.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Base, Candidate, Evaluation, Generation, Run, utc_now
+
+_T = TypeVar("_T")
+
+RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+
+# Digests per IN (...) query: far below every dialect's bound-parameter limit (SQLite's was 999 before 3.32).
+CHUNK_SIZE = 500
+
+# Seconds to wait for a database server: an unreachable host must fail fast, not hang the CLI.
+CONNECT_TIMEOUT_S = 10
+
+_TIMEOUT_ARG = {
+    "psycopg2": "connect_timeout",
+    "psycopg": "connect_timeout",
+    "pg8000": "timeout",
+    "pymysql": "connect_timeout",
+    "mysqldb": "connect_timeout",
+}
+
+_INSTALL_HINT = {
+    "psycopg2": "pip install psycopg2-binary, or use 'postgresql+psycopg://' with psycopg 3",
+    "psycopg": "pip install 'psycopg[binary]'",
+    "pg8000": "pip install pg8000",
+    "pymysql": "pip install pymysql",
+    "mysqldb": "pip install mysqlclient",
+}
+
+
+class StoreError(ValueError):
+    """A problem the user can fix (bad URL, conflicting run options); the message is one line."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    name: str
+    config: dict[str, Any]
+    eval_key: str
+    model: str
+    metric: str
+    seed: int
+    status: str
+    generations_done: int
+    created_at: datetime
+    updated_at: datetime
+    tool_version: str
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One candidate's measured objectives; `genome` is the mask as '0'/'1' characters, `digest` its sha256."""
+
+    digest: str
+    genome: str
+    quality_loss: float
+    cost: float
+    macs: float
+    latency_s: float | None
+    scores: dict[str, Any]
+    wall_time_s: float
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    index: int
+    population: tuple[str, ...]
+    archive: tuple[str, ...]
+    hypervolume: float
+    evaluated: int
+    memo_hits: int
+    wall_time_s: float
+    created_at: datetime
+
+
+class Store:
+    """The search database at one SQLAlchemy URL (SQLite by default; any synchronous SQLAlchemy driver works)."""
+
+    def __init__(self, url: str) -> None:
+        parsed, dialect = _checked_url(url)
+        self.url = parsed.render_as_string(hide_password=True)
+        self._engine = _create_engine(parsed, dialect)
+        try:
+            Base.metadata.create_all(self._engine)
+        except SQLAlchemyError as exc:
+            self._engine.dispose()
+            raise _open_error(self.url, dialect, exc) from exc
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    @staticmethod
+    def validate_url(url: str) -> None:
+        """Raise `StoreError` if `url` cannot be opened; creates nothing, so the CLI can check options up front.
+
+        SQLite is checked by its path alone (connecting would create the file); a server is connected to once.
+        """
+        parsed, dialect = _checked_url(url)
+        if dialect.name == "sqlite":
+            return
+        engine = _create_engine(parsed, dialect)
+        try:
+            with engine.connect():
+                pass
+        except SQLAlchemyError as exc:
+            raise _open_error(parsed.render_as_string(hide_password=True), dialect, exc) from exc
+        finally:
+            engine.dispose()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start_run(
+        self,
+        name: str,
+        config: dict[str, Any],
+        eval_key: str,
+        model: str,
+        metric: str,
+        seed: int,
+        tool_version: str,
+    ) -> RunInfo:
+        """Create the run, or resume the one of that name if it was started with the same options."""
+        if not name:
+            raise StoreError("the run name is empty; give one with --run")
+        if not isinstance(config, dict):
+            raise StoreError(f"the run config must be a dict, not {type(config).__name__}")
+        config_json = _dumps(config, "the run config")
+        wanted = {
+            "config": json.loads(config_json),
+            "eval_key": eval_key,
+            "model": model,
+            "metric": metric,
+            "seed": int(seed),
+        }
+        with self._sessions.begin() as session:
+            run = _find_run(session, name)
+            if run is None:
+                run = Run(
+                    name=name,
+                    config=config_json,
+                    eval_key=eval_key,
+                    model=model,
+                    metric=metric,
+                    seed=int(seed),
+                    status="running",
+                    generations_done=0,
+                    tool_version=tool_version,
+                )
+                session.add(run)
+            else:
+                _check_same_options(run, wanted)
+                run.status = "running"
+                run.updated_at = utc_now()
+            session.flush()
+            return _run_info(run)
+
+    def get_run(self, name: str) -> RunInfo | None:
+        with self._sessions() as session:
+            run = _find_run(session, name)
+            return None if run is None else _run_info(run)
+
+    def list_runs(self) -> list[RunInfo]:
+        """All runs, oldest first."""
+        with self._sessions() as session:
+            return [_run_info(run) for run in session.scalars(select(Run).order_by(Run.id))]
+
+    def set_status(self, run_name: str, status: str) -> None:
+        if status not in RUN_STATUSES:
+            raise StoreError(f"unknown run status {status!r}; use one of {', '.join(RUN_STATUSES)}")
+        with self._sessions.begin() as session:
+            run = _require_run(session, run_name)
+            run.status = status
+            run.updated_at = utc_now()
+
+    def lookup(self, eval_key: str, digests: Sequence[str]) -> dict[str, EvaluationRecord]:
+        """The stored evaluations of those digests under `eval_key`; digests never evaluated are absent."""
+        found: dict[str, EvaluationRecord] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(list(dict.fromkeys(digests))):
+                query = (
+                    select(Candidate, Evaluation)
+                    .join(Evaluation, Evaluation.candidate_id == Candidate.id)
+                    .where(Evaluation.eval_key == eval_key, Candidate.digest.in_(chunk))
+                )
+                for candidate, evaluation in session.execute(query):
+                    found[candidate.digest] = _evaluation_record(candidate, evaluation)
+        return found
+
+    def evaluations_for(self, eval_key: str, digests: Sequence[str]) -> list[EvaluationRecord]:
+        """Like `lookup`, as a list in the order of `digests` (repeats kept, digests never evaluated skipped)."""
+        found = self.lookup(eval_key, digests)
+        return [found[digest] for digest in digests if digest in found]
+
+    def count_evaluations(self, eval_key: str) -> int:
+        with self._sessions() as session:
+            query = select(func.count()).select_from(Evaluation).where(Evaluation.eval_key == eval_key)
+            return int(session.scalar(query) or 0)
+
+    def record_evaluations(self, eval_key: str, records: Sequence[EvaluationRecord]) -> int:
+        """Store new evaluations and their candidates; ones already stored are left as they are.
+
+        Returns how many evaluations were new. Everything is checked before anything is written, and the whole
+        batch is one transaction, so a bad record or a crash leaves the store as it was.
+        """
+        first: dict[str, EvaluationRecord] = {}
+        for record in records:
+            first.setdefault(record.digest, record)
+        unique = list(first.values())
+        rows = [_evaluation_row(record) for record in unique]
+        with self._sessions.begin() as session:
+            candidates = _upsert_candidates(session, unique)
+            stored = _evaluated_ids(session, eval_key, [candidate.id for candidate in candidates.values()])
+            new = [
+                Evaluation(candidate_id=candidates[record.digest].id, eval_key=eval_key, **row)
+                for record, row in zip(unique, rows, strict=True)
+                if candidates[record.digest].id not in stored
+            ]
+            session.add_all(new)
+            return len(new)
+
+    def record_generation(
+        self,
+        run_name: str,
+        index: int,
+        population: Sequence[str],
+        archive: Sequence[str],
+        hypervolume: float,
+        evaluated: int,
+        memo_hits: int,
+        wall_time_s: float,
+    ) -> bool:
+        """Store a finished generation and advance the run's `generations_done`; False if it was already stored."""
+        if index < 0:
+            raise StoreError(f"generation index {index} is negative")
+        row = {
+            "population": _dumps(list(population), "the population"),
+            "archive": _dumps(list(archive), "the archive"),
+            "hypervolume": _real(hypervolume, "hypervolume"),
+            "evaluated": int(evaluated),
+            "memo_hits": int(memo_hits),
+            "wall_time_s": _real(wall_time_s, "wall_time_s"),
+        }
+        with self._sessions.begin() as session:
+            run = _require_run(session, run_name)
+            exists = session.scalar(select(Generation.id).where(Generation.run_id == run.id, Generation.index == index))
+            if exists is None:
+                session.add(Generation(run_id=run.id, index=index, **row))
+            run.generations_done = max(run.generations_done, index + 1)
+            run.updated_at = utc_now()
+            return exists is None
+
+    def generations(self, run_name: str) -> list[GenerationRecord]:
+        """The run's stored generations in index order."""
+        with self._sessions() as session:
+            run = _require_run(session, run_name)
+            query = select(Generation).where(Generation.run_id == run.id).order_by(Generation.index)
+            return [_generation_record(generation) for generation in session.scalars(query)]
+
+
+def _checked_url(url: str) -> tuple[URL, type[Dialect]]:
+    """Parse `url` and check its driver and (for SQLite) its path, without connecting or creating anything."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise StoreError(
+            f"cannot parse database URL {_redact(url)!r}; use e.g. 'sqlite:///ecad.db' or "
+            "'postgresql+psycopg://user@host/dbname'"
+        ) from exc
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError as exc:
+        raise StoreError(
+            f"cannot open database {shown!r}: unknown database type '{parsed.drivername}'; "
+            "use a SQLAlchemy URL such as 'sqlite:///ecad.db'"
+        ) from exc
+    if dialect.is_async:
+        raise StoreError(
+            f"cannot open database {shown!r}: async driver '{dialect.driver}' is not supported; "
+            f"use a synchronous one, e.g. '{dialect.name}://'"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        hint = _INSTALL_HINT.get(dialect.driver, f"install the Python package of driver '{dialect.driver}'")
+        raise StoreError(f"cannot open database {shown!r}: driver '{dialect.driver}' is not installed; {hint}") from exc
+    if dialect.name == "sqlite":
+        _check_sqlite_path(parsed, shown)
+    return parsed, dialect
+
+
+def _check_sqlite_path(url: URL, shown: str) -> None:
+    """SQLite creates the file but not its folder: check the folder here so that the error says what to do."""
+    database = url.database
+    if not database or database == ":memory:" or url.query.get("uri") in ("true", "1"):
+        return
+    path = Path(database)
+    if path.is_dir():
+        raise StoreError(f"cannot open database {shown!r}: '{path}' is a folder; give a file path")
+    if not path.parent.is_dir():
+        raise StoreError(
+            f"cannot open database {shown!r}: folder '{path.parent}' does not exist; create it first "
+            "(the store does not create folders)"
+        )
+
+
+def _create_engine(url: URL, dialect: type[Dialect]) -> Engine:
+    timeout_arg = _TIMEOUT_ARG.get(dialect.driver)
+    connect_args = {timeout_arg: CONNECT_TIMEOUT_S} if timeout_arg and timeout_arg not in url.query else {}
+    # A long search may idle for hours between generations: ping server connections before reuse.
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=dialect.name != "sqlite")
+    if dialect.name == "sqlite":
+        event.listen(engine, "connect", _enable_sqlite_foreign_keys)
+    return engine
+
+
+def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _open_error(shown: str, dialect: type[Dialect], exc: SQLAlchemyError) -> StoreError:
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300].rstrip(".")
+    if dialect.name == "sqlite":
+        fix = "check the path is a writable SQLite database file"
+    else:
+        fix = "check the server is running and the URL's host, port, user, password and database name"
+    return StoreError(f"cannot open database {shown!r}: {reason}; {fix}")
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL that could not be parsed, so it never reaches an error message or log."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _dumps(value: Any, what: str) -> str:
+    """Canonical plain JSON (sorted keys, no NaN), so equal values give equal text on every platform."""
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} is not plain JSON: {exc}") from exc
+
+
+def _real(value: float, what: str) -> float:
+    """A float the database stores exactly; NaN is refused because SQLite would silently store it as NULL."""
+    number = float(value)
+    if math.isnan(number):
+        raise StoreError(f"{what} is NaN; the store keeps only real numbers or infinities")
+    return number
+
+
+def _chunks(items: list[_T]) -> Iterator[list[_T]]:
+    for start in range(0, len(items), CHUNK_SIZE):
+        yield items[start : start + CHUNK_SIZE]
+
+
+def _find_run(session: Session, name: str) -> Run | None:
+    return session.scalar(select(Run).where(Run.name == name))
+
+
+def _require_run(session: Session, name: str) -> Run:
+    run = _find_run(session, name)
+    if run is None:
+        raise StoreError(f"no run named {name!r} in this database; list the runs to see their names")
+    return run
+
+
+def _check_same_options(run: Run, wanted: dict[str, Any]) -> None:
+    stored = {
+        "config": json.loads(run.config),
+        "eval_key": run.eval_key,
+        "model": run.model,
+        "metric": run.metric,
+        "seed": run.seed,
+    }
+    differing = [field for field in stored if stored[field] != wanted[field]]
+    if not differing:
+        return
+    if differing[0] == "config":
+        old, new = stored["config"], wanted["config"]
+        keys = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+        differing[0] = "config: " + ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+    raise StoreError(
+        f"run {run.name!r} already exists with different options ({'; '.join(differing)}); "
+        "pick another --run name, or repeat the options it was started with to resume it"
+    )
+
+
+def _upsert_candidates(session: Session, records: list[EvaluationRecord]) -> dict[str, Candidate]:
+    """The candidates of `records` by digest, inserting the missing ones; a digest's genome must never change."""
+    candidates: dict[str, Candidate] = {}
+    for chunk in _chunks([record.digest for record in records]):
+        candidates.update((c.digest, c) for c in session.scalars(select(Candidate).where(Candidate.digest.in_(chunk))))
+    for record in records:
+        known = candidates.get(record.digest)
+        if known is not None and known.genome != record.genome:
+            raise StoreError(f"digest {record.digest} is stored with a different genome; the digest must hash the mask")
+        if known is None:
+            candidates[record.digest] = Candidate(
+                digest=record.digest,
+                genome=record.genome,
+                genome_length=len(record.genome),
+                compute_fraction=record.genome.count("1") / len(record.genome),
+            )
+            session.add(candidates[record.digest])
+    session.flush()
+    return candidates
+
+
+def _evaluated_ids(session: Session, eval_key: str, candidate_ids: list[int]) -> set[int]:
+    ids: set[int] = set()
+    for chunk in _chunks(candidate_ids):
+        query = select(Evaluation.candidate_id).where(
+            Evaluation.eval_key == eval_key, Evaluation.candidate_id.in_(chunk)
+        )
+        ids.update(session.scalars(query))
+    return ids
+
+
+def _evaluation_row(record: EvaluationRecord) -> dict[str, Any]:
+    """Check one record and turn it into column values (no writes, so a bad batch fails before any of it is stored)."""
+    if not record.digest:
+        raise StoreError("an evaluation record has an empty digest")
+    if not record.genome or set(record.genome) - {"0", "1"}:
+        raise StoreError(f"the genome of {record.digest} must be a non-empty string of '0' and '1' characters")
+    if not isinstance(record.scores, dict):
+        raise StoreError(f"the scores of {record.digest} must be a dict, not {type(record.scores).__name__}")
+    return {
+        "quality_loss": _real(record.quality_loss, f"quality_loss of {record.digest}"),
+        "cost": _real(record.cost, f"cost of {record.digest}"),
+        "macs": _real(record.macs, f"macs of {record.digest}"),
+        "latency_s": None if record.latency_s is None else _real(record.latency_s, f"latency_s of {record.digest}"),
+        "scores": _dumps(record.scores, f"the scores of {record.digest}"),
+        "wall_time_s": _real(record.wall_time_s, f"wall_time_s of {record.digest}"),
+    }
+
+
+def _run_info(run: Run) -> RunInfo:
+    return RunInfo(
+        name=run.name,
+        config=json.loads(run.config),
+        eval_key=run.eval_key,
+        model=run.model,
+        metric=run.metric,
+        seed=run.seed,
+        status=run.status,
+        generations_done=run.generations_done,
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+        tool_version=run.tool_version,
+    )
+
+
+def _evaluation_record(candidate: Candidate, evaluation: Evaluation) -> EvaluationRecord:
+    return EvaluationRecord(
+        digest=candidate.digest,
+        genome=candidate.genome,
+        quality_loss=evaluation.quality_loss,
+        cost=evaluation.cost,
+        macs=evaluation.macs,
+        latency_s=evaluation.latency_s,
+        scores=json.loads(evaluation.scores),
+        wall_time_s=evaluation.wall_time_s,
+    )
+
+
+def _generation_record(generation: Generation) -> GenerationRecord:
+    return GenerationRecord(
+        index=generation.index,
+        population=tuple(json.loads(generation.population)),
+        archive=tuple(json.loads(generation.archive)),
+        hypervolume=generation.hypervolume,
+        evaluated=generation.evaluated,
+        memo_hits=generation.memo_hits,
+        wall_time_s=generation.wall_time_s,
+        created_at=generation.created_at,
+    )

@@ -1,0 +1,172 @@
+"""The search end to end on a tiny stock PixArt pipeline: outputs, memo, resume after a real crash, bad options."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ecad_search import load_schedule
+from ecad_search.cli import app
+from ecad_search.search.archive import Archive
+from ecad_search.store import Store
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "p.txt"
+    path.write_text("a red cat\na blue house\n")
+    return path
+
+
+def search_args(model: Path, prompts: Path, db: Path, out: Path, generations: int, *extra: str) -> list[str]:
+    return [
+        "--model", str(model), "--metric", "fidelity", "--generations", str(generations), "--population", "6",
+        "--steps", "4", "--prompts", str(prompts), "--db", f"sqlite:///{db}", "--out", str(out), "--run", "t",
+        *extra,
+    ]  # fmt: skip
+
+
+def final_archive(db: Path, run: str = "t") -> tuple[str, ...]:
+    return Store(f"sqlite:///{db}").generations(run)[-1].archive
+
+
+def test_short_search_writes_front_plot_and_tables(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    result = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 3))
+    assert result.exit_code == 0, result.output
+    run_dir = out / "t"
+    fronts = sorted((run_dir / "front").glob("*.json"))
+    assert fronts and (run_dir / "pareto.png").stat().st_size > 5000
+    assert len((run_dir / "front.csv").read_text().splitlines()) == len(fronts) + 1
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert len(history) == 4 and history[0].startswith("generation,hypervolume")
+    store = Store(f"sqlite:///{db}")
+    info = store.get_run("t")
+    assert (info.status, info.generations_done) == ("finished", 3)
+    records = store.evaluations_for(info.eval_key, list(final_archive(db)))
+    points = np.array([[r.quality_loss, r.cost] for r in records])
+    for p in points:
+        dominated = (points <= p).all(axis=1) & (points < p).any(axis=1)
+        assert not dominated.any(), "the archive holds only non-dominated schedules"
+    hypervolumes = [float(line.split(",")[1]) for line in history[1:]]
+    assert hypervolumes == sorted(hypervolumes), "an archive over all generations never loses hypervolume"
+    schedule = load_schedule(fronts[0])
+    assert schedule.provenance["method"] == "search" and "quality_loss" in schedule.metrics
+    assert schedule.metrics["macs_fraction"]["value"] == pytest.approx(min(points[:, 1]))
+
+
+def test_same_command_resumes_without_paying_twice(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    assert runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 2)).exit_code == 0
+    store = Store(f"sqlite:///{db}")
+    key = store.get_run("t").eval_key
+    before = store.count_evaluations(key)
+    again = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 2))
+    assert again.exit_code == 0 and "0 new evaluations" in again.output
+    assert store.count_evaluations(key) == before
+    other = runner.invoke(app, [*search_args(tiny_pixart_dir, prompts, db, out, 1, "--seed", "5")[:-2], "--run", "u"])
+    assert other.exit_code == 0, other.output
+    generation = Store(f"sqlite:///{db}").generations("u")[0]
+    assert generation.memo_hits > 0, "a second run on the same settings reuses the first run's evaluations"
+    assert store.count_evaluations(key) == before + generation.evaluated
+
+
+def test_resume_after_a_crash_gives_the_same_archive(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
+    reference_db = tmp_path / "ref.db"
+    args = search_args(tiny_pixart_dir, prompts, reference_db, tmp_path / "ref", 4)
+    assert runner.invoke(app, args).exit_code == 0
+    crash_db = tmp_path / "crash.db"
+    command = [
+        sys.executable,
+        "-m",
+        "ecad_search",
+        *search_args(tiny_pixart_dir, prompts, crash_db, tmp_path / "c", 4),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if crash_db.exists() and _evaluations(crash_db) >= 12:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    crashed_at = _evaluations(crash_db)
+    assert crashed_at >= 12
+    resumed = runner.invoke(app, search_args(tiny_pixart_dir, prompts, crash_db, tmp_path / "c", 4))
+    assert resumed.exit_code == 0, resumed.output
+    assert final_archive(crash_db) == final_archive(reference_db)
+    assert _evaluations(crash_db) == _evaluations(reference_db)
+
+
+def _evaluations(db: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db) as connection:
+            return connection.execute("select count(*) from ecad_evaluations").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("--model", "sdxl"), "unknown model 'sdxl'"),
+        (("--metric", "beauty"), "unknown metric 'beauty'"),
+        (("--generations", "0"), "--generations must be at least 1"),
+        (("--prompts", "/nonexistent/prompts.txt"), "cannot read prompts file"),
+        (("--db", "nonsense://"), "database"),
+        (("--db", "sqlite:////nonexistent/dir/x.db"), "nonexistent"),
+        (("--metric", "reward"), "metric 'reward' scores the digits model only"),
+        (("--preset", "fast"), "unknown preset 'fast'"),
+    ],
+)
+def test_bad_options_are_one_line_and_leave_the_database_untouched(tmp_path, tiny_pixart_dir, prompts, change, message):  # type: ignore[no-untyped-def]
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    args = search_args(tiny_pixart_dir, prompts, db, out, 1)
+    if change[0] in args:
+        args[args.index(change[0]) + 1] = change[1]
+    else:
+        args += list(change)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert not db.exists() and not out.exists()
+
+
+def test_export_picks_from_the_front(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    assert runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 2)).exit_code == 0
+    store = Store(f"sqlite:///{db}")
+    front = store.evaluations_for(store.get_run("t").eval_key, list(final_archive(db)))
+    for flags, expected in (
+        (("--max-macs", "0.5"), min((r for r in front if r.cost <= 0.5), key=lambda r: r.quality_loss)),
+        (("--max-loss", "1.0"), min(front, key=lambda r: r.cost)),
+    ):
+        target = tmp_path / "pick.json"
+        result = runner.invoke(app, ["export", "--run", "t", "--db", f"sqlite:///{db}", "--out", str(target), *flags])
+        assert result.exit_code == 0, result.output
+        picked = load_schedule(target)
+        assert picked.metrics["quality_loss"]["value"] == expected.quality_loss
+        assert "".join("1" if b else "0" for b in picked.genome()) == expected.genome
+    knee = runner.invoke(
+        app, ["export", "--run", "t", "--db", f"sqlite:///{db}", "--out", str(tmp_path / "k.json"), "--knee"]
+    )
+    assert knee.exit_code == 0 and json.loads((tmp_path / "k.json").read_text())["provenance"]["run"] == "t"
+    missing = runner.invoke(
+        app, ["export", "--run", "nope", "--db", f"sqlite:///{db}", "--out", str(tmp_path / "n.json"), "--knee"]
+    )
+    assert missing.exit_code == 2 and "no run named 'nope'" in missing.output

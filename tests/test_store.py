@@ -1,0 +1,260 @@
+"""The search store: resume, the shared evaluation memo, idempotent writes, exact floats, and clear URL errors."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from ecad_search.store import EvaluationRecord, Store, StoreError
+from ecad_search.store.repository import CHUNK_SIZE
+
+KEY = "eval-key-a"
+CONFIG: dict[str, Any] = {"model": "pixart", "metric": "clip", "population": 8, "seeds": [0, 1], "steps": 20}
+
+
+def _record(genome: str, quality_loss: float = 0.5, cost: float = 1e12, **changes: Any) -> EvaluationRecord:
+    fields: dict[str, Any] = {
+        "digest": hashlib.sha256(genome.encode()).hexdigest(),
+        "genome": genome,
+        "quality_loss": quality_loss,
+        "cost": cost,
+        "macs": cost,
+        "latency_s": 1.25,
+        "scores": {"per_prompt": [0.25, 0.75], "extra": {"fid": 3.5}},
+        "wall_time_s": 2.0,
+    }
+    fields.update(changes)
+    return EvaluationRecord(**fields)
+
+
+def _start(store: Store, name: str = "run-a", config: dict[str, Any] = CONFIG, eval_key: str = KEY):
+    return store.start_run(name, config, eval_key, "pixart", "clip", 7, "0.1.0")
+
+
+def _bits(value: float) -> bytes:
+    return struct.pack("<d", value)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ecad.db'}"
+
+
+def test_round_trip(url: str) -> None:
+    with Store(url) as store:
+        run = _start(store)
+        assert (run.name, run.status, run.generations_done, run.config) == ("run-a", "running", 0, CONFIG)
+        records = [_record("0110"), _record("1111", quality_loss=0.0, latency_s=None)]
+        assert store.record_evaluations(KEY, records) == 2
+    with Store(url) as store:
+        found = store.lookup(KEY, [r.digest for r in records] + ["f" * 64])
+        assert found == {r.digest: r for r in records}
+        assert store.evaluations_for(KEY, [records[1].digest, "f" * 64, records[0].digest, records[1].digest]) == [
+            records[1],
+            records[0],
+            records[1],
+        ]
+        assert store.count_evaluations(KEY) == 2
+        assert store.count_evaluations("other") == 0
+
+
+def test_tables_are_prefixed(url: str) -> None:
+    Store(url).close()
+    engine = create_engine(url)
+    names = set(inspect(engine).get_table_names())
+    engine.dispose()
+    assert names == {"ecad_runs", "ecad_candidates", "ecad_evaluations", "ecad_generations"}
+
+
+def test_floats_round_trip_bit_exactly(url: str) -> None:
+    values = [0.1 + 0.2, 1 / 3, 5.71379613696e12, 2.0**-1074, 1.7976931348623157e308, -2.5e-17, float("inf")]
+    records = [_record(format(i, "08b"), quality_loss=v, cost=v, wall_time_s=v) for i, v in enumerate(values)]
+    with Store(url) as store:
+        _start(store)
+        store.record_evaluations(KEY, records)
+        store.record_generation("run-a", 0, [], [], 1 / 3, 0, 0, 0.1 + 0.2)
+    with Store(url) as store:
+        found = store.lookup(KEY, [r.digest for r in records])
+        generation = store.generations("run-a")[0]
+    for record, value in zip(records, values, strict=True):
+        stored = found[record.digest]
+        assert {_bits(stored.quality_loss), _bits(stored.cost), _bits(stored.wall_time_s)} == {_bits(value)}
+    assert (_bits(generation.hypervolume), _bits(generation.wall_time_s)) == (_bits(1 / 3), _bits(0.1 + 0.2))
+
+
+def test_resume_returns_the_same_run(url: str) -> None:
+    with Store(url) as store:
+        first = _start(store)
+        store.record_generation("run-a", 0, ["a"], ["a"], 1.0, 1, 0, 1.0)
+        store.set_status("run-a", "interrupted")
+    with Store(url) as store:
+        resumed = _start(store, config={**CONFIG})
+        assert (resumed.created_at, resumed.generations_done, resumed.status) == (first.created_at, 1, "running")
+        assert resumed.updated_at >= first.updated_at
+        assert resumed.created_at.utcoffset() is not None
+        assert len(store.list_runs()) == 1
+
+
+def test_conflicting_config_is_a_one_line_error(url: str) -> None:
+    with Store(url) as store:
+        _start(store)
+        with pytest.raises(StoreError, match=r"--run") as info:
+            _start(store, config={**CONFIG, "population": 16})
+        assert "\n" not in str(info.value)
+        assert "population" in str(info.value)
+        with pytest.raises(StoreError, match="eval_key"):
+            _start(store, eval_key="eval-key-b")
+        assert store.get_run("run-a").config == CONFIG
+
+
+def test_record_evaluations_is_idempotent(url: str) -> None:
+    record = _record("0101")
+    with Store(url) as store:
+        assert store.record_evaluations(KEY, [record, record]) == 1
+        assert store.record_evaluations(KEY, [_record("0101", quality_loss=9.0), _record("0011")]) == 1
+        assert store.count_evaluations(KEY) == 2
+        assert store.lookup(KEY, [record.digest])[record.digest] == record
+
+
+def test_record_generation_is_idempotent(url: str) -> None:
+    with Store(url) as store:
+        _start(store)
+        assert store.record_generation("run-a", 1, ["b", "a"], ["a"], 2.0, 4, 1, 3.0)
+        assert store.record_generation("run-a", 0, ["a"], ["a"], 1.0, 4, 0, 3.0)
+        assert not store.record_generation("run-a", 1, ["c"], ["c"], 9.0, 9, 9, 9.0)
+        generations = store.generations("run-a")
+        assert [g.index for g in generations] == [0, 1]
+        assert (generations[1].population, generations[1].archive, generations[1].hypervolume) == (
+            ("b", "a"),
+            ("a",),
+            2.0,
+        )
+        assert (generations[1].evaluated, generations[1].memo_hits) == (4, 1)
+        assert store.get_run("run-a").generations_done == 2
+
+
+def test_memo_is_shared_by_eval_key(url: str) -> None:
+    with Store(url) as store:
+        _start(store, "run-a")
+        _start(store, "run-b", config={**CONFIG, "seed": 1})
+        _start(store, "run-c", config={**CONFIG, "steps": 10}, eval_key="eval-key-b")
+        record = _record("1100")
+        store.record_evaluations(KEY, [record])
+    with Store(url) as store:
+        assert store.lookup(KEY, [record.digest]) == {record.digest: record}
+        assert store.lookup("eval-key-b", [record.digest]) == {}
+        other = _record("1100", quality_loss=0.9)
+        assert store.record_evaluations("eval-key-b", [other]) == 1
+        assert store.lookup("eval-key-b", [record.digest])[record.digest].quality_loss == 0.9
+        assert store.lookup(KEY, [record.digest])[record.digest].quality_loss == 0.5
+
+
+def test_lookup_many_digests_is_chunked(url: str) -> None:
+    records = [_record(format(i, "011b")) for i in range(CHUNK_SIZE * 2 + 7)]
+    with Store(url) as store:
+        assert store.record_evaluations(KEY, records) == len(records)
+        assert store.record_evaluations(KEY, records) == 0
+        assert len(store.lookup(KEY, [r.digest for r in records])) == len(records)
+
+
+def test_list_runs_order_and_fields(url: str) -> None:
+    with Store(url) as store:
+        for name in ("zeta", "alpha", "mid"):
+            _start(store, name)
+        store.set_status("alpha", "finished")
+        runs = store.list_runs()
+    assert [r.name for r in runs] == ["zeta", "alpha", "mid"]
+    assert [r.status for r in runs] == ["running", "finished", "running"]
+    first = runs[0]
+    assert (first.eval_key, first.model, first.metric, first.seed, first.tool_version) == (
+        KEY,
+        "pixart",
+        "clip",
+        7,
+        "0.1.0",
+    )
+    assert first.created_at <= runs[1].created_at
+
+
+def test_unknown_run_and_status(url: str) -> None:
+    with Store(url) as store:
+        assert store.get_run("missing") is None
+        with pytest.raises(StoreError, match="no run named"):
+            store.record_generation("missing", 0, [], [], 0.0, 0, 0, 0.0)
+        _start(store)
+        with pytest.raises(StoreError, match="unknown run status"):
+            store.set_status("run-a", "done")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"quality_loss": float("nan")}, "NaN"),
+        ({"genome": "01x1"}, "'0' and '1'"),
+        ({"scores": {"per_prompt": [float("nan")]}}, "not plain JSON"),
+    ],
+)
+def test_bad_records_write_nothing(url: str, change: dict[str, Any], message: str) -> None:
+    with Store(url) as store:
+        with pytest.raises(StoreError, match=message):
+            store.record_evaluations(KEY, [_record("0000"), replace(_record("0001"), **change)])
+        assert store.count_evaluations(KEY) == 0
+
+
+def test_digest_must_keep_its_genome(url: str) -> None:
+    record = _record("0110")
+    with Store(url) as store:
+        store.record_evaluations(KEY, [record])
+        with pytest.raises(StoreError, match="different genome"):
+            store.record_evaluations("eval-key-b", [_record("0111", digest=record.digest)])
+
+
+@pytest.mark.parametrize(
+    ("bad_url", "message"),
+    [
+        ("nonsense", "cannot parse database URL"),
+        ("postgresql://u:secret@127.0.0.1:abc/db", "cannot parse database URL"),
+        ("nosuchdb://host/db", "unknown database type"),
+        ("sqlite:////definitely/not/here/x.db", "does not exist; create it first"),
+        ("postgresql://u@127.0.0.1:1/db", "cannot open database 'postgresql://u@127.0.0.1:1/db'"),
+    ],
+)
+def test_bad_urls_are_one_line_errors(bad_url: str, message: str) -> None:
+    for check in (Store.validate_url, Store):
+        with pytest.raises(StoreError, match=message) as info:
+            check(bad_url)
+        assert "\n" not in str(info.value)
+        assert "secret" not in str(info.value)
+    assert not Path("/definitely").exists()
+
+
+def test_bad_sqlite_paths_create_nothing(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    for bad_url, message in [
+        (f"sqlite:///{tmp_path / 'missing' / 'x.db'}", "does not exist"),
+        (f"sqlite:///{tmp_path / 'folder'}", "is a folder"),
+    ]:
+        for check in (Store.validate_url, Store):
+            with pytest.raises(StoreError, match=message):
+                check(bad_url)
+    assert [p.name for p in tmp_path.iterdir()] == ["folder"]
+    assert not any((tmp_path / "folder").iterdir())
+
+
+def test_validate_url_creates_nothing(tmp_path: Path) -> None:
+    Store.validate_url(f"sqlite:///{tmp_path / 'new.db'}")
+    Store.validate_url("sqlite://")
+    assert not any(tmp_path.iterdir())
+
+
+def test_in_memory_database() -> None:
+    with Store("sqlite://") as store:
+        _start(store)
+        store.record_evaluations(KEY, [_record("01")])
+        assert store.count_evaluations(KEY) == 1
