@@ -101,9 +101,7 @@ def estimate_macs(
     the unconditional and conditional rows together, so one image is batch 2 (the default follows the
     model and the schedule's guidance scale). Height and width default to the schedule's, then the model's.
     """
-    spec = resolve_spec(model, schedule)
-    table = cost_table(spec, **_size(spec, schedule, height, width))
-    rows = spec.transformer_rows(schedule.guidance_scale) if batch_size is None else batch_size
+    _, table, rows = _setting(schedule, model, height, width, batch_size)
     return float(table.step_macs(schedule, attention_matmuls).sum() * rows)
 
 
@@ -117,18 +115,25 @@ def cache_memory(
     dtype: torch.dtype | None = None,
 ) -> CacheMemory:
     """Peak cache the runtime holds for this schedule, given it keeps only outputs a later step reuses."""
-    spec = resolve_spec(model, schedule)
-    table = cost_table(spec, **_size(spec, schedule, height, width))
-    rows = spec.transformer_rows(schedule.guidance_scale) if batch_size is None else batch_size
+    spec, table, rows = _setting(schedule, model, height, width, batch_size)
     element_size = torch.empty((), dtype=dtype or spec.torch_dtype).element_size()
     weights = {name: elements * rows * element_size for name, elements in table.output_elements.items()}
     return CacheMemory(int(peak_stored_outputs(schedule)), int(peak_stored_outputs(schedule, weights)))
 
 
-def _size(spec: ModelSpec, schedule: CacheSchedule | None, height: int | None, width: int | None) -> dict[str, int]:
-    height = height or (schedule.height if schedule else None) or spec.resolution
-    width = width or (schedule.width if schedule else None) or spec.resolution
-    return {"height": int(height), "width": int(width)}
+def _setting(
+    schedule: CacheSchedule,
+    model: ModelSpec | str | None,
+    height: int | None,
+    width: int | None,
+    batch_size: int | None,
+) -> tuple[ModelSpec, CostTable, int]:
+    """Model, cost table and transformer rows a cost question is about, filling defaults in one place."""
+    spec = resolve_spec(model, schedule)
+    height = height or schedule.height or spec.resolution
+    width = width or schedule.width or spec.resolution
+    rows = spec.transformer_rows(schedule.guidance_scale) if batch_size is None else batch_size
+    return spec, cost_table(spec, height=int(height), width=int(width)), rows
 
 
 class _MacCounter(TorchFunctionMode):

@@ -66,7 +66,11 @@ class Evaluation:
 
 
 class Evaluator:
-    """A loaded pipeline, metric and prompt set that scores schedules one after another."""
+    """A loaded pipeline, metric and prompt set that scores schedules one after another.
+
+    The schedule hooks stay on the pipeline for the evaluator's life and each candidate's mask is swapped
+    in; the no-cache mask is bit-identical to the plain pipeline.
+    """
 
     def __init__(self, spec: ModelSpec, settings: EvaluationSettings, *, device: str = "cpu", pipe: Any = None):
         if settings.cost not in COSTS:
@@ -84,6 +88,7 @@ class Evaluator:
             discover_block_groups(self.pipe.transformer), settings.steps, **schedule_metadata(spec)
         ).with_metadata(height=settings.resolution, width=settings.resolution, guidance_scale=settings.guidance_scale)
         self.full_macs = self._macs(self.template)
+        self.handle = apply_schedule(self.pipe, self.template)
         self.references: torch.Tensor | None = None
         self.full_seconds_per_image = 0.0
         if self.metric.needs_reference or settings.cost == "latency":
@@ -116,21 +121,17 @@ class Evaluator:
         """All calibration images (N, C, H, W) in [0, 1] for a schedule (None: uncached), and the seconds taken."""
         outputs = []
         start = time.perf_counter()
-        handle = apply_schedule(self.pipe, schedule) if schedule is not None else None
-        try:
-            for chunk in self.chunks:
-                kwargs = {k: v for k, v in chunk.items() if k != "count"}
-                result = self.pipe(
-                    **kwargs,
-                    **self.call_kwargs,
-                    num_images_per_prompt=self.settings.images_per_prompt,
-                    generator=self._generators(chunk["count"]),
-                    output_type="pt",
-                )
-                outputs.append(result.images.float().cpu())
-        finally:
-            if handle is not None:
-                handle.disable()
+        self.handle.swap(schedule or self.template)
+        for chunk in self.chunks:
+            kwargs = {k: v for k, v in chunk.items() if k != "count"}
+            result = self.pipe(
+                **kwargs,
+                **self.call_kwargs,
+                num_images_per_prompt=self.settings.images_per_prompt,
+                generator=self._generators(chunk["count"]),
+                output_type="pt",
+            )
+            outputs.append(result.images.float().cpu())
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return torch.cat(outputs), time.perf_counter() - start

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ecad_search import CacheSchedule, apply_schedule
+from ecad_search import BlockGroup, CacheSchedule, apply_schedule
 from ecad_search.heuristics import fora
 from ecad_search.models.blocks import discover_block_groups
 from ecad_search.runtime import StepCountError, StepMismatchError
@@ -118,6 +118,20 @@ def test_batched_prompts_and_cfg_pair(tiny_pixart_pipe) -> None:  # type: ignore
     reference.remove()
     with apply_schedule(tiny_pixart_pipe, schedule):
         assert torch.equal(run_pixart(tiny_pixart_pipe, prompt=prompts), expected)
+
+
+def test_swapping_masks_keeps_the_hooks_and_follows_the_new_mask(tiny_pixart_pipe) -> None:  # type: ignore[no-untyped-def]
+    first = random_schedule(tiny_pixart_pipe.transformer, STEPS, seed=11)
+    second = random_schedule(tiny_pixart_pipe.transformer, STEPS, seed=12)
+    reference = ReferenceCache(tiny_pixart_pipe.transformer, second)
+    expected = run_pixart(tiny_pixart_pipe)
+    reference.remove()
+    with apply_schedule(tiny_pixart_pipe, first) as handle:
+        run_pixart(tiny_pixart_pipe)
+        handle.swap(second)
+        assert torch.equal(run_pixart(tiny_pixart_pipe), expected)
+        with pytest.raises(ValueError, match="block groups differ"):
+            handle.swap(CacheSchedule.all_compute((BlockGroup("transformer_blocks", 1, ("attn1", "ff")),), STEPS))
 
 
 def test_step_count_mismatch_is_refused_before_denoising(tiny_pixart_pipe) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from ecad_search import load_schedule
 from ecad_search.cli import app
-from ecad_search.search.archive import Archive
 from ecad_search.store import Store
 
 runner = CliRunner()
@@ -170,3 +169,19 @@ def test_export_picks_from_the_front(tmp_path, tiny_pixart_dir, prompts) -> None
         app, ["export", "--run", "nope", "--db", f"sqlite:///{db}", "--out", str(tmp_path / "n.json"), "--knee"]
     )
     assert missing.exit_code == 2 and "no run named 'nope'" in missing.output
+
+
+def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    prompts = tmp_path / "digits.txt"
+    prompts.write_text("\n".join(f"a handwritten digit {d}" for d in range(0, 10, 2)))
+    db, out = tmp_path / "d.db", tmp_path / "out"
+    args = ["--model", "digits", "--generations", "2", "--population", "8", "--prompts", str(prompts),
+            "--db", f"sqlite:///{db}", "--out", str(out), "--run", "d"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    store = Store(f"sqlite:///{db}")
+    front = store.evaluations_for(store.get_run("d").eval_key, list(final_archive(db, "d")))
+    full = [r for r in front if r.cost == 1.0]
+    assert full and full[0].quality_loss < 0.2, "the uncached digits model draws the prompted digits"
+    assert min(r.cost for r in front) < 0.5
+    assert len(full[0].scores["prompt_scores"]) == 5

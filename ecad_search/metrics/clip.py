@@ -30,12 +30,12 @@ class ClipMetric(QualityMetric):
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str = "cpu") -> ClipMetric:
-        from transformers import CLIPModel, CLIPTokenizer
+        from transformers import AutoTokenizer, CLIPModel
 
         source = os.environ.get("CLIP_MODEL_DIR", DEFAULT_CLIP)
         try:
             model = CLIPModel.from_pretrained(source).to(device).eval()
-            tokenizer = CLIPTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as err:
             raise MetricNotAvailableError(
                 f"cannot load CLIP from '{source}' ({type(err).__name__}); fetch {DEFAULT_CLIP} once or set "
@@ -52,9 +52,16 @@ class ClipMetric(QualityMetric):
         mean = torch.tensor(CLIP_MEAN, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(CLIP_STD, device=self.device).view(1, 3, 1, 1)
         text = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(self.device)
-        image_embeds = F.normalize(self.model.get_image_features(pixel_values=(pixels - mean) / std), dim=-1)
-        text_embeds = F.normalize(self.model.get_text_features(**text), dim=-1)
+        image_embeds = F.normalize(
+            _projected(self.model.get_image_features(pixel_values=(pixels - mean) / std)), dim=-1
+        )
+        text_embeds = F.normalize(_projected(self.model.get_text_features(**text)), dim=-1)
         return (image_embeds * text_embeds).sum(dim=-1).cpu()
+
+
+def _projected(features: Any) -> torch.Tensor:
+    """transformers 4 returns the projected embedding; transformers 5 returns an output whose pooler is it."""
+    return features if isinstance(features, torch.Tensor) else features.pooler_output
 
 
 METRICS = (ClipMetric,)

@@ -74,6 +74,14 @@ class ScheduleHandle:
             self._unwatch_scheduler()
         self.enabled = False
 
+    def swap(self, schedule: CacheSchedule) -> None:
+        """Follow another schedule of the same layout without touching the hooks: how an evaluator that
+        scores many masks on one resident pipeline moves from one candidate to the next."""
+        if schedule.groups != self.schedule.groups:
+            raise ScheduleError("the new schedule's block groups differ from the applied one's; apply it instead")
+        self.schedule = schedule
+        self._runtime.load(schedule)
+
     def reset(self) -> None:
         """Forget the current run: the next transformer call is step 0."""
         self._runtime.forget_all()

@@ -64,16 +64,21 @@ class ScheduleRuntime:
     """State shared by the hooks of one applied schedule: the masks, the reuse plan and the active run."""
 
     def __init__(self, schedule: CacheSchedule, *, wrap_runs: bool) -> None:
+        self.wrap_runs = wrap_runs
+        self.active: RunState | None = None
+        self.states: list[RunState] = []
+        self.stats = CacheStats()
+        self.load(schedule)
+
+    def load(self, schedule: CacheSchedule) -> None:
+        """Follow another mask of the same layout from the next run on (hooks stay where they are)."""
+        self.forget_all()
         self.schedule = schedule
         self.num_steps = schedule.num_steps
         self.compute = [np.asarray(mask) for _, _, mask in schedule.iter_groups()]
         plans = [reuse_plan(mask) for mask in self.compute]
         self.store = [store for store, _ in plans]
         self.release = [release for _, release in plans]
-        self.wrap_runs = wrap_runs
-        self.active: RunState | None = None
-        self.states: list[RunState] = []
-        self.stats = CacheStats()
 
     def begin_call(self, state: RunState) -> None:
         if not any(state is known for known in self.states):
