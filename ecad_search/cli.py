@@ -254,6 +254,29 @@ def generate(
 
 @app.command()
 @friendly
+def grid(
+    model: ModelOption = "digits",
+    schedule: Annotated[Path | None, typer.Option(help="schedule JSON; none = no caching")] = None,
+    seed: int = 0,
+    out: Annotated[Path, typer.Option(help="output PNG")] = Path("digits.png"),
+) -> None:
+    """All ten digits of the digits model in one image (with or without a schedule)."""
+    from .generation import GenerationSettings, load_pipeline
+    from .generation import generate as run
+    from .models.digits import DIGIT_PROMPTS, digit_grid
+
+    spec = get_model(model)
+    if spec.family != "digits":
+        raise UsageError(f"grid draws the ten digits of a digits model; {spec.name} is a {spec.family} model")
+    cached = load_schedule(schedule) if schedule else None
+    settings = GenerationSettings.for_model(spec, steps=cached.num_steps if cached else None, seed=seed)
+    images, seconds = run(load_pipeline(spec), spec, DIGIT_PROMPTS, settings, schedule=cached)
+    _write_bytes_atomic(out, _png_bytes(digit_grid(images, factor=16)))
+    console.print(f"wrote {out} in {seconds:.2f} s")
+
+
+@app.command()
+@friendly
 def describe(
     schedule: Annotated[Path, typer.Argument(help="schedule JSON (ours or ECAD's)")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="override the schedule's model")] = None,

@@ -87,7 +87,7 @@ class Evaluator:
         self.template = CacheSchedule.all_compute(
             discover_block_groups(self.pipe.transformer), settings.steps, **schedule_metadata(spec)
         ).with_metadata(height=settings.resolution, width=settings.resolution, guidance_scale=settings.guidance_scale)
-        self.full_macs = self._macs(self.template)
+        self.full_macs = self.macs(self.template)
         self.handle = apply_schedule(self.pipe, self.template)
         self.references: torch.Tensor | None = None
         self.full_seconds_per_image = 0.0
@@ -136,16 +136,22 @@ class Evaluator:
             torch.cuda.synchronize()
         return torch.cat(outputs), time.perf_counter() - start
 
-    def _macs(self, schedule: CacheSchedule) -> float:
-        size = {"height": self.settings.resolution, "width": self.settings.resolution}
-        return estimate_macs(schedule, self.spec, **size)
+    def macs(self, schedule: CacheSchedule) -> float:
+        """MACs per image at the run's resolution and guidance (the candidate's own metadata is not used)."""
+        return estimate_macs(
+            schedule,
+            self.spec,
+            height=self.settings.resolution,
+            width=self.settings.resolution,
+            batch_size=self.spec.transformer_rows(self.settings.guidance_scale),
+        )
 
     def evaluate(self, schedule: CacheSchedule) -> Evaluation:
         start = time.perf_counter()
         images, seconds = self.generate(schedule)
         scores = self.metric.score(images, self.image_prompts, self.references).double()
         per_prompt = scores.view(len(self.settings.prompts), self.settings.images_per_prompt).mean(dim=1)
-        macs = self._macs(schedule)
+        macs = self.macs(schedule)
         latency = seconds / self.settings.num_images
         cost = latency / self.full_seconds_per_image if self.settings.cost == "latency" else macs / self.full_macs
         return Evaluation(

@@ -1,6 +1,6 @@
 """Measure the digits model uncached: prompted-class accuracy, reward and Fréchet distance per guidance.
 
-    python scripts/eval_digits.py                  # bundled model, 50 samples per digit, 20 DDIM steps
+    python scripts/eval_digits.py                  # bundled model, 50 samples per digit, 20 steps
     python scripts/eval_digits.py --model out/digits --guidance 1 2 3
 
 Every guidance scale starts from the same initial noise (one seeded generator per scale), so the rows differ
@@ -12,6 +12,7 @@ and among equally accurate settings the one closest to real digits (least over-s
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ecad_search.metrics.frechet import digits_frechet_distance, digits_frechet_
 from ecad_search.metrics.reward import DigitClassifier, digit_accuracy, digit_reward, load_digit_classifier
 from ecad_search.models.digits import ASSETS_DIR, DIGIT_PROMPTS, NUM_DIGITS, DigitsPipeline
 
-GUIDANCE_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
+GUIDANCE_SCALES = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0)
 
 
 def sample_digits(
@@ -77,28 +78,46 @@ def format_table(rows: list[dict[str, float]], floor: float, chosen: float) -> s
     for row in rows:
         mark = "  <- default" if row["guidance"] == chosen else ""
         lines.append(
-            f"{row['guidance']:>8.1f}  {row['accuracy']:>8.1%}  {row['mean_reward']:>6.3f}  "
+            f"{row['guidance']:>8.2f}  {row['accuracy']:>8.1%}  {row['mean_reward']:>6.3f}  "
             f"{row['frechet']:>7.3f}{mark}"
         )
     lines.append(f"Fréchet floor (held-out real digits vs the rest): {floor:.3f}")
     return "\n".join(lines)
 
 
-def run_evaluation(
-    model: Path, classifier_folder: Path | None, args: argparse.Namespace
-) -> tuple[list[dict[str, float]], float, float]:
-    """Load model and classifier, sweep the guidance scales; returns (rows, Fréchet floor, chosen scale)."""
-    pipe = DigitsPipeline.from_pretrained(model, local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    classifier = load_digit_classifier(classifier_folder or model / "classifier")
-    rows = evaluate_guidance(pipe, classifier, tuple(args.guidance), args.per_digit, args.steps, args.seed)
-    return rows, digits_frechet_floor(classifier), choose_guidance(rows, args.tolerance)
+def evaluation_record(
+    pipe: DigitsPipeline,
+    classifier: DigitClassifier,
+    guidance_scales: tuple[float, ...] = GUIDANCE_SCALES,
+    per_digit: int = 50,
+    steps: int = 20,
+    seed: int = 0,
+    tolerance: float = 0.01,
+) -> dict[str, Any]:
+    """The sweep, the Fréchet floor and the chosen guidance, as stored in training.json."""
+    rows = evaluate_guidance(pipe, classifier, guidance_scales, per_digit, steps, seed)
+    return {
+        "evaluation": {
+            "sampler": type(pipe.scheduler).__name__,
+            "per_digit": per_digit,
+            "steps": steps,
+            "seed": seed,
+            "rows": rows,
+        },
+        "frechet_floor": digits_frechet_floor(classifier),
+        "chosen_guidance": choose_guidance(rows, tolerance),
+    }
+
+
+def update_training_record(model: Path, fields: dict[str, Any]) -> None:
+    """Merge fields into <model>/training.json, e.g. a new sweep after the sampler changed."""
+    path = model / "training.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**record, **fields}, indent=2) + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ASSETS_DIR, help="pipeline folder (default: bundled)")
     parser.add_argument("--classifier", type=Path, default=None, help="default: <model>/classifier")
     parser.add_argument("--guidance", type=float, nargs="+", default=list(GUIDANCE_SCALES))
@@ -106,6 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tolerance", type=float, default=0.01, help="accuracy slack when choosing guidance")
+    parser.add_argument("--record", action="store_true", help="store the sweep in <model>/training.json")
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args(argv)
 
@@ -113,9 +133,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows, floor, chosen = run_evaluation(args.model, args.classifier, args)
-    print(format_table(rows, floor, chosen))
-    return {"rows": rows, "frechet_floor": floor, "chosen_guidance": chosen}
+    pipe = DigitsPipeline.from_pretrained(args.model, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    classifier = load_digit_classifier(args.classifier or args.model / "classifier")
+    fields = evaluation_record(
+        pipe, classifier, tuple(args.guidance), args.per_digit, args.steps, args.seed, args.tolerance
+    )
+    print(format_table(fields["evaluation"]["rows"], fields["frechet_floor"], fields["chosen_guidance"]))
+    if args.record:
+        update_training_record(args.model, fields)
+    return fields
 
 
 if __name__ == "__main__":

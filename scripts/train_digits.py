@@ -4,16 +4,22 @@
     python scripts/train_digits.py --steps 200 --width 32 --depth 2 --output /tmp/digits --eval-per-digit 10
 
 The denoiser is a PixArt-α transformer trained with the epsilon objective on sklearn's 8×8 digits scaled to
-[-1, 1], with 10 % of the labels dropped to the null class for classifier-free guidance. What makes it hold up
-at high guidance, unlike a first prototype that collapsed at guidance >= 3:
-- a cosine noise schedule: the linear one leaves an 8×8 image almost pure noise from t≈500 on (ᾱ=0.08), so
-  half the training steps teach nothing and the sampler's early steps are guesses that guidance amplifies;
-- an exponential moving average of the weights, which removes the step-to-step noise of the last updates
-  that guidance otherwise multiplies;
-- PixArt's own initialisation (zeroed cross-attention output and final projection), so the blocks start as
-  identity and conditioning is learned smoothly;
-- sampling with DDIM's "trailing" timesteps (the first step is at t=999, where training put pure noise) and
-  x₀ clipped to the data range [-1, 1].
+[-1, 1], with 10 % of the labels dropped to the null class for classifier-free guidance, a cosine noise
+schedule (the linear one leaves an 8×8 image almost pure noise from t≈500 on, ᾱ=0.08), PixArt's own
+initialisation and an exponential moving average of the weights.
+
+Why guidance used to collapse, and the fix. Sampled with DDIM and x₀ clipped to [-1, 1] (diffusers' default
+`clip_sample=True`), this model draws the prompted digit in 97 % of 500 samples at guidance 1, but 78 % at 2,
+16 % at 3 and 1 % at 5. At mid noise levels an epsilon model's x₀ estimate is noisy (about half the pixels
+outside [-1, 1] at t≈750 with guidance 3); DDIM clips x₀ but then re-derives epsilon from the clipped x₀, which
+puts the clipped-away excess back into x_t, so every guided step pushes x_t further off the training
+distribution. Guidance applied only below t=250 or only above t=800 is harmless; applied in between it
+collapses. Without clipping there is no collapse (about 90 % at every scale) but the samples are speckled
+(Fréchet 131 against 14 with clipping, at guidance 1). The sampler shipped here is DPM-Solver++ (2M, data
+prediction), PixArt-α's own default scheduler, with thresholding at the data range (`sample_max_value=1`,
+i.e. a static clip): it moves x_t towards the clipped x₀ without re-deriving epsilon, and keeps 100 %
+accuracy from guidance 2 to 5 with clean samples (figures in ecad_search/assets/digits/training.json).
+
 Everything random draws from seeded generators, so a seed reproduces the weights bit for bit on one device.
 """
 
@@ -31,15 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, PixArtTransformer2DModel
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, PixArtTransformer2DModel
 from torch import nn
 from torch.nn import functional as F
 
-from ecad_search.metrics.frechet import digits_frechet_floor
 from ecad_search.metrics.reward import load_real_digits, save_digit_classifier, train_digit_classifier
 from ecad_search.models.digits import (
     ASSETS_DIR,
-    NO_CFG_KWARGS,
+    NO_MICRO_CONDITIONS,
     NUM_DIGITS,
     DigitsPipeline,
     DigitsTextEncoder,
@@ -47,7 +52,7 @@ from ecad_search.models.digits import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_digits import GUIDANCE_SCALES, choose_guidance, evaluate_guidance, format_table
+from eval_digits import GUIDANCE_SCALES, evaluation_record, format_table
 
 
 @dataclass
@@ -74,15 +79,23 @@ class TrainConfig:
     log_every: int = 100
 
 
-def make_scheduler() -> DDIMScheduler:
-    """The noise schedule used both to corrupt training images and to sample (see the module docstring)."""
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="squaredcos_cap_v2",
-        prediction_type="epsilon",
-        clip_sample=True,
-        clip_sample_range=1.0,
-        set_alpha_to_one=True,
+def make_noise_scheduler() -> DDPMScheduler:
+    """The forward process used to corrupt training images: 1,000 steps of the cosine schedule."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon")
+
+
+def make_scheduler() -> DPMSolverMultistepScheduler:
+    """The sampler shipped with the model: DPM-Solver++ 2M on the training schedule, x₀ clipped to [-1, 1].
+
+    With `sample_max_value=1` the dynamic threshold is always 1, so thresholding is a plain clip of x₀ to the
+    data range; the first step is at t=999 ("trailing"), where training put pure noise.
+    """
+    return DPMSolverMultistepScheduler.from_config(
+        make_noise_scheduler().config,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        thresholding=True,
+        sample_max_value=1.0,
         timestep_spacing="trailing",
     )
 
@@ -145,7 +158,7 @@ def update_ema(ema: nn.Module, model: nn.Module, step: int, decay: float) -> Non
 
 def denoising_loss(
     models: nn.ModuleDict,
-    scheduler: DDIMScheduler,
+    scheduler: DDPMScheduler,
     images: torch.Tensor,
     labels: torch.Tensor,
     generator: torch.Generator,
@@ -162,19 +175,17 @@ def denoising_loss(
         hidden_states=scheduler.add_noise(images, noise, timesteps),
         encoder_hidden_states=models["text_encoder"](labels),
         timestep=timesteps,
-        added_cond_kwargs=dict(NO_CFG_KWARGS),
+        added_cond_kwargs=dict(NO_MICRO_CONDITIONS),
         return_dict=False,
     )[0]
     return F.mse_loss(prediction, noise)
 
 
-def train_denoiser(
-    config: TrainConfig, log: Callable[[str], None] = print
-) -> tuple[nn.ModuleDict, dict[str, float]]:
+def train_denoiser(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[nn.ModuleDict, dict[str, float]]:
     """Train on all 1,797 digits; returns the EMA models and loss statistics."""
     models = build_models(config).to(config.device)
     ema = copy.deepcopy(models).requires_grad_(False)
-    scheduler = make_scheduler()
+    scheduler = make_noise_scheduler()
     images, labels = load_real_digits()
     images, labels = (images * 2 - 1).to(config.device), labels.to(config.device)
     generator = torch.Generator().manual_seed(config.seed)
@@ -182,9 +193,7 @@ def train_denoiser(
     losses: list[float] = []
     for step in range(config.steps):
         batch = torch.randint(0, len(labels), (config.batch_size,), generator=generator).to(config.device)
-        loss = denoising_loss(
-            models, scheduler, images[batch], labels[batch], generator, config.label_dropout
-        )
+        loss = denoising_loss(models, scheduler, images[batch], labels[batch], generator, config.label_dropout)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         optimizer.zero_grad()
@@ -218,9 +227,7 @@ def train(config: TrainConfig, output: Path, log: Callable[[str], None] = print)
     started = time.perf_counter()
     models, stats = train_denoiser(config, log)
     denoiser_seconds = time.perf_counter() - started
-    classifier, classifier_stats = train_digit_classifier(
-        config.seed, config.classifier_epochs, device=config.device
-    )
+    classifier, classifier_stats = train_digit_classifier(config.seed, config.classifier_epochs, device=config.device)
     log(f"classifier held-out accuracy {classifier_stats['held_out_accuracy']:.4f}")
     pipe = save_pipeline(models, output)
     save_digit_classifier(classifier, output / "classifier", extra=classifier_stats)
@@ -232,15 +239,13 @@ def train(config: TrainConfig, output: Path, log: Callable[[str], None] = print)
         "classifier": classifier_stats,
     }
     if config.eval_per_digit:
-        rows = evaluate_guidance(
-            pipe, classifier, config.guidance_scales, config.eval_per_digit, config.eval_steps, config.seed
+        record.update(
+            evaluation_record(
+                pipe, classifier, config.guidance_scales, config.eval_per_digit, config.eval_steps, config.seed
+            )
         )
-        floor = digits_frechet_floor(classifier)
-        chosen = choose_guidance(rows)
-        log(format_table(rows, floor, chosen))
-        record["evaluation"] = {"per_digit": config.eval_per_digit, "steps": config.eval_steps, "rows": rows}
-        record["frechet_floor"] = floor
-        record["chosen_guidance"] = chosen
+        evaluation = record["evaluation"]
+        log(format_table(evaluation["rows"], record["frechet_floor"], record["chosen_guidance"]))
     record["wall_seconds"] = round(time.perf_counter() - started, 1)
     (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -248,9 +253,7 @@ def train(config: TrainConfig, output: Path, log: Callable[[str], None] = print)
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, int]:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=ASSETS_DIR)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -261,9 +264,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, int]:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device)
     parser.add_argument("--classifier-epochs", type=int, default=defaults.classifier_epochs)
-    parser.add_argument(
-        "--eval-per-digit", type=int, default=defaults.eval_per_digit, help="0 skips the sweep"
-    )
+    parser.add_argument("--eval-per-digit", type=int, default=defaults.eval_per_digit, help="0 skips the sweep")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     args = parser.parse_args(argv)
     config = TrainConfig(

@@ -25,7 +25,6 @@ __all__ = [
     "ModelNotAvailableError",
     "ModelSpec",
     "block_groups",
-    "family_for_transformer",
     "get_family",
     "get_model",
     "model_names",
@@ -57,14 +56,6 @@ def model_names() -> list[str]:
 def get_family(spec_or_name: ModelSpec | str) -> ModelFamily:
     name = spec_or_name.family if isinstance(spec_or_name, ModelSpec) else spec_or_name
     return _adapters()[0][name]
-
-
-def family_for_transformer(transformer: Any) -> ModelFamily:
-    """The family whose transformer class this module is an instance of."""
-    for family in _adapters()[0].values():
-        if isinstance(transformer, family.transformer_class()):
-            return family
-    raise UnknownModelError(f"no model family handles {type(transformer).__name__}")
 
 
 def get_model(name_or_path: str | Path) -> ModelSpec:

@@ -109,7 +109,7 @@ class ModelFamily:
             pipe = getattr(diffusers, spec.pipeline_class).from_pretrained(spec.pipeline_id, **options)
         except (OSError, ValueError) as err:
             raise ModelNotAvailableError(
-                f"cannot load model '{spec.name}': {_first_line(err)}. {spec.how_to_get}"
+                f"cannot load model '{spec.name}': {first_line(err)}. {spec.how_to_get}"
             ) from err
         return pipe.to(device)
 
@@ -126,5 +126,5 @@ class ModelFamily:
         return dict(spec.pipeline_kwargs)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__

@@ -31,14 +31,15 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from ecad_search.models.base import ModelFamily, ModelNotAvailableError, ModelSpec, _first_line
+from ecad_search.models.base import ModelFamily, ModelNotAvailableError, ModelSpec, first_line
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "digits"
 NUM_DIGITS = 10
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 2.0
+DEFAULT_GUIDANCE = 1.25
 DEFAULT_TEXT_TOKENS = 4
-NO_CFG_KWARGS: dict[str, Any] = {"resolution": None, "aspect_ratio": None}
+# One resolution, so PixArt's resolution / aspect-ratio micro-conditions are off.
+NO_MICRO_CONDITIONS: dict[str, Any] = {"resolution": None, "aspect_ratio": None}
 DIGIT_PROMPTS = [f"a handwritten digit {digit}" for digit in range(NUM_DIGITS)]
 
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -57,9 +58,7 @@ def parse_digit_prompt(prompt: str) -> int:
         raise ValueError(f"prompt {prompt!r} names no digit; write one digit 0-9, e.g. {_PROMPT_EXAMPLE}")
     if len(found) > 1:
         names = ", ".join(str(digit) for digit in sorted(found))
-        raise ValueError(
-            f"prompt {prompt!r} names several digits ({names}); name one, e.g. {_PROMPT_EXAMPLE}"
-        )
+        raise ValueError(f"prompt {prompt!r} names several digits ({names}); name one, e.g. {_PROMPT_EXAMPLE}")
     return found.pop()
 
 
@@ -76,9 +75,7 @@ def default_transformer_config(
     channels), and `use_additional_conditions=False` because there is a single resolution.
     """
     if width % head_dim:
-        raise ValueError(
-            f"width {width} is not a multiple of head_dim {head_dim}; e.g. width=128, head_dim=32"
-        )
+        raise ValueError(f"width {width} is not a multiple of head_dim {head_dim}; e.g. width=128, head_dim=32")
     return {
         "num_attention_heads": width // head_dim,
         "attention_head_dim": head_dim,
@@ -164,18 +161,14 @@ class DigitsPipeline(DiffusionPipeline):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings from the prompt, or the caller's precomputed ones repeated like PixArt repeats them."""
         if (prompt is None) == (prompt_embeds is None):
-            raise ValueError(
-                "pass exactly one of `prompt` and `prompt_embeds`, e.g. prompt='a handwritten digit 7'"
-            )
+            raise ValueError("pass exactly one of `prompt` and `prompt_embeds`, e.g. prompt='a handwritten digit 7'")
         if prompt_embeds is None:
             return self.encode_prompt(prompt, num_images_per_prompt, device)
         prompt_embeds = prompt_embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0)
         if negative_prompt_embeds is None:
             null = torch.full((prompt_embeds.shape[0],), self.text_encoder.null_label, device=device)
             return prompt_embeds, self.text_encoder(null)
-        return prompt_embeds, negative_prompt_embeds.to(device).repeat_interleave(
-            num_images_per_prompt, dim=0
-        )
+        return prompt_embeds, negative_prompt_embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0)
 
     def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None) -> dict[str, Any]:
         """Pass the generator to schedulers whose step is stochastic, as PixArt does."""
@@ -201,9 +194,7 @@ class DigitsPipeline(DiffusionPipeline):
             raise ValueError(f"output_type {output_type!r} is not supported; use 'pil', 'pt' or 'np'")
         device = self._execution_device
         dtype = self.transformer.dtype
-        cond, uncond = self._embeddings(
-            prompt, prompt_embeds, negative_prompt_embeds, num_images_per_prompt, device
-        )
+        cond, uncond = self._embeddings(prompt, prompt_embeds, negative_prompt_embeds, num_images_per_prompt, device)
         do_cfg = guidance_scale > 1.0
         encoder_hidden_states = (torch.cat([uncond, cond]) if do_cfg else cond).to(dtype)
 
@@ -223,7 +214,7 @@ class DigitsPipeline(DiffusionPipeline):
                     hidden_states=model_input,
                     encoder_hidden_states=encoder_hidden_states,
                     timestep=t.reshape(1).to(device).expand(model_input.shape[0]),
-                    added_cond_kwargs=dict(NO_CFG_KWARGS),
+                    added_cond_kwargs=dict(NO_MICRO_CONDITIONS),
                     return_dict=False,
                 )[0]
                 if do_cfg:
@@ -251,9 +242,7 @@ def _to_output(images: torch.Tensor, output_type: str) -> torch.Tensor | np.ndar
 
 def upscale(images: Sequence[PIL.Image.Image], factor: int) -> list[PIL.Image.Image]:
     """Nearest-neighbour enlargement, so 8×8 digits stay crisp (not blurred) when saved as PNG or shown."""
-    return [
-        image.resize((image.width * factor, image.height * factor), PIL.Image.NEAREST) for image in images
-    ]
+    return [image.resize((image.width * factor, image.height * factor), PIL.Image.NEAREST) for image in images]
 
 
 def digit_grid(
@@ -303,7 +292,7 @@ class DigitsFamily(ModelFamily):
             "hidden_states": hidden.to(device, dtype),
             "encoder_hidden_states": text.to(device, dtype),
             "timestep": timestep.to(device),
-            "added_cond_kwargs": dict(NO_CFG_KWARGS),
+            "added_cond_kwargs": dict(NO_MICRO_CONDITIONS),
         }
 
     def load_pipeline(
@@ -318,15 +307,12 @@ class DigitsFamily(ModelFamily):
         folder = Path(spec.pipeline_id) if spec.pipeline_id else ASSETS_DIR
         if not (folder / "model_index.json").is_file():
             raise ModelNotAvailableError(
-                f"no digits pipeline in {folder}; "
-                f"rebuild it with `python scripts/train_digits.py --output {folder}`"
+                f"no digits pipeline in {folder}; rebuild it with `python scripts/train_digits.py --output {folder}`"
             )
         try:
             pipe = DigitsPipeline.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as err:
-            raise ModelNotAvailableError(
-                f"cannot load the digits pipeline in {folder}: {_first_line(err)}"
-            ) from err
+            raise ModelNotAvailableError(f"cannot load the digits pipeline in {folder}: {first_line(err)}") from err
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device=device, dtype=dtype or spec.torch_dtype)
 
