@@ -94,8 +94,10 @@ def test_resume_after_a_crash_gives_the_same_archive(tmp_path, tiny_pixart_dir, 
         *search_args(tiny_pixart_dir, prompts, crash_db, tmp_path / "c", 4),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    log = tmp_path / "crashed.log"
+    with log.open("w") as stream:
+        process = subprocess.Popen(command, env=env, stdout=stream, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
         if crash_db.exists() and _evaluations(crash_db) >= 12:
             break
@@ -103,7 +105,7 @@ def test_resume_after_a_crash_gives_the_same_archive(tmp_path, tiny_pixart_dir, 
     process.send_signal(signal.SIGKILL)
     process.wait()
     crashed_at = _evaluations(crash_db)
-    assert crashed_at >= 12
+    assert crashed_at >= 12, log.read_text()[-2000:]
     resumed = runner.invoke(app, search_args(tiny_pixart_dir, prompts, crash_db, tmp_path / "c", 4))
     assert resumed.exit_code == 0, resumed.output
     assert final_archive(crash_db) == final_archive(reference_db)
