@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cost import cache_memory, cost_table, estimate_macs, resolve_spec
+from .files import write_atomic
 from .formats import load_schedule, save_schedule, to_cache_dit
 from .heuristics import FAMILIES as HEURISTICS
 from .heuristics import all_heuristics
@@ -71,13 +72,6 @@ def _spec(model: str, resolution: int | None = None) -> ModelSpec:
 
         spec = at_resolution(spec, resolution)
     return spec
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 @app.callback(invoke_without_command=True)
@@ -241,7 +235,7 @@ def generate(
     pipe = load_pipeline(spec, device=device)
     images, seconds = run(pipe, spec, [prompt], settings, schedule=cached)
     image = _viewable(images[0])
-    _write_bytes_atomic(out, _png_bytes(image))
+    write_atomic(out, _png_bytes(image))
     size = {"height": settings.height, "width": settings.width}
     full = estimate_macs(plain, spec, **size)
     used = estimate_macs(cached, spec, **size) if cached else full
@@ -271,7 +265,7 @@ def grid(
     cached = load_schedule(schedule) if schedule else None
     settings = GenerationSettings.for_model(spec, steps=cached.num_steps if cached else None, seed=seed)
     images, seconds = run(load_pipeline(spec), spec, DIGIT_PROMPTS, settings, schedule=cached)
-    _write_bytes_atomic(out, _png_bytes(digit_grid(images, factor=16)))
+    write_atomic(out, _png_bytes(digit_grid(images, factor=16)))
     console.print(f"wrote {out} in {seconds:.2f} s")
 
 
@@ -375,7 +369,7 @@ def convert(
         save_schedule(schedule, target)
     elif to == "cache-dit":
         config = to_cache_dit(schedule, threshold=threshold)
-        _write_bytes_atomic(target, (json.dumps(config, indent=1) + "\n").encode())
+        write_atomic(target, json.dumps(config, indent=1) + "\n")
     else:
         raise UsageError(f"unknown target format '{to}'; use 'ecad-search' or 'cache-dit'")
     console.print(f"wrote {target}")

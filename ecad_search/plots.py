@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from .files import save_figure
 from .schedule import CacheSchedule
 
 
@@ -26,13 +27,9 @@ def mask_heatmap(schedule: CacheSchedule, path: str | Path) -> Path:
     axes[0][0].set_ylabel("step")
     fig.suptitle(f"{schedule.name or 'schedule'}: compute {schedule.compute_fraction:.1%} (dark = compute)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 __all__ = ["mask_heatmap"]

@@ -133,17 +133,13 @@ def _word_level_tokenizer(
 def tiny_t5_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast:
     """A T5-like tokenizer: ids pad 0, eos 1, unk 2; appends `</s>` to every text, pads with `<pad>`."""
     pad, eos, _ = T5_SPECIALS
-    return _word_level_tokenizer(
-        T5_SPECIALS, prefix=None, suffix=eos, pad=pad, model_max_length=model_max_length
-    )
+    return _word_level_tokenizer(T5_SPECIALS, prefix=None, suffix=eos, pad=pad, model_max_length=model_max_length)
 
 
 def tiny_clip_tokenizer(model_max_length: int = CLIP_TOKENS) -> PreTrainedTokenizerFast:
     """A CLIP-like tokenizer: wraps text in start/end tokens and pads with the end token, like CLIP's."""
     bos, eos, _ = CLIP_SPECIALS
-    return _word_level_tokenizer(
-        CLIP_SPECIALS, prefix=bos, suffix=eos, pad=eos, model_max_length=model_max_length
-    )
+    return _word_level_tokenizer(CLIP_SPECIALS, prefix=bos, suffix=eos, pad=eos, model_max_length=model_max_length)
 
 
 def tiny_t5_encoder(d_model: int, vocab_size: int, seed: int) -> T5EncoderModel:
@@ -183,9 +179,7 @@ def tiny_clip_encoder(hidden_size: int, vocab_size: int, eos_token_id: int, seed
     return _seeded(seed, lambda: CLIPTextModel(config).eval())
 
 
-def tiny_vae(
-    latent_channels: int, block_out_channels: Sequence[int], seed: int, **config: Any
-) -> AutoencoderKL:
+def tiny_vae(latent_channels: int, block_out_channels: Sequence[int], seed: int, **config: Any) -> AutoencoderKL:
     """A small `AutoencoderKL`; the pipelines take its scale factor as 2 ** (len(block_out_channels) - 1)."""
     blocks = len(block_out_channels)
     return _seeded(
@@ -345,9 +339,7 @@ def tiny_flux_pipeline(
     return FluxPipeline(
         scheduler=flux_scheduler(),
         vae=tiny_vae(latent_channels, FLUX_VAE_BLOCKS, seed, **FLUX_VAE_CONFIG),
-        text_encoder=tiny_clip_encoder(
-            FLUX_CLIP_WIDTH, len(clip_tokenizer), clip_tokenizer.eos_token_id, seed
-        ),
+        text_encoder=tiny_clip_encoder(FLUX_CLIP_WIDTH, len(clip_tokenizer), clip_tokenizer.eos_token_id, seed),
         tokenizer=clip_tokenizer,
         text_encoder_2=tiny_t5_encoder(FLUX_T5_WIDTH, len(t5_tokenizer), seed),
         tokenizer_2=t5_tokenizer,

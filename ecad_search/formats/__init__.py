@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..files import write_atomic
 from ..schedule import CacheSchedule, ScheduleError
 from .cache_dit import to_cache_dit
 from .ecad import from_ecad, is_ecad
@@ -36,9 +37,4 @@ def load_schedule(path: str | Path) -> CacheSchedule:
 
 def save_schedule(schedule: CacheSchedule, path: str | Path) -> Path:
     """Write our JSON format atomically (a partly written file never appears under `path`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dumps(schedule))
-    tmp.replace(path)
-    return path
+    return write_atomic(path, dumps(schedule))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 
+from ..files import save_figure, write_atomic
 from ..formats import save_schedule
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord
@@ -34,12 +35,6 @@ class FrontEntry:
     schedule: CacheSchedule
     record: EvaluationRecord
     file: str
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_front(out: Path, entries: list[FrontEntry]) -> None:
@@ -116,22 +111,20 @@ def pareto_plot(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_tables(out: Path, entries: list[FrontEntry], full_macs: float) -> None:
     csv_text, markdown = front_table(entries, full_macs)
-    _atomic_text(out / "front.csv", csv_text)
-    _atomic_text(out / "front.md", markdown)
+    write_atomic(out / "front.csv", csv_text)
+    write_atomic(out / "front.md", markdown)
 
 
 def write_history(out: Path, rows: list[tuple[int, float, int, int, int]]) -> None:
     lines = ["generation,hypervolume,evaluated,memo_hits,front_size"]
     lines += [f"{g},{hv:.6f},{ev},{hits},{size}" for g, hv, ev, hits, size in rows]
-    _atomic_text(out / "history.csv", "\n".join(lines) + "\n")
+    write_atomic(out / "history.csv", "\n".join(lines) + "\n")
 
 
 def describe(
