@@ -82,7 +82,8 @@ def main_form(
     population: Annotated[int | None, typer.Option(help="population size (default: the preset's)")] = None,
     preset: Annotated[str, typer.Option(help="'default' (ours) or 'ecad' (the paper's settings)")] = "default",
     metric: Annotated[
-        str | None, typer.Option(help="reward, fidelity, image-reward, clip (default: reward for digits)")
+        str | None,
+        typer.Option(help="reward, fidelity, image-reward, clip (default: fidelity on digits, else image-reward)"),
     ] = None,
     prompts: Annotated[Path | None, typer.Option(help="prompt file (.txt, .json, .csv)")] = None,
     images_per_prompt: Annotated[int, typer.Option(help="seeds per prompt")] = 1,
@@ -138,7 +139,13 @@ def _search(config: SearchConfig) -> None:
         f"{sum(r.evaluated for r in reports)} new evaluations, {sum(r.memo_hits for r in reports)} from the database; "
         f"hypervolume {reports[-1].hypervolume:.4f}"
     )
-    console.print(f"front, plot and tables in {prepared.out}/")
+    comparisons = search_run.versus_baselines()
+    beaten = [c.name for c in comparisons if c.beaten]
+    console.print(
+        f"the front beats {len(beaten)} of {len(comparisons)} FORA baselines at equal or lower MACs"
+        + (f" ({', '.join(beaten)})" if beaten else "")
+    )
+    console.print(f"front, plot and tables (vs_fora.md: the comparison) in {prepared.out}/")
 
 
 @app.command()

@@ -12,6 +12,7 @@ remove.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from dataclasses import replace
@@ -75,6 +76,7 @@ def main() -> None:
                 run_preset(CANDIDATES[name], seed, args.images, evaluator, args.model, Path(tmp)) for seed in args.seeds
             ]
     plot(results, args.out)
+    args.out.with_suffix(".json").write_text(json.dumps({"images": args.images, "results": results}, indent=1))
     report(results, args.images)
 
 
@@ -95,12 +97,17 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     print(f"wrote {path}")
 
 
+def hypervolume_at(curve: list[tuple[int, float]], images: int) -> float:
+    """The archive's hypervolume once `images` images were spent (the last generation within the budget)."""
+    return max((hv for generated, hv in curve if generated <= images), default=0.0)
+
+
 def report(results: dict[str, list[dict]], images: int) -> None:
     table = Table(title=f"hypervolume after {images} images (per seed), and where the time went")
     for column in ("preset", "final HV per seed", "mean", "generations", "search s", "outside generation"):
         table.add_column(column)
     for name, runs in results.items():
-        finals = [run["curve"][-1][1] for run in runs]
+        finals = [hypervolume_at(run["curve"], images) for run in runs]
         total = sum(run["total_s"] for run in runs)
         generating = sum(run["generating_s"] for run in runs)
         table.add_row(

@@ -16,8 +16,11 @@ from typer.testing import CliRunner
 
 from ecad_search import CacheSchedule, load_schedule
 from ecad_search.cli import app
+from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
-from ecad_search.store import Store
+from ecad_search.search.report import baseline_table, compare_with_baselines
+from ecad_search.search.seeding import FORA_BASELINES, initial_population
+from ecad_search.store import EvaluationRecord, Store
 
 runner = CliRunner()
 
@@ -187,7 +190,46 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     spec = get_model("digits")
     no_cache = CacheSchedule.all_compute(block_groups(spec), spec.default_steps).digest()
     uncached = store.lookup(store.get_run("d").eval_key, [no_cache])[no_cache]
-    assert uncached.quality_loss < 0.05, "the uncached digits model draws the prompted digits"
+    assert uncached.quality_loss == pytest.approx(0.0, abs=1e-6), "digits default to fidelity to the uncached run"
+    assert store.get_run("d").metric == "fidelity"
     assert len(uncached.scores["prompt_scores"]) == 5
-    assert min(r.quality_loss for r in front) <= uncached.quality_loss
+    assert min(r.quality_loss for r in front) <= uncached.quality_loss + 1e-6
     assert min(r.cost for r in front) < 0.5
+    versus = (out / "d" / "vs_fora.md").read_text().splitlines()
+    assert [row.split(" | ")[0] for row in versus[2:]] == [f"| fora-{n}" for n in range(2, 7)]
+    assert "FORA baselines at equal or lower MACs" in result.output
+
+
+def record(digest: str, loss: float, macs: float) -> EvaluationRecord:
+    return EvaluationRecord(digest, "", loss, macs, macs, None, {}, 0.0)
+
+
+def test_baseline_comparison_picks_the_best_front_schedule_within_its_macs() -> None:
+    front = [record("a", 0.30, 0.2), record("b", 0.10, 0.5), record("c", 0.00, 1.0)]
+    baselines = {
+        "fora-2": record("f2", 0.12, 0.5),
+        "fora-4": record("f4", 0.25, 0.25),
+        "fora-9": record("f9", 0.5, 0.1),
+    }
+    comparisons = {c.name: c for c in compare_with_baselines(front, baselines)}
+    assert [c.name for c in compare_with_baselines(front, baselines)] == ["fora-2", "fora-4", "fora-9"]
+    assert comparisons["fora-2"].rival.digest == "b" and comparisons["fora-2"].beaten
+    assert comparisons["fora-4"].rival.digest == "a" and not comparisons["fora-4"].beaten
+    assert comparisons["fora-9"].rival is None and not comparisons["fora-9"].beaten
+    table = baseline_table(list(comparisons.values()), full_macs=1.0)
+    assert "| fora-2 | 0.500 | 0.12000 | 0.10000 | 0.500 | yes |" in table
+    assert "| fora-9 | 0.100 | 0.50000 | - | - | no |" in table
+
+
+def test_first_population_holds_the_fora_baselines_and_is_seeded() -> None:
+    spec = get_model("pixart-alpha")
+    template = CacheSchedule.all_compute(block_groups(spec), spec.default_steps)
+    population = initial_population(template, 24, seed=3)
+    assert population.shape == (24, template.genome_length)
+    assert len({row.tobytes() for row in population}) == 24
+    assert any(row.all() for row in population), "the no-cache schedule anchors the quality end"
+    for n, row in zip(FORA_BASELINES, population, strict=False):
+        assert np.array_equal(row, fora(template.groups, template.num_steps, n).genome())
+        assert template.with_genome(row).compute_fraction == pytest.approx(len(range(0, 20, n)) / 20)
+    assert np.array_equal(population, initial_population(template, 24, seed=3))
+    assert not np.array_equal(population, initial_population(template, 24, seed=4))

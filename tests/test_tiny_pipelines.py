@@ -100,9 +100,7 @@ def test_saved_folders_are_safetensors_only(tiny_pixart_dir: Path, tiny_flux_dir
     ("attribute", "length"),
     [("tokenizer", CLIP_TOKENS), ("tokenizer_2", TINY_FLUX_CALL_KWARGS["max_sequence_length"])],
 )
-def test_flux_tokenizers_reload_with_identical_ids(
-    tiny_flux_pipe: FluxPipeline, attribute: str, length: int
-) -> None:
+def test_flux_tokenizers_reload_with_identical_ids(tiny_flux_pipe: FluxPipeline, attribute: str, length: int) -> None:
     original = getattr(tiny_flux_pipeline(seed=0), attribute)
     reloaded = getattr(tiny_flux_pipe, attribute)
     assert type(reloaded) is type(original)

@@ -100,7 +100,7 @@ class ModelFamily:
         import diffusers
 
         dtype = spec.torch_dtype if dtype is None else dtype
-        options: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": local_files_only}
+        options: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
         try:
             if spec.transformer_id:
                 options["transformer"] = self.transformer_class().from_pretrained(

@@ -310,11 +310,11 @@ class DigitsFamily(ModelFamily):
                 f"no digits pipeline in {folder}; rebuild it with `python scripts/train_digits.py --output {folder}`"
             )
         try:
-            pipe = DigitsPipeline.from_pretrained(folder, local_files_only=True)
+            pipe = DigitsPipeline.from_pretrained(folder, local_files_only=True, dtype=dtype or spec.torch_dtype)
         except (OSError, ValueError) as err:
             raise ModelNotAvailableError(f"cannot load the digits pipeline in {folder}: {first_line(err)}") from err
         pipe.set_progress_bar_config(disable=True)
-        return pipe.to(device=device, dtype=dtype or spec.torch_dtype)
+        return pipe.to(device)
 
 
 def _shipped_config(component: str, default: dict[str, Any]) -> dict[str, Any]:

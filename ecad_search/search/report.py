@@ -115,6 +115,48 @@ def pareto_plot(
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class BaselineComparison:
+    """A heuristic schedule against the best front schedule that costs no more MACs."""
+
+    name: str
+    baseline: EvaluationRecord
+    rival: EvaluationRecord | None
+
+    @property
+    def beaten(self) -> bool:
+        """The front has a schedule at most as costly and strictly better in quality."""
+        return self.rival is not None and self.rival.quality_loss < self.baseline.quality_loss
+
+
+def compare_with_baselines(
+    front: list[EvaluationRecord], baselines: dict[str, EvaluationRecord]
+) -> list[BaselineComparison]:
+    """For each baseline, the front's best-quality schedule within the baseline's MACs (None if none is)."""
+    comparisons = []
+    for name, baseline in sorted(baselines.items(), key=lambda item: -item[1].macs):
+        affordable = [r for r in front if r.macs <= baseline.macs]
+        rival = min(affordable, key=lambda r: (r.quality_loss, r.macs)) if affordable else None
+        comparisons.append(BaselineComparison(name, baseline, rival))
+    return comparisons
+
+
+def baseline_table(comparisons: list[BaselineComparison], full_macs: float) -> str:
+    """Markdown: each baseline's loss and MACs beside the front's best schedule at no more MACs."""
+    lines = [
+        "| baseline | MACs | quality loss | front at <= MACs: loss | its MACs | beaten |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        rival = c.rival
+        rival_cells = f"{rival.quality_loss:.5f} | {rival.macs / full_macs:.3f}" if rival else "- | -"
+        lines.append(
+            f"| {c.name} | {c.baseline.macs / full_macs:.3f} | {c.baseline.quality_loss:.5f} | {rival_cells} | "
+            f"{'yes' if c.beaten else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_tables(out: Path, entries: list[FrontEntry], full_macs: float) -> None:
     csv_text, markdown = front_table(entries, full_macs)
     write_atomic(out / "front.csv", csv_text)

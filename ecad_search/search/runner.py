@@ -17,13 +17,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .. import __version__
 from ..evaluation import COSTS, EvaluationSettings, Evaluator
+from ..files import write_atomic
 from ..metrics import get_metric
 from ..models import ModelSpec, get_model
 from ..prompts import default_prompt_file, load_prompts
 from ..store import EvaluationRecord, Store
 from .driver import GenerationReport, Search
 from .presets import Preset, get_preset
-from .report import FrontEntry, describe, pareto_plot, write_front, write_history, write_tables
+from .report import (
+    BaselineComparison,
+    FrontEntry,
+    baseline_table,
+    compare_with_baselines,
+    describe,
+    pareto_plot,
+    write_front,
+    write_history,
+    write_tables,
+)
 from .seeding import fora_reference
 
 
@@ -70,7 +81,14 @@ class PreparedSearch:
 
 
 def default_metric(spec: ModelSpec) -> str:
-    return "reward" if spec.family == "digits" else "image-reward"
+    """ECAD's ImageReward for real models; fidelity for digits, whose classifier reward caching cannot move.
+
+    The digit a sample shows is fixed by the class conditioning before any step can be cached (the first
+    x₀ estimate already reads as the prompted digit), and reuse pulls samples towards their class mean, which
+    a classifier reads more confidently, not less. So a `reward` front is flat while SSIM to the uncached
+    image falls with every cached step (measured in tests/test_digits_caching.py and the README).
+    """
+    return "fidelity" if spec.family == "digits" else "image-reward"
 
 
 def prepare(config: SearchConfig) -> PreparedSearch:
@@ -157,7 +175,7 @@ class SearchRun:
     def _baselines(self) -> dict[str, EvaluationRecord]:
         """FORA every-N up to N=6, evaluated once (memoised like any candidate) for the plot."""
         baselines = {}
-        for schedule in fora_reference(self.search.template)[:5]:
+        for schedule in fora_reference(self.search.template):
             digest = schedule.digest()
             known = self.store.lookup(self.search.eval_key, [digest])
             baselines[schedule.name] = known[digest] if known else self.search.evaluate_and_record(digest, schedule)
@@ -232,11 +250,18 @@ class SearchRun:
             entries.append(FrontEntry(schedule, record, name))
         return entries
 
+    def versus_baselines(self) -> list[BaselineComparison]:
+        """Each FORA baseline against the archive's best schedule at no more MACs."""
+        records = self.search.state.records
+        front = [records[point.digest] for point in self.search.state.archive.front()]
+        return compare_with_baselines(front, self.baselines)
+
     def write_outputs(self, index: int) -> None:
         out = self.prepared.out
         entries = self.front_entries(index)
         write_front(out, entries)
         write_tables(out, entries, self.evaluator.full_macs)
+        write_atomic(out / "vs_fora.md", baseline_table(self.versus_baselines(), self.evaluator.full_macs))
         write_history(out, self.history)
         hv = self.history[-1][1] if self.history else 0.0
         pareto_plot(
