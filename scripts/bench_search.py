@@ -32,10 +32,12 @@ from ecad_search.search.runner import SearchConfig, SearchRun, prepare
 CANDIDATES = {
     "ecad": PRESETS["ecad"],
     "default": PRESETS["default"],
-    "ecad-pop24": replace(PRESETS["ecad"], name="ecad-pop24", population=24),
-    "uniform-4flips": replace(PRESETS["default"], name="uniform-4flips", crossover="uniform"),
-    "points-1flip": replace(PRESETS["default"], name="points-1flip", flips_per_offspring=1.0),
-    "points-12flips": replace(PRESETS["default"], name="points-12flips", flips_per_offspring=12.0),
+    "uniform-4flips": replace(
+        PRESETS["default"], name="uniform-4flips", crossover="uniform", mutation_prob=1.0, flips_per_offspring=4.0
+    ),
+    "points-1flip": replace(PRESETS["default"], name="points-1flip", mutation_prob=1.0, flips_per_offspring=1.0),
+    "points-4flips": replace(PRESETS["default"], name="points-4flips", mutation_prob=1.0, flips_per_offspring=4.0),
+    "points-12flips": replace(PRESETS["default"], name="points-12flips", mutation_prob=1.0, flips_per_offspring=12.0),
 }
 
 

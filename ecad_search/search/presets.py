@@ -3,8 +3,11 @@
 ECAD: population 72, 4-point crossover with probability 0.9, pymoo's bit-flip mutation with probability
 0.05 (the chance that an offspring is mutated at all; each bit then flips with probability 1/n, so about 5 %
 of offspring get about one flipped bit), duplicate elimination, and the constraint "differs from the no-cache
-schedule". Our default keeps crossover but mutates every offspring with a few flips (see
-scripts/bench_search.py for the comparison on the digits model).
+schedule". Our default keeps ECAD's operators at a third of the population, so a fixed image budget buys three
+times as many generations, and lets the no-cache schedule anchor the front's quality end. Measured with
+scripts/bench_search.py on the digits model (fidelity, 4,320 images, seed 0): hypervolume 0.9338 for this
+setting, 0.9306 for ECAD's population of 72, 0.9303 / 0.9312 / 0.9298 for every offspring mutated with about
+4 / 1 / 12 flipped bits, 0.9290 for uniform crossover.
 """
 
 from __future__ import annotations
@@ -70,8 +73,8 @@ PRESETS = {
         crossover="points",
         crossover_prob=0.9,
         crossover_points=4,
-        mutation_prob=1.0,
-        flips_per_offspring=4.0,
+        mutation_prob=0.05,
+        flips_per_offspring=None,
         forbid_no_cache=False,
     ),
 }
