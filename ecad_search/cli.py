@@ -96,7 +96,7 @@ def main_form(
     db: Annotated[str, typer.Option(help="SQLAlchemy URL of the run database")] = "sqlite:///ecad-search.db",
     run: Annotated[str | None, typer.Option(help="run name (default: derived from the options)")] = None,
     out: Annotated[Path, typer.Option(help="output folder; the run writes into OUT/RUN")] = Path("runs"),
-    device: str = "cpu",
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N")] = "auto",
 ) -> None:
     """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
 
@@ -220,11 +220,11 @@ def generate(
     guidance: Annotated[float | None, typer.Option(help="guidance scale (default: the model's)")] = None,
     resolution: Annotated[int | None, typer.Option(help="square image size in pixels")] = None,
     out: Annotated[Path, typer.Option(help="output PNG")] = Path("image.png"),
-    device: str = "cpu",
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N")] = "auto",
     compare: Annotated[bool, typer.Option(help="also time the uncached run and report the speedup")] = False,
 ) -> None:
     """Generate one image, optionally following a schedule; print wall time, MACs and the fraction saved."""
-    from .generation import GenerationSettings, load_pipeline
+    from .generation import GenerationSettings, load_pipeline, resolve_device
     from .generation import generate as run
 
     cached = load_schedule(schedule) if schedule else None
@@ -239,7 +239,7 @@ def generate(
         seed=seed,
     )
     plain = CacheSchedule.all_compute(block_groups(spec), settings.steps, **schedule_metadata(spec))
-    pipe = load_pipeline(spec, device=device)
+    pipe = load_pipeline(spec, device=resolve_device(device))
     images, seconds = run(pipe, spec, [prompt], settings, schedule=cached)
     image = _viewable(images[0])
     write_atomic(out, _png_bytes(image))

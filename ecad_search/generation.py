@@ -48,6 +48,19 @@ class GenerationSettings:
         )
 
 
+def resolve_device(name: str) -> str:
+    """`auto` is CUDA when torch sees a GPU, else the CPU; a device that is not there is a one-line error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' is not available (torch sees no CUDA GPU): use --device cpu or auto")
+    return name
+
+
 def load_pipeline(spec: ModelSpec, *, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:
     """The model's pipeline on `device`; half precision only where it pays (CUDA), float32 on CPU by default."""
     if dtype is None:

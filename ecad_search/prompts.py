@@ -11,7 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-BUNDLED = Path(__file__).resolve().parent.parent / "calibration_prompts"
+_PACKAGE = Path(__file__).resolve().parent
+# Inside the package once installed from a wheel; the repository's top-level folder in a source checkout.
+BUNDLED = next(
+    (p for p in (_PACKAGE / "calibration_prompts", _PACKAGE.parent / "calibration_prompts") if p.is_dir()),
+    _PACKAGE.parent / "calibration_prompts",
+)
 
 
 class PromptsError(ValueError):

@@ -38,6 +38,8 @@ CANDIDATES = {
     "points-1flip": replace(PRESETS["default"], name="points-1flip", mutation_prob=1.0, flips_per_offspring=1.0),
     "points-4flips": replace(PRESETS["default"], name="points-4flips", mutation_prob=1.0, flips_per_offspring=4.0),
     "points-12flips": replace(PRESETS["default"], name="points-12flips", mutation_prob=1.0, flips_per_offspring=12.0),
+    "no-refine": replace(PRESETS["default"], name="no-refine", refine_share=0.0),
+    "refine-half": replace(PRESETS["default"], name="refine-half", refine_share=1 / 2),
 }
 
 
@@ -55,7 +57,8 @@ def run_preset(preset: Preset, seed: int, images: int, evaluator: Evaluator, mod
         new = [search_run.search.state.records[d] for d in list(search_run.search.state.records)[-report.evaluated :]]
         generating += sum((r.latency_s or 0.0) * per_eval for r in new) if report.evaluated else 0.0
         generated += report.evaluated * per_eval
-        curve.append((generated, report.hypervolume))
+        beaten = sum(c.beaten for c in search_run.versus_baselines())
+        curve.append((generated, report.hypervolume, beaten))
         index += 1
     total = time.perf_counter() - start
     return {"curve": curve, "total_s": total, "generating_s": generating, "generations": index}
@@ -86,7 +89,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for index, (name, runs) in enumerate(results.items()):
         for k, run in enumerate(runs):
-            xs, ys = zip(*run["curve"], strict=True)
+            xs, ys, _ = zip(*run["curve"], strict=True)
             ax.plot(xs, ys, color=f"C{index}", alpha=0.85, label=name if k == 0 else None, marker=".", ms=3)
     ax.set_xlabel("images generated")
     ax.set_ylabel("hypervolume of the archive (ref. point: loss 1, MACs 1)")
@@ -99,14 +102,20 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     print(f"wrote {path}")
 
 
-def hypervolume_at(curve: list[tuple[int, float]], images: int) -> float:
+def hypervolume_at(curve: list[tuple[int, float, int]], images: int) -> float:
     """The archive's hypervolume once `images` images were spent (the last generation within the budget)."""
-    return max((hv for generated, hv in curve if generated <= images), default=0.0)
+    return max((hv for generated, hv, _ in curve if generated <= images), default=0.0)
+
+
+def baselines_beaten_at(curve: list[tuple[int, float, int]], images: int) -> int:
+    """How many FORA baselines a searched front schedule beats once `images` images were spent."""
+    return max((beaten for generated, _, beaten in curve if generated <= images), default=0)
 
 
 def report(results: dict[str, list[dict]], images: int) -> None:
     table = Table(title=f"hypervolume after {images} images (per seed), and where the time went")
-    for column in ("preset", "final HV per seed", "mean", "generations", "search s", "outside generation"):
+    columns = ("preset", "final HV per seed", "mean", "FORA beaten", "generations", "search s", "outside generation")
+    for column in columns:
         table.add_column(column)
     for name, runs in results.items():
         finals = [hypervolume_at(run["curve"], images) for run in runs]
@@ -116,6 +125,7 @@ def report(results: dict[str, list[dict]], images: int) -> None:
             name,
             " ".join(f"{v:.4f}" for v in finals),
             f"{sum(finals) / len(finals):.4f}",
+            " ".join(str(baselines_beaten_at(run["curve"], images)) for run in runs),
             " ".join(str(run["generations"]) for run in runs),
             f"{total:.0f}",
             f"{1 - generating / total:.1%}",

@@ -136,6 +136,7 @@ def _evaluations(db: Path) -> int:
         (("--db", "sqlite:////nonexistent/dir/x.db"), "nonexistent"),
         (("--metric", "reward"), "metric 'reward' scores the digits model only"),
         (("--preset", "fast"), "unknown preset 'fast'"),
+        (("--device", "gpu"), "unknown device 'gpu'"),
     ],
 )
 def test_bad_options_are_one_line_and_leave_the_database_untouched(tmp_path, tiny_pixart_dir, prompts, change, message):  # type: ignore[no-untyped-def]
@@ -204,21 +205,25 @@ def record(digest: str, loss: float, macs: float) -> EvaluationRecord:
     return EvaluationRecord(digest, "", loss, macs, macs, None, {}, 0.0)
 
 
-def test_baseline_comparison_picks_the_best_front_schedule_within_its_macs() -> None:
-    front = [record("a", 0.30, 0.2), record("b", 0.10, 0.5), record("c", 0.00, 1.0)]
+def test_baseline_comparison_picks_the_best_searched_schedule_within_its_macs() -> None:
     baselines = {
         "fora-2": record("f2", 0.12, 0.5),
         "fora-4": record("f4", 0.25, 0.25),
+        "fora-5": record("f5", 0.28, 0.2),
+        "fora-6": record("f6", 0.45, 0.2),
         "fora-9": record("f9", 0.5, 0.1),
     }
+    front = [record("a", 0.30, 0.22), record("b", 0.10, 0.5), record("c", 0.00, 1.0), baselines["fora-5"]]
     comparisons = {c.name: c for c in compare_with_baselines(front, baselines)}
-    assert [c.name for c in compare_with_baselines(front, baselines)] == ["fora-2", "fora-4", "fora-9"]
+    assert list(comparisons) == ["fora-2", "fora-4", "fora-5", "fora-6", "fora-9"]
     assert comparisons["fora-2"].rival.digest == "b" and comparisons["fora-2"].beaten
     assert comparisons["fora-4"].rival.digest == "a" and not comparisons["fora-4"].beaten
+    assert comparisons["fora-6"].rival is None and not comparisons["fora-6"].beaten
     assert comparisons["fora-9"].rival is None and not comparisons["fora-9"].beaten
     table = baseline_table(list(comparisons.values()), full_macs=1.0)
-    assert "| fora-2 | 0.500 | 0.12000 | 0.10000 | 0.500 | yes |" in table
-    assert "| fora-9 | 0.100 | 0.50000 | - | - | no |" in table
+    assert "| fora-2 | 0.500 | 0.12000 | 0.10000 | 0.500 | 16.7 % | yes |" in table
+    assert "| fora-4 | 0.250 | 0.25000 | 0.30000 | 0.220 | -20 % | no |" in table
+    assert "| fora-9 | 0.100 | 0.50000 | - | - | - | no |" in table
 
 
 def test_first_population_holds_the_fora_baselines_and_is_seeded() -> None:

@@ -21,6 +21,7 @@ from ..evaluation import Evaluator
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
 from .archive import Archive
+from .operators import front_neighbours
 from .presets import Preset
 from .seeding import initial_population
 
@@ -73,6 +74,7 @@ class Search:
             n_var=length, n_obj=2, n_ieq_constr=1 if preset.forbid_no_cache else 0, xl=0, xu=1, vtype=bool
         )
         initial = initial_population(self.template, population, seed)
+        self.genes_per_step = length // max(1, self.template.num_steps - 1)
         self.algorithm = preset.algorithm(initial, population)
         self.algorithm.setup(self.problem, termination=NoTermination(), seed=seed, verbose=False)
 
@@ -84,6 +86,9 @@ class Search:
         start = time.perf_counter()
         population = self.algorithm.ask()
         genomes = population.get("X").astype(bool)
+        if index > 0 and self.preset.refine_share:
+            genomes = self._with_refinements(genomes, index)
+            population.set("X", genomes)
         schedules = [self.schedule(g) for g in genomes]
         digests = [s.digest() for s in schedules]
         known = self.store.lookup(self.eval_key, sorted(set(digests) - set(self.state.records)))
@@ -117,6 +122,24 @@ class Search:
         return GenerationReport(
             index, evaluated, len(digests) - evaluated, hypervolume, len(front), index in self.done_before, seconds
         )
+
+    def _with_refinements(self, offspring: np.ndarray, index: int) -> np.ndarray:
+        """The last `refine_share` of the offspring replaced by unseen one-move neighbours of the front.
+
+        The front is visited in turn (cheapest first, continuing each generation where the last one stopped).
+        The moves come from a generator seeded by the run's seed and the generation index, and the front is
+        the archive's, which a replay rebuilds exactly, so a resumed run asks for the same candidates.
+        """
+        count = round(self.preset.refine_share * len(offspring))
+        front = [p.genome for p in self.state.archive.front()]
+        start = (index * count) % len(front)
+        seen = {g.tobytes() for g in offspring} | {p.genome.tobytes() for p in self.state.archive.points.values()}
+        rng = np.random.default_rng([self.seed, index])
+        local = front_neighbours(front[start:] + front[:start], count, self.genes_per_step, rng, seen)
+        if local:
+            offspring = offspring.copy()
+            offspring[len(offspring) - len(local) :] = np.stack([genome for _, genome in local])
+        return offspring
 
     def evaluate_and_record(self, digest: str, schedule: CacheSchedule) -> EvaluationRecord:
         result = self.evaluator.evaluate(schedule)

@@ -4,10 +4,12 @@ ECAD: population 72, 4-point crossover with probability 0.9, pymoo's bit-flip mu
 0.05 (the chance that an offspring is mutated at all; each bit then flips with probability 1/n, so about 5 %
 of offspring get about one flipped bit), duplicate elimination, and the constraint "differs from the no-cache
 schedule". Our default keeps ECAD's operators at a third of the population, so a fixed image budget buys three
-times as many generations, and lets the no-cache schedule anchor the front's quality end. Measured with
-scripts/bench_search.py on the digits model (fidelity, 4,320 images, seed 0): hypervolume 0.9338 for this
-setting, 0.9306 for ECAD's population of 72, 0.9303 / 0.9312 / 0.9298 for every offspring mutated with about
-4 / 1 / 12 flipped bits, 0.9290 for uniform crossover.
+times as many generations, lets the no-cache schedule anchor the front's quality end, and fills a third of
+every generation after the first with one-move neighbours of the archive's front (`operators.py`): a step
+shift of one component's computation (same MACs) or one dropped computation. Measured with
+scripts/bench_search.py on the digits model (fidelity, 8,640 images, seed 0): hypervolume 0.9342 and all
+five FORA baselines beaten from the fourth generation, against 0.9340 and two beaten (FORA-5/6) without the
+refinement.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Preset:
     mutation_prob: float
     flips_per_offspring: float | None
     forbid_no_cache: bool
+    refine_share: float = 0.0
 
     def crossover_operator(self) -> Crossover:
         if self.crossover == "uniform":
@@ -76,6 +79,7 @@ PRESETS = {
         mutation_prob=0.05,
         flips_per_offspring=None,
         forbid_no_cache=False,
+        refine_share=1 / 3,
     ),
 }
 

@@ -8,7 +8,7 @@ folder untouched.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import __version__
 from ..evaluation import COSTS, EvaluationSettings, Evaluator
 from ..files import write_atomic
+from ..generation import resolve_device
 from ..metrics import get_metric
 from ..models import ModelSpec, get_model
 from ..prompts import default_prompt_file, load_prompts
@@ -58,7 +59,7 @@ class SearchConfig:
     db: str = "sqlite:///ecad-search.db"
     run: str | None = None
     out: str = "runs"
-    device: str = "cpu"
+    device: str = "auto"
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in ("generations", "db", "out", "device")}
@@ -108,6 +109,7 @@ def prepare(config: SearchConfig) -> PreparedSearch:
     get_metric(metric)
     prompts = load_prompts(config.prompts or default_prompt_file(spec.family))
     Store.validate_url(config.db)
+    config = replace(config, device=resolve_device(config.device))
     settings = EvaluationSettings(
         model=spec.name,
         metric=metric,

@@ -1,0 +1,35 @@
+"""The package as pip builds it: every subpackage listed, the calibration prompts shipped inside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ecad_search.prompts import BUNDLED, default_prompt_file, load_prompts
+
+ROOT = Path(__file__).resolve().parent.parent
+tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+
+
+def setuptools_config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_every_subpackage_is_listed_for_the_wheel() -> None:
+    found = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "ecad_search").rglob("__init__.py")}
+    listed = set(setuptools_config()["packages"])
+    assert listed - found == {"ecad_search.calibration_prompts"}
+    assert found <= listed
+
+
+def test_calibration_prompts_ship_inside_the_package() -> None:
+    config = setuptools_config()
+    folder = ROOT / config["package-dir"]["ecad_search.calibration_prompts"]
+    assert folder.resolve() == BUNDLED
+    for family in ("digits", "pixart"):
+        path = default_prompt_file(family)
+        assert path.parent == folder.resolve() and path.suffix == ".txt"
+    assert len(load_prompts(default_prompt_file("pixart"))) == 100
+    assert len(load_prompts(default_prompt_file("digits"))) == 30
+    assert "*.txt" in config["package-data"]["ecad_search.calibration_prompts"]
