@@ -103,6 +103,11 @@ class CacheSchedule:
     def genome_length(self) -> int:
         return sum(m[1:].size for m in self.masks.values())
 
+    @property
+    def genes_per_step(self) -> int:
+        """Genes of one step in the step-major genome: every group's blocks × components."""
+        return sum(m[0].size for m in self.masks.values())
+
     def genome(self) -> np.ndarray:
         """Flat boolean genome without step 0 (always computed): per step, each group's blocks × components."""
         rows = [np.concatenate([m[s].ravel() for m in self.masks.values()]) for s in range(1, self.num_steps)]

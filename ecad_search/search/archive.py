@@ -20,16 +20,28 @@ class Point:
 
 
 class Archive:
-    """All evaluated points by digest; the front is recomputed from all of them when asked."""
+    """All evaluated points by digest; the front is computed from all of them, once per new point.
+
+    A generation asks for the front several times (refinement, hypervolume, progress, outputs, the FORA
+    comparison); it is sorted again only after a point it has not seen was added.
+    """
 
     def __init__(self) -> None:
         self.points: dict[str, Point] = {}
+        self._front: list[Point] | None = None
 
     def add(self, digest: str, genome: np.ndarray, objectives: tuple[float, float]) -> None:
-        self.points.setdefault(digest, Point(digest, genome, objectives))
+        if digest not in self.points:
+            self.points[digest] = Point(digest, genome, objectives)
+            self._front = None
 
     def front(self) -> list[Point]:
         """Non-dominated points, cheapest first."""
+        if self._front is None:
+            self._front = self._non_dominated()
+        return list(self._front)
+
+    def _non_dominated(self) -> list[Point]:
         if not self.points:
             return []
         points = list(self.points.values())

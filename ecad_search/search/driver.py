@@ -74,7 +74,6 @@ class Search:
             n_var=length, n_obj=2, n_ieq_constr=1 if preset.forbid_no_cache else 0, xl=0, xu=1, vtype=bool
         )
         initial = initial_population(self.template, population, seed)
-        self.genes_per_step = length // max(1, self.template.num_steps - 1)
         self.algorithm = preset.algorithm(initial, population)
         self.algorithm.setup(self.problem, termination=NoTermination(), seed=seed, verbose=False)
 
@@ -135,7 +134,7 @@ class Search:
         start = (index * count) % len(front)
         seen = {g.tobytes() for g in offspring} | {p.genome.tobytes() for p in self.state.archive.points.values()}
         rng = np.random.default_rng([self.seed, index])
-        local = front_neighbours(front[start:] + front[:start], count, self.genes_per_step, rng, seen)
+        local = front_neighbours(front[start:] + front[:start], count, self.template.genes_per_step, rng, seen)
         if local:
             offspring = offspring.copy()
             offspring[len(offspring) - len(local) :] = np.stack([genome for _, genome in local])
