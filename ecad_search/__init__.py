@@ -5,23 +5,37 @@ schedule = load_schedule("schedules/pixart-alpha/fora-2.json")
 with apply_schedule(pipe, schedule):
     image = pipe("a red fox in the snow", num_inference_steps=schedule.num_steps).images[0]
 print(estimate_macs(schedule) / 1e12, "TMACs")
+
+The names below are imported on first use, so `import ecad_search` (and the command line) does not pay for
+torch and diffusers until something needs them.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .cost import cache_memory, estimate_macs
-from .formats import load_schedule, save_schedule
-from .runtime import apply_schedule
-from .schedule import BlockGroup, CacheSchedule, ScheduleError
+_EXPORTS = {
+    "BlockGroup": "schedule",
+    "CacheSchedule": "schedule",
+    "ScheduleError": "schedule",
+    "apply_schedule": "runtime",
+    "cache_memory": "cost",
+    "estimate_macs": "cost",
+    "load_schedule": "formats",
+    "save_schedule": "formats",
+}
 
-__all__ = [
-    "BlockGroup",
-    "CacheSchedule",
-    "ScheduleError",
-    "__version__",
-    "apply_schedule",
-    "cache_memory",
-    "estimate_macs",
-    "load_schedule",
-    "save_schedule",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

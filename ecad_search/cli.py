@@ -1,47 +1,61 @@
-"""The `ecad-search` command: generate, describe and make schedules, convert formats, list models.
+"""The `ecad-search` command: search, generate, describe and make schedules, convert formats, list models.
 
 Every user error ends as one line on stderr naming the problem and the fix, with exit code 2, and nothing
-half-written: outputs are written to a temporary name and renamed when complete.
+half-written: outputs are written to a temporary name and renamed when complete. Light commands (`--help`,
+`models`, `runs`, `describe`, `heuristic`, `convert`) import neither torch nor diffusers at start: each
+command imports what it uses.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import signal
+import sys
 import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cost import cache_memory, cost_table, estimate_macs, resolve_spec
-from .files import write_atomic
-from .formats import load_schedule, save_schedule, to_cache_dit
-from .heuristics import FAMILIES as HEURISTICS
-from .heuristics import all_heuristics
 from .metrics import MetricNotAvailableError
-from .models import ModelNotAvailableError, block_groups, get_model, model_names, schedule_metadata
-from .models.base import ModelSpec
-from .schedule import CacheSchedule, ScheduleError
-from .search.runner import SearchConfig, run_search
+from .models import ModelNotAvailableError, block_groups, check_schedule_fits, get_family, get_model, model_names
+from .options import check_generate_steps, check_guidance, check_schedule_steps, check_seed
+from .schedule import ScheduleError
+from .text import macs_text
+
+if TYPE_CHECKING:
+    from .models.base import ModelSpec
+    from .schedule import CacheSchedule
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Learned cache schedules for diffusion transformers (PixArt-α/Σ, FLUX.1, any diffusers DiT).",
 )
-console = Console()
-errors = Console(stderr=True)
+# Not a terminal (a pipe, a file, a CI log): never hard-wrap a line, so no number is split across two.
+console = Console(soft_wrap=not sys.stdout.isatty())
+errors = Console(stderr=True, soft_wrap=True)
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="registry name or diffusers pipeline folder")]
+
+# Exit codes of a run stopped by a signal, as shells report them (128 + signal number).
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class UsageError(Exception):
     """A problem with what the user asked for, reported as one line."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by `timeout`, batch schedulers and Ray), raised like Ctrl-C so every run records how it
+    ended on the way out."""
 
 
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,18 +73,26 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             ValueError,
             FileNotFoundError,
         ) as err:
-            errors.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            _error(str(err))
             raise typer.Exit(2) from None
 
     return run
 
 
+def _error(message: str) -> None:
+    errors.print(f"[red]error:[/red] {' '.join(message.split())}", highlight=False, markup=True)
+
+
 def _spec(model: str, resolution: int | None = None) -> ModelSpec:
+    """The model, at another of its resolutions when asked (PixArt has one checkpoint per size)."""
     spec = get_model(model)
-    if resolution and resolution != spec.resolution and spec.family == "pixart" and spec.transformer_id:
+    if resolution is None or resolution == spec.resolution:
+        return spec
+    get_family(spec).check_resolution(spec, resolution)
+    if spec.family == "pixart" and spec.transformer_id:
         from .models.pixart import at_resolution
 
-        spec = at_resolution(spec, resolution)
+        return at_resolution(spec, resolution)
     return spec
 
 
@@ -91,7 +113,7 @@ def main_form(
     resolution: Annotated[int | None, typer.Option(help="square image size in pixels")] = None,
     guidance: Annotated[float | None, typer.Option(help="guidance scale (default: the model's)")] = None,
     cost: Annotated[str, typer.Option(help="'macs' (analytic) or 'latency' (measured)")] = "macs",
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="seed of the search and of the calibration images")] = 0,
     batch_size: Annotated[int, typer.Option(help="images per pipeline call (0: all at once)")] = 0,
     db: Annotated[str, typer.Option(help="SQLAlchemy URL of the run database")] = "sqlite:///ecad-search.db",
     run: Annotated[str | None, typer.Option(help="run name (default: derived from the options)")] = None,
@@ -102,12 +124,13 @@ def main_form(
 
     Re-running the same command resumes the run from the database; evaluated masks are never evaluated again.
     """
-    _quiet_libraries()
     if ctx.invoked_subcommand is not None:
         return
     if model is None:
         console.print(ctx.get_help())
         raise typer.Exit(0)
+    from .search.runner import SearchConfig
+
     friendly(_search)(
         SearchConfig(
             model=model,
@@ -131,21 +154,13 @@ def main_form(
     )
 
 
-def _search(config: SearchConfig) -> None:
-    search_run, reports = run_search(config, console)
-    prepared = search_run.prepared
-    console.print(
-        f"run [bold]{prepared.run}[/bold]: {len(reports)} generations, "
-        f"{sum(r.evaluated for r in reports)} new evaluations, {sum(r.memo_hits for r in reports)} from the database; "
-        f"hypervolume {reports[-1].hypervolume:.4f}"
-    )
-    comparisons = search_run.versus_baselines()
-    beaten = [c.name for c in comparisons if c.beaten]
-    console.print(
-        f"the front beats {len(beaten)} of {len(comparisons)} FORA baselines at equal or lower MACs"
-        + (f" ({', '.join(beaten)})" if beaten else "")
-    )
-    console.print(f"front, plot and tables (vs_fora.md: the comparison) in {prepared.out}/")
+def _search(config: Any) -> None:
+    from .search.runner import prepare, run_search
+
+    prepared = prepare(config)
+    _quiet_libraries()
+    search_run = run_search(prepared, console)
+    console.print(search_run.summary())
 
 
 @app.command()
@@ -156,7 +171,7 @@ def runs(db: Annotated[str, typer.Option(help="SQLAlchemy URL")] = "sqlite:///ec
 
     Store.validate_url(db)
     table = Table("run", "model", "metric", "seed", "status", "generations", "updated")
-    for info in Store(db).list_runs():
+    for info in Store(db, create=False).list_runs():
         table.add_row(
             info.name,
             info.model,
@@ -180,8 +195,10 @@ def export(
     knee_point: Annotated[bool, typer.Option("--knee", help="the knee of the front")] = False,
 ) -> None:
     """Export one schedule from a run's front."""
-    from .search.export import export_from_run
+    from .formats import save_schedule
+    from .search.export import export_from_run, require_run
 
+    require_run(db, run)
     if sum(x is not None and x is not False for x in (max_loss, max_macs, knee_point or None)) != 1:
         raise UsageError("choose exactly one of --max-loss, --max-macs, --knee")
     schedule = export_from_run(db, run, max_loss=max_loss, max_macs=max_macs, knee_point=knee_point)
@@ -194,15 +211,14 @@ def export(
 @friendly
 def models() -> None:
     """List the registered models."""
-    table = Table("name", "family", "steps", "resolution", "guidance", "dtype", "description")
+    table = Table("name", "steps", "size", "guidance", "dtype", "what")
     for name in model_names():
         spec = get_model(name)
         table.add_row(
             name,
-            spec.family,
             str(spec.default_steps),
-            str(spec.resolution),
-            str(spec.guidance_scale),
+            f"{spec.resolution} px",
+            f"{spec.guidance_scale:g}",
             spec.dtype,
             spec.description,
         )
@@ -224,21 +240,28 @@ def generate(
     compare: Annotated[bool, typer.Option(help="also time the uncached run and report the speedup")] = False,
 ) -> None:
     """Generate one image, optionally following a schedule; print wall time, MACs and the fraction saved."""
+    from .cost import estimate_macs
+    from .files import write_atomic
+    from .formats import load_schedule
     from .generation import GenerationSettings, load_pipeline, resolve_device
     from .generation import generate as run
+    from .schedule import CacheSchedule
 
     cached = load_schedule(schedule) if schedule else None
     spec = _spec(model, resolution)
-    if cached and steps and steps != cached.num_steps:
+    if cached:
+        check_schedule_fits(cached, spec, str(schedule))
+    if cached and steps is not None and steps != cached.num_steps:
         raise UsageError(f"--steps {steps} differs from the schedule's {cached.num_steps} steps; drop --steps")
     settings = GenerationSettings.for_model(
         spec,
-        steps=steps or (cached.num_steps if cached else None),
-        guidance_scale=guidance,
+        steps=check_generate_steps(steps) if steps is not None else (cached.num_steps if cached else None),
+        guidance_scale=None if guidance is None else check_guidance(guidance),
         resolution=resolution,
-        seed=seed,
+        seed=check_seed(seed),
     )
-    plain = CacheSchedule.all_compute(block_groups(spec), settings.steps, **schedule_metadata(spec))
+    _quiet_libraries()
+    plain = CacheSchedule.all_compute(block_groups(spec), settings.steps, **_metadata(spec))
     pipe = load_pipeline(spec, device=resolve_device(device))
     images, seconds = run(pipe, spec, [prompt], settings, schedule=cached)
     image = _viewable(images[0])
@@ -247,7 +270,7 @@ def generate(
     full = estimate_macs(plain, spec, **size)
     used = estimate_macs(cached, spec, **size) if cached else full
     console.print(f"wrote {out} ({image.size[0]}x{image.size[1]})")
-    console.print(f"wall time {seconds:.3f} s; {used / 1e12:.4f} TMACs; {1 - used / full:.1%} of MACs saved")
+    console.print(f"wall time {seconds:.3f} s; {macs_text(used)}; {1 - used / full:.1%} of MACs saved")
     if compare and cached:
         _, base = run(pipe, spec, [prompt], settings)
         console.print(f"uncached {base:.3f} s: speedup {base / seconds:.2f}x (MACs predict {full / used:.2f}x)")
@@ -262,6 +285,8 @@ def grid(
     out: Annotated[Path, typer.Option(help="output PNG")] = Path("digits.png"),
 ) -> None:
     """All ten digits of the digits model in one image (with or without a schedule)."""
+    from .files import write_atomic
+    from .formats import load_schedule
     from .generation import GenerationSettings, load_pipeline
     from .generation import generate as run
     from .models.digits import DIGIT_PROMPTS, digit_grid
@@ -270,7 +295,10 @@ def grid(
     if spec.family != "digits":
         raise UsageError(f"grid draws the ten digits of a digits model; {spec.name} is a {spec.family} model")
     cached = load_schedule(schedule) if schedule else None
-    settings = GenerationSettings.for_model(spec, steps=cached.num_steps if cached else None, seed=seed)
+    if cached:
+        check_schedule_fits(cached, spec, str(schedule))
+    settings = GenerationSettings.for_model(spec, steps=cached.num_steps if cached else None, seed=check_seed(seed))
+    _quiet_libraries()
     images, seconds = run(load_pipeline(spec), spec, DIGIT_PROMPTS, settings, schedule=cached)
     write_atomic(out, _png_bytes(digit_grid(images, factor=16)))
     console.print(f"wrote {out} in {seconds:.2f} s")
@@ -284,12 +312,18 @@ def describe(
     plot: Annotated[Path | None, typer.Option(help="write a PNG heat map of the mask")] = None,
 ) -> None:
     """Shape, compute fraction, MACs and peak cache memory of a schedule."""
+    import numpy as np
+
+    from .cost import cache_memory, cost_table, estimate_macs, resolve_spec
+    from .formats import load_schedule
+    from .schedule import CacheSchedule
+
     sched = load_schedule(schedule)
     spec = resolve_spec(model, sched)
     table = cost_table(spec, height=sched.height or spec.resolution, width=sched.width or spec.resolution)
     if table.groups != sched.groups:
         raise UsageError(f"{schedule} does not fit {spec.name}'s blocks; pass --model with the right model")
-    plain = CacheSchedule.all_compute(sched.groups, sched.num_steps, **schedule_metadata(spec))
+    plain = CacheSchedule.all_compute(sched.groups, sched.num_steps, **_metadata(spec))
     plain = plain.with_metadata(height=sched.height, width=sched.width, guidance_scale=sched.guidance_scale)
     macs, full = estimate_macs(sched, spec), estimate_macs(plain, spec)
     linear, linear_full = (estimate_macs(s, spec, attention_matmuls=False) for s in (sched, plain))
@@ -307,15 +341,12 @@ def describe(
         mask = sched.mask(group.name)
         shares = ", ".join(f"{c} {mask[:, :, i].mean():.0%}" for i, c in enumerate(group.components))
         out.add_row(f"  {group.name}", shares)
-    out.add_row(
-        "MACs (with attention matmuls)",
-        f"{macs / 1e12:.4f} T of {full / 1e12:.4f} T: {full / macs:.2f}x fewer",
-    )
-    out.add_row("MACs (linear layers, ECAD)", f"{linear / 1e12:.4f} T of {linear_full / 1e12:.4f} T")
+    out.add_row("MACs (with attention matmuls)", f"{macs_text(macs)} of {macs_text(full)}: {full / macs:.2f}x fewer")
+    out.add_row("MACs (linear layers, ECAD)", f"{macs_text(linear)} of {macs_text(linear_full)}")
     out.add_row(
         "peak cache",
-        f"{memory.peak_tensors} outputs, {memory.peak_bytes / 2**20:.1f} MiB "
-        f"(storing every output: {memory_all.peak_tensors}, {memory_all.peak_bytes / 2**20:.1f} MiB)",
+        f"{memory.peak_tensors} outputs, {_mib(memory.peak_bytes)} "
+        f"(storing every output: {memory_all.peak_tensors}, {_mib(memory_all.peak_bytes)})",
     )
     out.add_row("steps computing (share)", " ".join(f"{f:.2f}" for f in sched.step_compute_fraction()))
     console.print(out)
@@ -329,7 +360,7 @@ def describe(
 @app.command()
 @friendly
 def heuristic(
-    kind: Annotated[str, typer.Argument(help=f"one of {', '.join(HEURISTICS)}, or 'all'")],
+    kind: Annotated[str, typer.Argument(help="fora, tgate, evenly-spaced, attention-every, no-cache, or 'all'")],
     model: ModelOption = "digits",
     out: Annotated[Path, typer.Option(help="output JSON file, or folder with 'all'")] = Path("schedule.json"),
     steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
@@ -339,17 +370,21 @@ def heuristic(
     component: Annotated[str, typer.Option(help="component for evenly-spaced (e.g. attn1, attn2, ff)")] = "ff",
 ) -> None:
     """Write hand-made schedules (FORA, TGATE-like, evenly spaced, SA+CA every N) for a model."""
+    from .formats import save_schedule
+    from .heuristics import FAMILIES, all_heuristics
+
     spec = get_model(model)
-    groups, num_steps = block_groups(spec), steps or spec.default_steps
-    meta = schedule_metadata(spec)
+    groups = block_groups(spec)
+    num_steps = spec.default_steps if steps is None else check_schedule_steps(steps)
+    meta = _metadata(spec)
     if kind == "all":
         made = [s.with_metadata(**meta) for s in all_heuristics(groups, num_steps)]
         for schedule in made:
             save_schedule(_with_macs(schedule, spec), out / f"{schedule.name}.json")
         console.print(f"wrote {len(made)} schedules to {out}/")
         return
-    if kind not in HEURISTICS:
-        raise UsageError(f"unknown heuristic '{kind}'; use one of {', '.join(HEURISTICS)} or 'all'")
+    if kind not in FAMILIES:
+        raise UsageError(f"unknown heuristic '{kind}'; use one of {', '.join(FAMILIES)} or 'all'")
     params = {
         "fora": {"n": n},
         "evenly-spaced": {"component": component, "n": n},
@@ -357,7 +392,7 @@ def heuristic(
         "tgate": {"gate_step": gate_step, "self_attention_every": sa_every},
         "no-cache": {},
     }[kind]
-    schedule = HEURISTICS[kind](groups, num_steps, **params).with_metadata(**meta)
+    schedule = FAMILIES[kind](groups, num_steps, **params).with_metadata(**meta)
     save_schedule(_with_macs(schedule, spec), out)
     console.print(f"wrote {out}: {schedule.name}, compute fraction {schedule.compute_fraction:.1%}")
 
@@ -371,18 +406,31 @@ def convert(
     threshold: Annotated[float, typer.Option(help="cache-dit: compute a step when this share computes")] = 0.5,
 ) -> None:
     """Convert an ECAD file to our format, or project a schedule onto a cache-dit steps mask."""
+    import json
+
+    from .files import write_atomic
+    from .formats import load_schedule, save_schedule, to_cache_dit
+
+    if to not in ("ecad-search", "cache-dit"):
+        raise UsageError(f"unknown target format '{to}'; use 'ecad-search' or 'cache-dit'")
     schedule = load_schedule(source)
     if to == "ecad-search":
         save_schedule(schedule, target)
-    elif to == "cache-dit":
+    else:
         config = to_cache_dit(schedule, threshold=threshold)
         write_atomic(target, json.dumps(config, indent=1) + "\n")
-    else:
-        raise UsageError(f"unknown target format '{to}'; use 'ecad-search' or 'cache-dit'")
     console.print(f"wrote {target}")
 
 
+def _metadata(spec: ModelSpec) -> dict[str, Any]:
+    from .models import schedule_metadata
+
+    return schedule_metadata(spec)
+
+
 def _with_macs(schedule: CacheSchedule, spec: ModelSpec) -> CacheSchedule:
+    from .cost import estimate_macs
+
     macs = estimate_macs(schedule, spec)
     figure = {
         "value": macs,
@@ -391,6 +439,10 @@ def _with_macs(schedule: CacheSchedule, spec: ModelSpec) -> CacheSchedule:
         f"{spec.transformer_rows(schedule.guidance_scale)} row(s) per image, at the schedule's resolution",
     }
     return schedule.with_metadata(metrics={**schedule.metrics, "macs": figure})
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
 
 
 def _viewable(image: Any) -> Any:
@@ -410,11 +462,11 @@ def _png_bytes(image: Any) -> bytes:
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    errors.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
 def _quiet_libraries() -> None:
-    """Our warnings as one line each; the libraries' deprecation chatter is not the user's business."""
+    """The libraries' deprecation chatter is not the user's business; called by the commands that load them."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -423,8 +475,33 @@ def _quiet_libraries() -> None:
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", module=r"(huggingface_hub|diffusers|transformers|torch)(\.|$)")
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the command; usage errors are one line, and Ctrl-C or SIGTERM end it with the shell's exit code."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.showwarning = _show_warning
-
-
-def main() -> None:
-    app()
+    signal.signal(signal.SIGTERM, _terminate)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="ecad-search", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as err:
+        console.print(err.ctx.get_help())
+        code = 0
+    except click.ClickException as err:
+        where = f"ecad-search {err.ctx.command_path.partition(' ')[2]}".strip() if getattr(err, "ctx", None) else ""
+        _error(f"{err.format_message()} (see `{where or 'ecad-search'} --help`)")
+        code = err.exit_code
+    except click.exceptions.Abort:
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        _error("terminated (SIGTERM)")
+        code = EXIT_TERMINATED
+    except KeyboardInterrupt:
+        _error("interrupted")
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else 0)

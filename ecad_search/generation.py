@@ -38,9 +38,9 @@ class GenerationSettings:
         resolution: int | None = None,
         seed: int = 0,
     ) -> GenerationSettings:
-        size = resolution or spec.resolution
+        size = spec.resolution if resolution is None else resolution
         return cls(
-            steps=steps or spec.default_steps,
+            steps=spec.default_steps if steps is None else steps,
             guidance_scale=spec.guidance_scale if guidance_scale is None else guidance_scale,
             height=size,
             width=size,

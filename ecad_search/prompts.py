@@ -31,8 +31,13 @@ def load_prompts(path: str | Path) -> tuple[str, ...]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise PromptsError(f"cannot read prompts file {path}: {getattr(err, 'strerror', None) or err}") from None
+    except OSError as err:
+        raise PromptsError(f"cannot read prompts file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise PromptsError(
+            f"prompts file {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "give a .txt, .json or .csv file saved as UTF-8"
+        ) from None
     suffix = path.suffix.lower()
     if suffix == ".json":
         prompts = _from_json(text, path)

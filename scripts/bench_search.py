@@ -50,6 +50,7 @@ def run_preset(preset: Preset, seed: int, images: int, evaluator: Evaluator, mod
         db=f"sqlite:///{folder / f'{preset.name}-{seed}.db'}", out=str(folder / "out"), run=f"{preset.name}-{seed}",
     )  # fmt: skip
     search_run = SearchRun(prepare(config), Console(quiet=True), evaluator=evaluator, preset=preset)
+    search_run.evaluate_baselines()
     per_eval = evaluator.settings.num_images
     curve, generated, generating, start, index = [], 0, 0.0, time.perf_counter(), 0
     while generated < images:

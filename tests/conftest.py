@@ -1,7 +1,8 @@
 """Shared test setup: offline mode, and tiny random-weight pipelines saved once per session.
 
 The environment variables are set at import, before any test module imports diffusers, transformers or ray,
-so that nothing ever tries the network (the test machines have none) and a local ray cluster needs no token.
+so that nothing ever tries the network (the test machines have none), a local ray cluster needs no token, and
+the user cache folder (cost tables) is a fresh one of this session's, never the user's own.
 Each tiny pipeline is built and saved once per session; tests get a fresh copy loaded with the stock
 `from_pretrained`, so they exercise the same loading path as a real checkpoint and cannot leak state
 (hooks, patched modules, scheduler state) into one another.
@@ -10,10 +11,13 @@ Each tiny pipeline is built and saved once per session; tests get a fresh copy l
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["ECAD_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="ecad-search-cache-")
 
 from pathlib import Path
 from typing import Any

@@ -130,7 +130,18 @@ def _evaluations(db: Path) -> int:
     [
         (("--model", "sdxl"), "unknown model 'sdxl'"),
         (("--metric", "beauty"), "unknown metric 'beauty'"),
-        (("--generations", "0"), "--generations must be at least 1"),
+        (("--generations", "0"), "--generations must be a whole number from 1 to 10000, got 0"),
+        (("--steps", "0"), "--steps must be a whole number from 2 to 100"),
+        (("--steps", "1"), "--steps must be a whole number from 2 to 100"),
+        (("--steps", "1000"), "--steps must be a whole number from 2 to 100"),
+        (("--population", "100000"), "--population must be a whole number from 4 to 1000"),
+        (("--guidance", "nan"), "--guidance must be a finite number"),
+        (("--seed", "-1"), "--seed must be a whole number from 0"),
+        (("--images-per-prompt", "0"), "--images-per-prompt must be a whole number from 1"),
+        (("--resolution", "7"), "--resolution 7 is not a multiple of 4 px"),
+        (("--prompts", "{binary}"), "is not UTF-8 text"),
+        (("--out", "{file}"), "is a file, not a folder"),
+        (("--out", "{file}/sub"), "is a file, not a folder"),
         (("--prompts", "/nonexistent/prompts.txt"), "cannot read prompts file"),
         (("--db", "nonsense://"), "database"),
         (("--db", "sqlite:////nonexistent/dir/x.db"), "nonexistent"),
@@ -141,11 +152,14 @@ def _evaluations(db: Path) -> int:
 )
 def test_bad_options_are_one_line_and_leave_the_database_untouched(tmp_path, tiny_pixart_dir, prompts, change, message):  # type: ignore[no-untyped-def]
     db, out = tmp_path / "s.db", tmp_path / "out"
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)))
+    (tmp_path / "file").write_text("not a folder")
+    value = change[1].format(binary=tmp_path / "binary.txt", file=tmp_path / "file")
     args = search_args(tiny_pixart_dir, prompts, db, out, 1)
     if change[0] in args:
-        args[args.index(change[0]) + 1] = change[1]
+        args[args.index(change[0]) + 1] = value
     else:
-        args += list(change)
+        args += [change[0], value]
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]

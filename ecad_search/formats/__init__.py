@@ -18,9 +18,14 @@ def load_schedule(path: str | Path) -> CacheSchedule:
     """Read a schedule file in our format or ECAD's; any problem is a one-line `ScheduleError`."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ScheduleError(f"cannot read schedule file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ScheduleError(
+            f"{path} is not a schedule: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "give an ecad-search or ECAD schedule JSON file"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

@@ -8,11 +8,12 @@ says so with `needs_reference`; the evaluator then generates those references on
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from ..models.base import ModelSpec
+    from ..models.base import ModelSpec
 
 
 class MetricNotAvailableError(RuntimeError):

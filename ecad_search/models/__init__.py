@@ -1,7 +1,9 @@
 """The model registry: names such as `pixart-alpha`, `pixart-sigma`, `flux-dev`, `digits`, or a local folder.
 
 Each module of this package that defines `FAMILY` (a `ModelFamily`) and `SPECS` (its `ModelSpec`s) is a
-model adapter; the registry collects them, so adding a model family touches no other file.
+model adapter; the registry collects them, so adding a model family touches no other file. Adapters import
+torch and diffusers only inside the functions that need them, so listing models, reading schedules and
+making heuristic ones start instantly.
 """
 
 from __future__ import annotations
@@ -14,17 +16,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..schedule import BlockGroup, ModelRef
+from ..schedule import BlockGroup, CacheSchedule, ModelRef, ScheduleError
 from .base import ModelFamily, ModelNotAvailableError, ModelSpec
-from .blocks import discover_block_groups
 
 __all__ = [
     "ModelFamily",
     "ModelNotAvailableError",
     "ModelSpec",
     "block_groups",
+    "check_schedule_fits",
     "get_family",
     "get_model",
     "model_names",
@@ -97,6 +97,7 @@ def local_spec(folder: Path) -> ModelSpec:
         pipeline_id=str(folder),
         pipeline_class=pipeline_class,
         how_to_get=f"Check that {folder} is a complete diffusers pipeline folder",
+        resolutions=(),
     )
 
 
@@ -126,15 +127,21 @@ def _tokenizer_length(folder: Path, default: int) -> int:
 
 
 def block_groups(spec: ModelSpec) -> tuple[BlockGroup, ...]:
-    """The block groups of a model, read from its architecture config (built on the meta device)."""
-    return _groups_for(spec.family, json.dumps(spec.transformer_config, sort_keys=True, default=str))
+    """The block groups of a model, read from its architecture config by its family (no weights, no import)."""
+    return get_family(spec).block_groups(spec.transformer_config)
 
 
-@cache
-def _groups_for(family_name: str, config_key: str) -> tuple[BlockGroup, ...]:
-    with torch.device("meta"):
-        transformer = get_family(family_name).transformer_class().from_config(json.loads(config_key))
-    return discover_block_groups(transformer)
+def check_schedule_fits(schedule: CacheSchedule, spec: ModelSpec, source: str = "the schedule") -> None:
+    """Refuse a schedule made for another model, saying which model it is for and how to get one for this."""
+    if schedule.groups == block_groups(spec):
+        return
+    made_for = f"for {schedule.model.name}" if schedule.model else "for another model"
+    layout = ", ".join(f"{g.num_blocks} {g.name}" for g in schedule.groups)
+    wanted = ", ".join(f"{g.num_blocks} {g.name}" for g in block_groups(spec))
+    raise ScheduleError(
+        f"{source} is {made_for} ({layout}), but {spec.name} has {wanted}; make one for this model with "
+        f"`ecad-search heuristic fora --model {spec.name}` or export one from a search on it"
+    )
 
 
 def schedule_metadata(spec: ModelSpec) -> dict[str, Any]:

@@ -9,9 +9,15 @@ meta device and by the runtime benchmark on random weights).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from ..schedule import BlockGroup
+
+if TYPE_CHECKING:
+    import torch
+
+# Bytes per element of the dtypes a spec may name: cache-memory figures need no torch import.
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -46,9 +52,18 @@ class ModelSpec:
     pipeline_id: str | None = None
     pipeline_kwargs: dict[str, Any] = field(default_factory=dict)
     how_to_get: str = ""
+    resolutions: tuple[int, ...] = ()
+
+    @property
+    def hub_repos(self) -> tuple[str, ...]:
+        """The Hub repositories the pipeline loads from (none for a local folder or a bundled model)."""
+        ids = (self.transformer_id, self.pipeline_id)
+        return tuple(dict.fromkeys(i for i in ids if i and "/" in i and not _is_local(i)))
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        import torch
+
         return getattr(torch, self.dtype)
 
     def transformer_rows(self, guidance_scale: float | None = None) -> int:
@@ -63,8 +78,34 @@ class ModelFamily:
     name: str = ""
     pipeline_classes: tuple[str, ...] = ()
     default_text_tokens: int = 0
+    # Latent pixels a transformer token covers beyond the patch size (FLUX packs 2×2 latents into one token).
+    latent_packing: int = 1
+
+    def check_resolution(self, spec: ModelSpec, resolution: int) -> None:
+        """Refuse a size the model cannot generate: off its published checkpoints, or not a whole number of
+        transformer tokens."""
+        if spec.resolutions and resolution not in spec.resolutions:
+            sizes = ", ".join(str(r) for r in spec.resolutions)
+            raise ValueError(
+                f"{spec.name} generates {sizes} px images, not {resolution}; pass one of those to --resolution"
+            )
+        step = spec.vae_scale_factor * int(spec.transformer_config.get("patch_size") or 1) * self.latent_packing
+        if resolution < step or resolution % step or resolution > 4096:
+            raise ValueError(
+                f"--resolution {resolution} is not a multiple of {step} px (one token of {spec.name}) from {step} "
+                f"to 4096; e.g. --resolution {spec.resolution}"
+            )
 
     def transformer_class(self) -> type[torch.nn.Module]:
+        """The diffusers transformer class; imported only when called, so listing models stays instant."""
+        raise NotImplementedError
+
+    def block_groups(self, config: dict[str, Any]) -> tuple[BlockGroup, ...]:
+        """The block groups a transformer of this config has, read from the config alone (no diffusers import).
+
+        Must equal what `blocks.discover_block_groups` finds on the built transformer; tests check it for every
+        registered model and for tiny configs.
+        """
         raise NotImplementedError
 
     def transformer_inputs(
@@ -76,42 +117,54 @@ class ModelFamily:
         batch_size: int,
         text_tokens: int,
         device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
     ) -> dict[str, Any]:
-        """Keyword arguments for one transformer forward (values are random).
+        """Keyword arguments for one transformer forward (values are random; float32 unless `dtype`).
 
         `height` and `width` are the latent size the transformer sees (pixels / `spec.vae_scale_factor`).
         """
         raise NotImplementedError
 
     def load_pipeline(
-        self,
-        spec: ModelSpec,
-        *,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype | None = None,
-        local_files_only: bool = False,
+        self, spec: ModelSpec, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
     ) -> Any:
         """Load the real pipeline with `from_pretrained`; a missing model raises `ModelNotAvailableError`.
+
+        The local cache is tried first, without network. Only when the model is not there is the Hub asked,
+        once and without retries, whether it can be fetched (`hub.require_fetchable`), so an offline machine
+        gets its one-line answer in seconds rather than after half a minute of retries.
 
         When the spec names a separate transformer checkpoint (PixArt 256/512 px), that transformer replaces
         the one of the pipeline checkpoint, which supplies the text encoder, VAE and scheduler.
         """
+        from .hub import require_fetchable
+
+        try:
+            pipe = self._from_pretrained(spec, dtype, local_files_only=True)
+        except (OSError, ValueError) as err:
+            if not spec.hub_repos:
+                raise ModelNotAvailableError(
+                    f"cannot load model '{spec.name}': {first_line(err)}. {spec.how_to_get}"
+                ) from err
+            require_fetchable(spec.name, spec.hub_repos)
+            try:
+                pipe = self._from_pretrained(spec, dtype, local_files_only=False)
+            except (OSError, ValueError) as fetch_err:
+                raise ModelNotAvailableError(f"cannot load model '{spec.name}': {first_line(fetch_err)}") from fetch_err
+        return pipe.to(device)
+
+    def _from_pretrained(self, spec: ModelSpec, dtype: torch.dtype | None, *, local_files_only: bool) -> Any:
         import diffusers
 
-        dtype = spec.torch_dtype if dtype is None else dtype
-        options: dict[str, Any] = {"dtype": dtype, "local_files_only": local_files_only}
-        try:
-            if spec.transformer_id:
-                options["transformer"] = self.transformer_class().from_pretrained(
-                    spec.transformer_id, subfolder=spec.transformer_subfolder, **options
-                )
-            pipe = getattr(diffusers, spec.pipeline_class).from_pretrained(spec.pipeline_id, **options)
-        except (OSError, ValueError) as err:
-            raise ModelNotAvailableError(
-                f"cannot load model '{spec.name}': {first_line(err)}. {spec.how_to_get}"
-            ) from err
-        return pipe.to(device)
+        options: dict[str, Any] = {
+            "dtype": spec.torch_dtype if dtype is None else dtype,
+            "local_files_only": local_files_only,
+        }
+        if spec.transformer_id:
+            options["transformer"] = self.transformer_class().from_pretrained(
+                spec.transformer_id, subfolder=spec.transformer_subfolder, **options
+            )
+        return getattr(diffusers, spec.pipeline_class).from_pretrained(spec.pipeline_id, **options)
 
     def encode_prompts(self, pipe: Any, spec: ModelSpec, prompts: list[str], guidance_scale: float) -> dict[str, Any]:
         """Keyword arguments that stand for `prompt` in a pipeline call, computed once per prompt set.
@@ -124,6 +177,12 @@ class ModelFamily:
     def call_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
         """Keyword arguments every pipeline call of this family needs on top of the user's."""
         return dict(spec.pipeline_kwargs)
+
+
+def _is_local(name: str) -> bool:
+    from pathlib import Path
+
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
 def first_line(err: BaseException) -> str:

@@ -8,9 +8,12 @@ adds to its residual stream.
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..schedule import BlockGroup, ScheduleError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BLOCK_STACK_NAMES = (
     "transformer_blocks",
@@ -40,6 +43,8 @@ def block_components(block: nn.Module) -> tuple[str, ...]:
 
 def discover_block_groups(transformer: nn.Module) -> tuple[BlockGroup, ...]:
     """Block groups of a transformer in execution (definition) order."""
+    from torch import nn
+
     groups = []
     for name, child in transformer.named_children():
         if name in BLOCK_STACK_NAMES and isinstance(child, nn.ModuleList) and len(child) > 0:
@@ -51,6 +56,8 @@ def discover_block_groups(transformer: nn.Module) -> tuple[BlockGroup, ...]:
 
 def component_modules(transformer: nn.Module, groups: tuple[BlockGroup, ...]) -> dict[tuple[int, int, int], nn.Module]:
     """Map (group index, block, component index) to the sub-module, checking the layout fits."""
+    from torch import nn
+
     modules = {}
     for g, group in enumerate(groups):
         stack = getattr(transformer, group.name, None)

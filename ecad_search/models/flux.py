@@ -6,12 +6,13 @@ transformer batch is one row per image. Its pipeline opens a diffusers cache con
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from diffusers import FluxTransformer2DModel
-
+from ..schedule import BlockGroup
 from .base import ModelFamily, ModelSpec
+
+if TYPE_CHECKING:
+    import torch
 
 _ARCHITECTURE: dict[str, Any] = {
     "_class_name": "FluxTransformer2DModel",
@@ -32,9 +33,24 @@ class FluxFamily(ModelFamily):
     name = "flux"
     pipeline_classes = ("FluxPipeline",)
     default_text_tokens = 512
+    latent_packing = 2
 
     def transformer_class(self) -> type[torch.nn.Module]:
+        from diffusers import FluxTransformer2DModel
+
         return FluxTransformer2DModel
+
+    def block_groups(self, config: dict[str, Any]) -> tuple[BlockGroup, ...]:
+        """Double-stream blocks (joint attention, image FF, text FF), then single-stream blocks; the defaults
+        are FluxTransformer2DModel's. The last double block has no text FF output that anything reads, but
+        diffusers builds it, so it is scheduled like the others."""
+        groups = (
+            BlockGroup("transformer_blocks", int(config.get("num_layers", 19)), ("attn", "ff", "ff_context")),
+            BlockGroup(
+                "single_transformer_blocks", int(config.get("num_single_layers", 38)), ("attn", "proj_mlp", "proj_out")
+            ),
+        )
+        return tuple(group for group in groups if group.num_blocks > 0)
 
     def transformer_inputs(
         self,
@@ -45,9 +61,12 @@ class FluxFamily(ModelFamily):
         batch_size: int,
         text_tokens: int,
         device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
     ) -> dict[str, Any]:
         """Latents are packed 2×2, so the image sequence has (height/2)·(width/2) tokens."""
+        import torch
+
+        dtype = dtype or torch.float32
         image_tokens = (height // 2) * (width // 2)
 
         def randn(*shape: int) -> torch.Tensor:
@@ -80,7 +99,7 @@ FAMILY = FluxFamily()
 FLUX_DEV = ModelSpec(
     name="flux-dev",
     family="flux",
-    description="FLUX.1-dev (19 double + 38 single blocks, 3072 wide), guidance-distilled, 256 px as in ECAD",
+    description="FLUX.1-dev: 19 double + 38 single blocks, gated",
     transformer_config=_ARCHITECTURE,
     text_tokens=512,
     default_steps=20,
@@ -90,10 +109,6 @@ FLUX_DEV = ModelSpec(
     cfg_batch=False,
     pipeline_id="black-forest-labs/FLUX.1-dev",
     pipeline_class="FluxPipeline",
-    how_to_get=(
-        "FLUX.1-dev is gated: accept its licence on huggingface.co, `huggingface-cli login`, then "
-        "`huggingface-cli download black-forest-labs/FLUX.1-dev`, or pass --model /path/to/a/diffusers/folder"
-    ),
 )
 
 SPECS = (FLUX_DEV,)

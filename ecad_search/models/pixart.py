@@ -7,12 +7,13 @@ The 256 and 512 px checkpoints hold only a transformer; the text encoder, VAE an
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from diffusers import PixArtTransformer2DModel
-
+from ..schedule import BlockGroup
 from .base import ModelFamily, ModelSpec
+
+if TYPE_CHECKING:
+    import torch
 
 _ARCHITECTURE: dict[str, Any] = {
     "_class_name": "PixArtTransformer2DModel",
@@ -52,7 +53,12 @@ class PixArtFamily(ModelFamily):
     default_text_tokens = 120
 
     def transformer_class(self) -> type[torch.nn.Module]:
+        from diffusers import PixArtTransformer2DModel
+
         return PixArtTransformer2DModel
+
+    def block_groups(self, config: dict[str, Any]) -> tuple[BlockGroup, ...]:
+        return pixart_block_groups(config)
 
     def transformer_inputs(
         self,
@@ -63,8 +69,12 @@ class PixArtFamily(ModelFamily):
         batch_size: int,
         text_tokens: int,
         device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
     ) -> dict[str, Any]:
+        import torch
+
+        dtype = dtype or torch.float32
+
         def randn(*shape: int) -> torch.Tensor:
             return torch.randn(*shape, device=device, dtype=dtype)
 
@@ -114,6 +124,14 @@ class PixArtFamily(ModelFamily):
 FAMILY = PixArtFamily()
 
 
+def pixart_block_groups(config: dict[str, Any]) -> tuple[BlockGroup, ...]:
+    """`transformer_blocks`: `num_layers` BasicTransformerBlocks, with cross-attention unless the config drops it
+    (the defaults are PixArtTransformer2DModel's)."""
+    cross = config.get("cross_attention_dim", 1152) is not None
+    components = ("attn1", "attn2", "ff") if cross else ("attn1", "ff")
+    return (BlockGroup("transformer_blocks", int(config.get("num_layers", 28)), components),)
+
+
 def at_resolution(spec: ModelSpec, resolution: int) -> ModelSpec:
     """The same PixArt model at another of its published resolutions (its own transformer checkpoint)."""
     table = SIGMA_TRANSFORMERS if spec.pipeline_class == "PixArtSigmaPipeline" else ALPHA_TRANSFORMERS
@@ -126,7 +144,7 @@ def at_resolution(spec: ModelSpec, resolution: int) -> ModelSpec:
 PIXART_ALPHA = ModelSpec(
     name="pixart-alpha",
     family="pixart",
-    description="PixArt-α XL-2 (28 blocks, 1152 wide, T5-XXL text), 256 px as in ECAD",
+    description="PixArt-α XL-2: 28 blocks, T5-XXL",
     transformer_config=_ARCHITECTURE,
     text_tokens=120,
     default_steps=20,
@@ -137,24 +155,18 @@ PIXART_ALPHA = ModelSpec(
     transformer_id=ALPHA_TRANSFORMERS[256],
     pipeline_id="PixArt-alpha/PixArt-XL-2-1024-MS",
     pipeline_class="PixArtAlphaPipeline",
-    how_to_get=(
-        "Fetch it once with `huggingface-cli download PixArt-alpha/PixArt-XL-2-256x256` and "
-        "`huggingface-cli download PixArt-alpha/PixArt-XL-2-1024-MS`, or pass --model /path/to/a/diffusers/folder"
-    ),
+    resolutions=tuple(ALPHA_TRANSFORMERS),
 )
 
 PIXART_SIGMA = replace(
     PIXART_ALPHA,
     name="pixart-sigma",
-    description="PixArt-Σ XL-2 (28 blocks, 1152 wide, T5-XXL text with 300 tokens), 256 px",
+    description="PixArt-Σ XL-2: 28 blocks, T5-XXL",
     text_tokens=300,
     transformer_id=SIGMA_TRANSFORMERS[256],
     pipeline_id="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
     pipeline_class="PixArtSigmaPipeline",
-    how_to_get=(
-        "Fetch it once with `huggingface-cli download PixArt-alpha/PixArt-Sigma-XL-2-256x256` and "
-        "`huggingface-cli download PixArt-alpha/PixArt-Sigma-XL-2-1024-MS`, or pass --model /path/to/a/diffusers/folder"
-    ),
+    resolutions=tuple(SIGMA_TRANSFORMERS),
 )
 
 SPECS = (PIXART_ALPHA, PIXART_SIGMA)

@@ -28,11 +28,18 @@ from .seeding import initial_population
 
 @dataclass(frozen=True)
 class GenerationReport:
-    """What one generation did, for progress displays and outputs."""
+    """What one generation did when it first ran, for progress displays and outputs.
+
+    Every candidate of the population is counted once: `evaluated` (generated and scored now),
+    `from_database` (scored before this run looked: by another run, or by this one before a crash) or
+    `duplicates` (a mask this run had already scored: a repeat within the population, a FORA baseline in
+    the first population). A replayed generation (resume) reports the counts and time it had when it ran.
+    """
 
     index: int
     evaluated: int
-    memo_hits: int
+    from_database: int
+    duplicates: int
     hypervolume: float
     front_size: int
     replayed: bool
@@ -68,7 +75,7 @@ class Search:
         self.template: CacheSchedule = evaluator.template
         self.eval_key = evaluator.settings.key()
         self.state = SearchState()
-        self.done_before = {g.index for g in store.generations(run)}
+        self.done_before = {g.index: g for g in store.generations(run)}
         length = self.template.genome_length
         self.problem = Problem(
             n_var=length, n_obj=2, n_ieq_constr=1 if preset.forbid_no_cache else 0, xl=0, xu=1, vtype=bool
@@ -90,15 +97,22 @@ class Search:
             population.set("X", genomes)
         schedules = [self.schedule(g) for g in genomes]
         digests = [s.digest() for s in schedules]
-        known = self.store.lookup(self.eval_key, sorted(set(digests) - set(self.state.records)))
+        scored_before = set(self.state.records)
+        known = self.store.lookup(self.eval_key, sorted(set(digests) - scored_before))
         self.state.records.update(known)
-        evaluated = 0
+        evaluated = from_database = 0
+        counted: set[str] = set()
         for position, (digest, schedule) in enumerate(zip(digests, schedules, strict=True)):
             if on_candidate:
                 on_candidate(digest, position, len(digests))
-            if digest not in self.state.records:
+            if digest in counted or digest in scored_before:
+                pass
+            elif digest in known:
+                from_database += 1
+            else:
                 self.state.records[digest] = self.evaluate_and_record(digest, schedule)
                 evaluated += 1
+            counted.add(digest)
         F = np.array([[self.state.records[d].quality_loss, self.state.records[d].cost] for d in digests])
         G = (1.0 - (~genomes).sum(axis=1, keepdims=True)).astype(float) if self.preset.forbid_no_cache else None
         self.algorithm.evaluator.eval(StaticProblem(self.problem, F=F, G=G), population)
@@ -109,17 +123,14 @@ class Search:
         hypervolume = self.state.archive.hypervolume()
         seconds = time.perf_counter() - start
         self.store.record_generation(
-            self.run,
-            index,
-            digests,
-            [p.digest for p in front],
-            hypervolume,
-            evaluated,
-            len(digests) - evaluated,
-            seconds,
+            self.run, index, digests, [p.digest for p in front], hypervolume, evaluated, from_database, seconds
         )
+        earlier = self.done_before.get(index)
+        if earlier is not None:
+            evaluated, from_database, seconds = earlier.evaluated, earlier.memo_hits, earlier.wall_time_s
+        duplicates = len(digests) - evaluated - from_database
         return GenerationReport(
-            index, evaluated, len(digests) - evaluated, hypervolume, len(front), index in self.done_before, seconds
+            index, evaluated, from_database, duplicates, hypervolume, len(front), earlier is not None, seconds
         )
 
     def _with_refinements(self, offspring: np.ndarray, index: int) -> np.ndarray:

@@ -9,20 +9,26 @@ import numpy as np
 from ..cost import estimate_macs
 from ..models import block_groups, schedule_metadata
 from ..schedule import CacheSchedule
-from ..store import Store
+from ..store import RunInfo, Store
 from .report import describe
 from .runner import SearchConfig, prepare
 from .select import best_within, cheapest_within, knee
 
 
+def require_run(db: str, run: str) -> RunInfo:
+    """The stored run, or a one-line error that says how to list the runs there are."""
+    Store.validate_url(db)
+    info = Store(db, create=False).get_run(run)
+    if info is None:
+        raise ValueError(f"no run named '{run}' in {db}; list them with `ecad-search runs --db {db}`")
+    return info
+
+
 def export_from_run(
     db: str, run: str, *, max_loss: float | None = None, max_macs: float | None = None, knee_point: bool = False
 ) -> CacheSchedule:
-    Store.validate_url(db)
-    store = Store(db)
-    info = store.get_run(run)
-    if info is None:
-        raise ValueError(f"no run named '{run}' in {db}; list them with `ecad-search runs --db {db}`")
+    info = require_run(db, run)
+    store = Store(db, create=False)
     generations = store.generations(run)
     if not generations:
         raise ValueError(f"run '{run}' has no completed generation yet")

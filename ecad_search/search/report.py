@@ -25,6 +25,7 @@ from ..schedule import CacheSchedule
 from ..store import EvaluationRecord
 
 if TYPE_CHECKING:
+    from .driver import GenerationReport
     from .runner import PreparedSearch
 
 
@@ -181,9 +182,14 @@ def write_tables(out: Path, entries: list[FrontEntry], full_macs: float) -> None
     write_atomic(out / "front.md", markdown)
 
 
-def write_history(out: Path, rows: list[tuple[int, float, int, int, int]]) -> None:
-    lines = ["generation,hypervolume,evaluated,memo_hits,front_size"]
-    lines += [f"{g},{hv:.6f},{ev},{hits},{size}" for g, hv, ev, hits, size in rows]
+def write_history(out: Path, reports: list[GenerationReport]) -> None:
+    """One row per generation with what it cost when it first ran (a resumed run keeps the original counts)."""
+    lines = ["generation,hypervolume,evaluated,from_database,duplicates,front_size,wall_time_s"]
+    lines += [
+        f"{r.index},{r.hypervolume:.6f},{r.evaluated},{r.from_database},{r.duplicates},{r.front_size},"
+        f"{r.wall_time_s:.2f}"
+        for r in reports
+    ]
     write_atomic(out / "history.csv", "\n".join(lines) + "\n")
 
 

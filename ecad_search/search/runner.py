@@ -8,23 +8,36 @@ folder untouched.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .. import __version__
 from ..evaluation import COSTS, EvaluationSettings, Evaluator
 from ..files import write_atomic
 from ..generation import resolve_device
 from ..metrics import get_metric
-from ..models import ModelSpec, get_model
+from ..models import ModelSpec, block_groups, get_family, get_model
+from ..options import (
+    LARGE_IMAGES_PER_CANDIDATE,
+    MAX_BATCH_SIZE,
+    MAX_GENERATIONS,
+    MAX_IMAGES_PER_PROMPT,
+    MAX_POPULATION,
+    check_guidance,
+    check_range,
+    check_schedule_steps,
+    check_seed,
+)
 from ..prompts import default_prompt_file, load_prompts
+from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
 from .driver import GenerationReport, Search
 from .presets import Preset, get_preset
+from .progress import SearchProgress, Standing
 from .report import (
     BaselineComparison,
     FrontEntry,
@@ -36,7 +49,10 @@ from .report import (
     write_history,
     write_tables,
 )
-from .seeding import fora_reference
+from .seeding import check_population_size, fora_reference
+
+# The progress display's trade-off: the cheapest front schedule within this much loss of the best one.
+STANDING_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
@@ -94,17 +110,21 @@ def default_metric(spec: ModelSpec) -> str:
 
 def prepare(config: SearchConfig) -> PreparedSearch:
     """Validate every option and derive the run's settings; raises one-line errors, writes nothing."""
-    if config.generations < 1:
-        raise SearchOptionError(f"--generations must be at least 1, got {config.generations}")
-    if config.images_per_prompt < 1:
-        raise SearchOptionError(f"--images-per-prompt must be at least 1, got {config.images_per_prompt}")
+    check_range("--generations", config.generations, 1, MAX_GENERATIONS)
+    check_range("--images-per-prompt", config.images_per_prompt, 1, MAX_IMAGES_PER_PROMPT)
+    check_range("--batch-size", config.batch_size, 0, MAX_BATCH_SIZE, "0 puts all images in one call")
+    check_seed(config.seed)
     if config.cost not in COSTS:
         raise SearchOptionError(f"unknown cost '{config.cost}': use one of {', '.join(COSTS)}")
     preset = get_preset(config.preset)
-    population = config.population or preset.population
-    if population < 4:
-        raise SearchOptionError(f"--population must be at least 4, got {population}")
+    population = check_range(
+        "--population", preset.population if config.population is None else config.population, 4, MAX_POPULATION
+    )
     spec = get_model(config.model)
+    steps = spec.default_steps if config.steps is None else check_schedule_steps(config.steps)
+    resolution = spec.resolution if config.resolution is None else config.resolution
+    get_family(spec).check_resolution(spec, resolution)
+    guidance = spec.guidance_scale if config.guidance is None else check_guidance(config.guidance)
     metric = config.metric or default_metric(spec)
     get_metric(metric)
     prompts = load_prompts(config.prompts or default_prompt_file(spec.family))
@@ -115,15 +135,29 @@ def prepare(config: SearchConfig) -> PreparedSearch:
         metric=metric,
         prompts=prompts,
         images_per_prompt=config.images_per_prompt,
-        steps=config.steps or spec.default_steps,
-        guidance_scale=spec.guidance_scale if config.guidance is None else config.guidance,
-        resolution=config.resolution or spec.resolution,
+        steps=steps,
+        guidance_scale=guidance,
+        resolution=resolution,
         seed=config.seed,
         cost=config.cost,
         batch_size=config.batch_size,
     )
+    check_population_size(CacheSchedule.all_compute(block_groups(spec), steps), population)
     run = config.run or _run_name(config, metric)
-    return PreparedSearch(config, spec, settings, population, run, Path(config.out) / _safe(run))
+    out = Path(config.out) / _safe(run)
+    check_writable_folder(out, "--out")
+    return PreparedSearch(config, spec, settings, population, run, out)
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """The folder exists and is writable, or can be created: checked before any image is generated."""
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            break
+    if not existing.is_dir():
+        raise SearchOptionError(f"{option} {folder}: {existing} is a file, not a folder; give a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SearchOptionError(f"{option} {folder}: cannot write in {existing}; give a writable folder")
 
 
 def _run_name(config: SearchConfig, metric: str) -> str:
@@ -136,10 +170,11 @@ def _safe(name: str) -> str:
 
 
 class SearchRun:
-    """Runs a prepared search and keeps its outputs current.
+    """Runs a prepared search, keeps its outputs current, and records how the run ended, however it ends.
 
     The evaluator (pipeline, metric weights) is built before the database is opened, so a model or metric
-    that cannot load leaves no trace in the database.
+    that cannot load leaves no trace in the database. From the moment the run is marked `running`, every way
+    out (finished, an error, Ctrl-C, SIGTERM) sets its status.
     """
 
     def __init__(
@@ -163,77 +198,110 @@ class SearchRun:
             config.seed,
             __version__,
         )
-        self.search = Search(
-            run=prepared.run,
-            evaluator=self.evaluator,
-            store=self.store,
-            preset=preset or get_preset(config.preset),
-            population=prepared.population,
-            seed=config.seed,
-        )
-        self.history: list[tuple[int, float, int, int, int]] = []
-        self.baselines = self._baselines()
+        try:
+            self.search = Search(
+                run=prepared.run,
+                evaluator=self.evaluator,
+                store=self.store,
+                preset=preset or get_preset(config.preset),
+                population=prepared.population,
+                seed=config.seed,
+            )
+        except BaseException:
+            self.store.set_status(prepared.run, "failed")
+            raise
+        self.reports: list[GenerationReport] = []
+        self.baselines: dict[str, EvaluationRecord] = {}
+        self.baselines_evaluated = 0
 
-    def _baselines(self) -> dict[str, EvaluationRecord]:
-        """FORA every-N up to N=6, evaluated once (memoised like any candidate) for the plot."""
-        baselines = {}
-        for schedule in fora_reference(self.search.template):
+    def evaluate_baselines(self, progress: SearchProgress | None = None) -> None:
+        """FORA every-N up to N=6, scored once (memoised like any candidate): the front's yardstick."""
+        schedules = fora_reference(self.search.template)
+        for position, schedule in enumerate(schedules):
+            if progress:
+                progress.phase(f"FORA baselines: {position + 1}/{len(schedules)} ({schedule.name})")
             digest = schedule.digest()
-            known = self.store.lookup(self.search.eval_key, [digest])
-            baselines[schedule.name] = known[digest] if known else self.search.evaluate_and_record(digest, schedule)
-        return baselines
+            known = self.store.lookup(self.search.eval_key, [digest]) or self.search.state.records
+            if digest in known:
+                record = known[digest]
+            else:
+                record = self.search.evaluate_and_record(digest, schedule)
+                self.baselines_evaluated += 1
+            self.search.state.records[digest] = record
+            self.baselines[schedule.name] = record
 
     def run(self) -> list[GenerationReport]:
-        generations = self.prepared.config.generations
-        reports: list[GenerationReport] = []
+        config = self.prepared.config
+        generations = config.generations
         self.prepared.out.mkdir(parents=True, exist_ok=True)
+        index = 0
         try:
-            with self._progress() as progress:
-                gens = progress.add_task("generations", total=generations, status="")
-                cands = progress.add_task("candidates", total=self.prepared.population, status="")
-
-                def on_candidate(digest: str, position: int, total: int) -> None:
-                    progress.update(cands, completed=position + 1, total=total)
-
+            self._announce_cost()
+            with SearchProgress(self.console, generations, self.prepared.population) as progress:
+                self.evaluate_baselines(progress)
                 for index in range(generations):
-                    report = self.search.step(index, on_candidate)
-                    reports.append(report)
-                    self.history.append(
-                        (index, report.hypervolume, report.evaluated, report.memo_hits, report.front_size)
-                    )
+                    report = self.search.step(index, lambda _, position, total: progress.candidate(position, total))
+                    self.reports.append(report)
                     if not report.replayed or index == generations - 1:
                         self.write_outputs(index)
-                    progress.update(gens, advance=1, status=self._status(report))
-                    progress.update(cands, completed=0)
+                    progress.generation(report, self.standing(report))
         except KeyboardInterrupt:
-            self.store.set_status(self.prepared.run, "interrupted")
+            self._ended("interrupted", f"stopped in generation {index + 1}; re-run the same command to resume")
             raise
-        except Exception:
-            self.store.set_status(self.prepared.run, "failed")
+        except BaseException:
+            self._ended("failed", "")
             raise
         self.store.set_status(self.prepared.run, "finished")
-        return reports
+        return self.reports
 
-    def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=self.console,
+    def _ended(self, status: str, message: str) -> None:
+        """Record how the run ended; a database that cannot be reached any more must not hide the cause."""
+        try:
+            self.store.set_status(self.prepared.run, status)
+        except Exception as err:  # the original exception is the one to report
+            self.console.print(f"could not record status '{status}' of run {self.prepared.run}: {err}")
+        if message:
+            self.console.print(f"run {self.prepared.run} {message}", soft_wrap=True, highlight=False)
+
+    def _announce_cost(self) -> None:
+        """Images per candidate, and what a generation will take when the uncached run was timed."""
+        settings = self.prepared.settings
+        images = settings.num_images
+        line = (
+            f"{images:,} images per candidate ({len(settings.prompts):,} prompts × {settings.images_per_prompt} "
+            f"seed{'s' if settings.images_per_prompt > 1 else ''})"
         )
+        seconds = self.evaluator.full_seconds_per_image * images
+        if seconds:
+            line += f"; uncached {seconds:.1f} s each, a generation of {self.prepared.population} ≈ "
+            line += _duration(seconds * self.prepared.population)
+        style = "yellow" if images > LARGE_IMAGES_PER_CANDIDATE else "default"
+        self.console.print(f"[{style}]{line}[/{style}]", soft_wrap=True, highlight=False)
 
-    def _status(self, report: GenerationReport) -> str:
-        """The current best trade-offs: the best quality, and the cheapest schedule within 0.02 of it."""
+    def standing(self, report: GenerationReport) -> Standing:
+        """The best quality on the front, and the cheapest schedule within 0.02 of it."""
         front = self.search.state.archive.front()
         best = min(p.objectives[0] for p in front)
-        cheapest = min((p for p in front if p.objectives[0] <= best + 0.02), key=lambda p: p.objectives[1])
-        return (
-            f"HV {report.hypervolume:.4f} | new {report.evaluated}, cached {report.memo_hits} | front {len(front)} | "
-            f"best loss {best:.3f}; within +0.02: {cheapest.objectives[1]:.0%} cost (loss {cheapest.objectives[0]:.3f})"
+        cheap = min((p for p in front if p.objectives[0] <= best + STANDING_TOLERANCE), key=lambda p: p.objectives[1])
+        return Standing(
+            report.hypervolume, len(front), best, STANDING_TOLERANCE, cheap.objectives[1], cheap.objectives[0]
         )
+
+    def summary(self) -> str:
+        """What this invocation did and what the front claims, in a few lines."""
+        done = [r for r in self.reports if not r.replayed]
+        evaluated = self.baselines_evaluated + sum(r.evaluated for r in done)
+        comparisons = self.versus_baselines()
+        beaten = [c.name for c in comparisons if c.beaten]
+        lines = [
+            f"run {self.prepared.run}: {len(self.reports)} generations ({len(done)} run now); "
+            f"{evaluated} new evaluations, {sum(r.from_database for r in done)} from the database, "
+            f"{sum(r.duplicates for r in done)} duplicates; hypervolume {self.reports[-1].hypervolume:.4f}",
+            f"the front beats {len(beaten)} of {len(comparisons)} FORA baselines at equal or lower MACs"
+            + (f" ({', '.join(beaten)})" if beaten else ""),
+            f"front, plot and tables (vs_fora.md: the comparison) in {self.prepared.out}/",
+        ]
+        return "\n".join(lines)
 
     def front_entries(self, index: int) -> list[FrontEntry]:
         records = self.search.state.records
@@ -264,8 +332,8 @@ class SearchRun:
         write_front(out, entries)
         write_tables(out, entries, self.evaluator.full_macs)
         write_atomic(out / "vs_fora.md", baseline_table(self.versus_baselines(), self.evaluator.full_macs))
-        write_history(out, self.history)
-        hv = self.history[-1][1] if self.history else 0.0
+        write_history(out, self.reports)
+        hv = self.reports[-1].hypervolume if self.reports else 0.0
         pareto_plot(
             out / "pareto.png",
             list(self.search.state.records.values()),
@@ -276,7 +344,16 @@ class SearchRun:
         )
 
 
-def run_search(config: SearchConfig, console: Console | None = None) -> tuple[SearchRun, list[GenerationReport]]:
-    prepared = prepare(config)
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def run_search(prepared: PreparedSearch, console: Console | None = None) -> SearchRun:
+    """Build the evaluator, open the run and run its generations; the finished `SearchRun` holds the reports."""
     search_run = SearchRun(prepared, console)
-    return search_run, search_run.run()
+    search_run.run()
+    return search_run

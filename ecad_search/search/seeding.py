@@ -17,7 +17,12 @@ FORA_BASELINES = (2, 3, 4, 5, 6)
 
 
 def initial_population(template: CacheSchedule, size: int, seed: int, random_share: float = 0.25) -> np.ndarray:
-    """`size` distinct genomes: the FORA baselines, other heuristics spread over compute fraction, random ones."""
+    """`size` distinct genomes: the FORA baselines, other heuristics spread over compute fraction, random ones.
+
+    A genome space smaller than `size` is refused (the search checks it before it starts), so the random
+    fill always terminates.
+    """
+    check_population_size(template, size)
     rng = np.random.default_rng(seed)
     baselines = [s.genome() for s in fora_reference(template)][:size]
     seen = {g.tobytes() for g in baselines}
@@ -36,6 +41,15 @@ def initial_population(template: CacheSchedule, size: int, seed: int, random_sha
             seen.add(genome.tobytes())
             genomes.append(genome)
     return np.stack(genomes)
+
+
+def check_population_size(template: CacheSchedule, size: int) -> None:
+    """A population is `size` distinct masks: refuse a genome space that has fewer."""
+    if 2**template.genome_length < size:
+        raise ValueError(
+            f"--population {size} exceeds the {2**template.genome_length} distinct masks of {template.num_steps} "
+            "steps of this model; lower --population or raise --steps"
+        )
 
 
 def fora_reference(template: CacheSchedule) -> list[CacheSchedule]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, inspect, select
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -99,30 +100,42 @@ class GenerationRecord:
 class Store:
     """The search database at one SQLAlchemy URL (SQLite by default; any synchronous SQLAlchemy driver works)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open the store, creating its tables if needed; with `create=False` (readers such as `runs` and
+        `export`), a database that does not exist or holds no runs is an error and nothing is created."""
         parsed, dialect = _checked_url(url)
         self.url = parsed.render_as_string(hide_password=True)
+        if not create and dialect.name == "sqlite" and not _sqlite_exists(parsed):
+            raise StoreError(f"no database at {self.url!r}; run a search first, or give the --db it used")
         self._engine = _create_engine(parsed, dialect)
         try:
+            if not _check_own_tables(self._engine, self.url) and not create:
+                raise StoreError(f"database {self.url!r} holds no ecad-search runs; give the --db a search used")
             Base.metadata.create_all(self._engine)
         except SQLAlchemyError as exc:
             self._engine.dispose()
             raise _open_error(self.url, dialect, exc) from exc
+        except StoreError:
+            self._engine.dispose()
+            raise
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
 
     @staticmethod
     def validate_url(url: str) -> None:
-        """Raise `StoreError` if `url` cannot be opened; creates nothing, so the CLI can check options up front.
+        """Raise `StoreError` if `url` cannot be opened or holds tables of our names that are not ours; creates
+        and changes nothing, so the CLI can check options up front.
 
-        SQLite is checked by its path alone (connecting would create the file); a server is connected to once.
+        An SQLite file that does not exist yet is checked by its path alone (connecting would create it); an
+        existing one is opened read-only. A server is connected to once.
         """
         parsed, dialect = _checked_url(url)
+        shown = parsed.render_as_string(hide_password=True)
         if dialect.name == "sqlite":
+            _check_sqlite_file(parsed, shown)
             return
         engine = _create_engine(parsed, dialect)
         try:
-            with engine.connect():
-                pass
+            _check_own_tables(engine, shown)
         except SQLAlchemyError as exc:
             raise _open_error(parsed.render_as_string(hide_password=True), dialect, exc) from exc
         finally:
@@ -319,10 +332,9 @@ def _checked_url(url: str) -> tuple[URL, type[Dialect]]:
 
 def _check_sqlite_path(url: URL, shown: str) -> None:
     """SQLite creates the file but not its folder: check the folder here so that the error says what to do."""
-    database = url.database
-    if not database or database == ":memory:" or url.query.get("uri") in ("true", "1"):
+    path = _sqlite_file(url)
+    if path is None:
         return
-    path = Path(database)
     if path.is_dir():
         raise StoreError(f"cannot open database {shown!r}: '{path}' is a folder; give a file path")
     if not path.parent.is_dir():
@@ -330,6 +342,65 @@ def _check_sqlite_path(url: URL, shown: str) -> None:
             f"cannot open database {shown!r}: folder '{path.parent}' does not exist; create it first "
             "(the store does not create folders)"
         )
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The file of an SQLite URL; None for in-memory and URI databases."""
+    database = url.database
+    if not database or database == ":memory:" or url.query.get("uri") in ("true", "1"):
+        return None
+    return Path(database)
+
+
+def _sqlite_exists(url: URL) -> bool:
+    path = _sqlite_file(url)
+    return path is None or path.exists()
+
+
+def _check_sqlite_file(url: URL, shown: str) -> None:
+    """An existing SQLite file must be a database whose `ecad_` tables are ours; read-only, so it stays as it is."""
+    path = _sqlite_file(url)
+    if path is None or not path.exists():
+        return
+    path = path.resolve()
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True))
+    try:
+        _check_own_tables(engine, shown)
+    except SQLAlchemyError as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        raise StoreError(f"cannot open database {shown!r}: {reason}; give the path of an SQLite database file") from exc
+    finally:
+        engine.dispose()
+
+
+def _check_own_tables(engine: Engine, shown: str) -> bool:
+    """Refuse a database whose tables carry our names but not our columns (another tool's, or damaged).
+
+    Other tables are fine (one database can be shared with Optuna and others), and so is a database with
+    none of ours yet; but either all our tables are there, each with at least our columns, or none is.
+    Returns whether ours are there.
+    """
+    present = set(inspect(engine).get_table_names())
+    ours = Base.metadata.sorted_tables
+    found = [table for table in ours if table.name in present]
+    if not found:
+        return False
+    inspector = inspect(engine)
+    for table in ours:
+        if table.name not in present:
+            problem = f"it has {found[0].name} but no {table.name}"
+            break
+        columns = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = sorted(column.name for column in table.columns if column.name not in columns)
+        if missing:
+            problem = f"its table {table.name} has no column {', '.join(missing[:4])}"
+            break
+    else:
+        return True
+    raise StoreError(
+        f"database {shown!r} is not an ecad-search database ({problem}); nothing was written to it: "
+        "give another --db, e.g. sqlite:///ecad-search.db"
+    )
 
 
 def _create_engine(url: URL, dialect: type[Dialect]) -> Engine:

@@ -1,28 +1,38 @@
 """Analytic cost of a schedule: multiply-accumulates per component, computed once per model and resolution.
 
-The cost table comes from one forward pass of the transformer built on PyTorch's `meta` device (no weights,
-no memory, well under a second even for FLUX): every linear layer and convolution is counted from its shapes
-and attributed to the schedule component it runs inside, or to the per-step overhead outside them
-(embeddings, adaLN modulation, final layer). Attention matmuls (QKᵀ and AV inside scaled-dot-product
-attention) are counted separately, so `attention_matmuls=False` reproduces the figures of ECAD's profiler,
-which saw only the linear layers. The cost of a schedule is then the mask · table dot product.
+The cost table comes from one forward pass of the transformer built on PyTorch's `meta` device (`probe.py`:
+no weights, no memory). Attention matmuls (QKᵀ and AV) are counted apart from linear layers, so
+`attention_matmuls=False` reproduces the figures of ECAD's profiler, which saw only the linear layers. The
+cost of a schedule is then the mask · table dot product.
+
+The probe itself is cheap; importing a diffusers transformer class to build it is not. So each table is kept
+as JSON in the user cache folder (`files.user_cache_dir()`), keyed by the architecture, the size, the
+diffusers version and `COST_MODEL_VERSION`: after the first time, `describe` and `heuristic` import neither
+torch nor diffusers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
-from .models import ModelSpec, get_family, get_model
-from .models.blocks import component_modules, discover_block_groups
-from .schedule import BlockGroup, CacheSchedule, ScheduleError, peak_stored_outputs
+from ..files import user_cache_dir, write_atomic
+from ..models import ModelSpec, get_model
+from ..models.base import DTYPE_BYTES
+from ..schedule import BlockGroup, CacheSchedule, ScheduleError, peak_stored_outputs
+
+if TYPE_CHECKING:
+    import torch
+
+# Bump when the probe counts differently, so cached tables from older versions are not read.
+COST_MODEL_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,20 @@ class CostTable:
     overhead_linear_macs: float
     overhead_attention_macs: float
     output_elements: dict[str, np.ndarray]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CostTable:
+        def arrays(values: dict[str, Any]) -> dict[str, np.ndarray]:
+            return {name: np.array(rows, dtype=float) for name, rows in values.items()}
+
+        return cls(
+            groups=tuple(BlockGroup.from_dict(g) for g in data["groups"]),
+            linear_macs=arrays(data["linear_macs"]),
+            attention_macs=arrays(data["attention_macs"]),
+            overhead_linear_macs=float(data["overhead_linear_macs"]),
+            overhead_attention_macs=float(data["overhead_attention_macs"]),
+            output_elements=arrays(data["output_elements"]),
+        )
 
     def component_macs(self, attention_matmuls: bool = True) -> dict[str, np.ndarray]:
         """Per group, a (blocks, components) array of MACs per row and step."""
@@ -83,7 +107,7 @@ def cost_table(spec: ModelSpec, *, height: int, width: int) -> CostTable:
     if height % scale or width % scale:
         raise ScheduleError(f"{height}x{width} px is not a multiple of the VAE factor {scale} of {spec.name}")
     key = json.dumps(spec.transformer_config, sort_keys=True, default=str)
-    return _probe(spec.family, key, height // scale, width // scale, spec.text_tokens)
+    return _table(spec.family, key, height // scale, width // scale, spec.text_tokens)
 
 
 def estimate_macs(
@@ -112,13 +136,18 @@ def cache_memory(
     height: int | None = None,
     width: int | None = None,
     batch_size: int | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> CacheMemory:
     """Peak cache the runtime holds for this schedule, given it keeps only outputs a later step reuses."""
     spec, table, rows = _setting(schedule, model, height, width, batch_size)
-    element_size = torch.empty((), dtype=dtype or spec.torch_dtype).element_size()
+    element_size = _element_bytes(dtype or spec.dtype)
     weights = {name: elements * rows * element_size for name, elements in table.output_elements.items()}
     return CacheMemory(int(peak_stored_outputs(schedule)), int(peak_stored_outputs(schedule, weights)))
+
+
+def _element_bytes(dtype: torch.dtype | str) -> int:
+    """Bytes per element of a torch dtype, or of a dtype name such as 'float16' (no torch import)."""
+    return DTYPE_BYTES[dtype] if isinstance(dtype, str) else dtype.itemsize
 
 
 def _setting(
@@ -136,87 +165,33 @@ def _setting(
     return spec, cost_table(spec, height=int(height), width=int(width)), rows
 
 
-class _MacCounter(TorchFunctionMode):
-    """Counts linear, convolution and attention MACs of whatever runs under it, per active component."""
-
-    def __init__(self, keys: list[Any]) -> None:
-        super().__init__()
-        self.active: Any = None
-        self.linear = dict.fromkeys(keys, 0.0)
-        self.attention = dict.fromkeys(keys, 0.0)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func is F.linear:
-            weight = _arg(args, kwargs, 1, "weight")
-            self.linear[self.active] += out.numel() * weight.shape[1]
-        elif func is F.conv2d:
-            weight = _arg(args, kwargs, 1, "weight")
-            self.linear[self.active] += out.numel() * weight[0].numel()
-        elif func is F.scaled_dot_product_attention:
-            query, key = _arg(args, kwargs, 0, "query"), _arg(args, kwargs, 1, "key")
-            value = _arg(args, kwargs, 2, "value")
-            rows = query.numel() // query.shape[-1]
-            self.attention[self.active] += rows * key.shape[-2] * (query.shape[-1] + value.shape[-1])
-        return out
-
-
-def _arg(args: tuple, kwargs: dict, index: int, name: str) -> Any:
-    return args[index] if len(args) > index else kwargs[name]
-
-
 @cache
-def _probe(family_name: str, config_key: str, latent_h: int, latent_w: int, text_tokens: int) -> CostTable:
-    family = get_family(family_name)
-    config = json.loads(config_key)
-    with torch.device("meta"):
-        transformer = family.transformer_class().from_config(config)
-    groups = discover_block_groups(transformer)
-    modules = component_modules(transformer, groups)
-    counter = _MacCounter([None, *modules])
-    elements = dict.fromkeys(modules, 0)
-    handles = []
-    for key, module in modules.items():
-        handles.append(module.register_forward_pre_hook(_enter(counter, key)))
-        handles.append(module.register_forward_hook(_leave(counter, elements, key)))
-    inputs = family.transformer_inputs(
-        config, height=latent_h, width=latent_w, batch_size=1, text_tokens=text_tokens, device="meta"
-    )
-    with torch.no_grad(), counter:
-        transformer(**inputs)
-    for handle in handles:
-        handle.remove()
-    return CostTable(
-        groups=groups,
-        linear_macs=_by_group(groups, counter.linear),
-        attention_macs=_by_group(groups, counter.attention),
-        overhead_linear_macs=float(counter.linear[None]),
-        overhead_attention_macs=float(counter.attention[None]),
-        output_elements=_by_group(groups, elements),
-    )
-
-
-def _enter(counter: _MacCounter, key: Any):  # type: ignore[no-untyped-def]
-    def hook(module: torch.nn.Module, args: Any) -> None:
-        counter.active = key
-
-    return hook
-
-
-def _leave(counter: _MacCounter, elements: dict, key: Any):  # type: ignore[no-untyped-def]
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-        counter.active = None
-        tensors = output if isinstance(output, tuple) else (output,)
-        elements[key] = sum(t.numel() for t in tensors if isinstance(t, torch.Tensor))
-
-    return hook
-
-
-def _by_group(groups: tuple[BlockGroup, ...], values: dict) -> dict[str, np.ndarray]:
-    return {
-        group.name: np.array(
-            [[float(values[(g, b, c)]) for c in range(len(group.components))] for b in range(group.num_blocks)]
-        )
-        for g, group in enumerate(groups)
+def _table(family: str, config_key: str, latent_h: int, latent_w: int, text_tokens: int) -> CostTable:
+    """The table from the disk cache, or probed and stored there; an unwritable cache folder only costs time."""
+    key = {
+        "family": family,
+        "config": json.loads(config_key),
+        "latent": [latent_h, latent_w],
+        "text_tokens": text_tokens,
+        "diffusers": _version("diffusers"),
+        "cost_model": COST_MODEL_VERSION,
     }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path = user_cache_dir() / "cost" / f"{family}-{latent_h}x{latent_w}-{digest}.json"
+    try:
+        return CostTable.from_dict(json.loads(path.read_text())["table"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from .probe import count_macs
+
+    data = count_macs(family, key["config"], latent_h, latent_w, text_tokens)
+    with contextlib.suppress(OSError):
+        write_atomic(path, json.dumps({"key": key, "table": data}, sort_keys=True))
+    return CostTable.from_dict(data)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"

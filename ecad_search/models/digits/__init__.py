@@ -1,0 +1,204 @@
+"""The bundled "digits" model: a small class-conditional PixArt-α transformer trained on sklearn's 8×8 digits.
+
+It is built from the same diffusers classes as PixArt-α (`PixArtTransformer2DModel` with `ada_norm_single`
+blocks, each with attn1 / attn2 / ff), so every cache schedule, runtime hook and cost formula written for
+PixArt applies to it unchanged, yet it trains in minutes on a laptop CPU and ships in the package. That makes
+it the default for the quick start, the demo and the tests of search quality.
+
+It works in pixel space (no VAE): one channel, patch size 1, 8×8 = 64 tokens. Text prompts name a digit; the
+`DigitsTextEncoder` maps the digit (or the null class used for classifier-free guidance) to a few learned
+caption-embedding tokens that the transformer's caption projection and cross-attention consume exactly like
+PixArt's T5 embeddings.
+
+This module is the registry entry and stays light (no torch, no diffusers); the pipeline, text encoder and
+image helpers live in `pipeline.py` and are imported on first use. Saved digits pipelines name
+`ecad_search.models.digits.DigitsTextEncoder`, which still resolves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...schedule import BlockGroup
+from ...text import shorten
+from ..base import ModelFamily, ModelNotAvailableError, ModelSpec, first_line
+from ..pixart import pixart_block_groups
+
+if TYPE_CHECKING:
+    import torch
+
+    from .pipeline import DigitsPipeline
+
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "digits"
+NUM_DIGITS = 10
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 1.25
+DEFAULT_TEXT_TOKENS = 4
+# One resolution, so PixArt's resolution / aspect-ratio micro-conditions are off.
+NO_MICRO_CONDITIONS: dict[str, Any] = {"resolution": None, "aspect_ratio": None}
+DIGIT_PROMPTS = [f"a handwritten digit {digit}" for digit in range(NUM_DIGITS)]
+
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_DIGIT_PATTERN = re.compile(r"(?<![0-9a-z])(" + "|".join(_NUMBER_WORDS) + r"|[0-9])(?![0-9a-z])")
+_PROMPT_EXAMPLE = '"a handwritten digit 7" or "seven"'
+
+
+def parse_digit_prompt(prompt: str) -> int:
+    """The digit a prompt names, as a figure or a number word anywhere in the sentence (case-insensitive).
+
+    A prompt naming no digit, or two different ones, is refused rather than guessed, so a typo in a
+    calibration file fails loudly instead of silently training a schedule on the wrong class.
+    """
+    found = {_digit_value(match) for match in _DIGIT_PATTERN.findall(prompt.lower())}
+    if not found:
+        raise ValueError(f"prompt {shorten(prompt)} names no digit; write one digit 0-9, e.g. {_PROMPT_EXAMPLE}")
+    if len(found) > 1:
+        names = ", ".join(str(digit) for digit in sorted(found))
+        raise ValueError(f"prompt {shorten(prompt)} names several digits ({names}); name one, e.g. {_PROMPT_EXAMPLE}")
+    return found.pop()
+
+
+def _digit_value(token: str) -> int:
+    return int(token) if token.isdigit() else _NUMBER_WORDS.index(token)
+
+
+def default_transformer_config(
+    width: int = 128, depth: int = 6, head_dim: int = 32, caption_channels: int = 64
+) -> dict[str, Any]:
+    """Architecture of the digits denoiser: PixArt-α's block structure at toy scale, in pixel space.
+
+    `out_channels=1` because the model predicts epsilon only (no learned variance, unlike PixArt-α's 8
+    channels), and `use_additional_conditions=False` because there is a single resolution.
+    """
+    if width % head_dim:
+        raise ValueError(f"width {width} is not a multiple of head_dim {head_dim}; e.g. width=128, head_dim=32")
+    return {
+        "num_attention_heads": width // head_dim,
+        "attention_head_dim": head_dim,
+        "in_channels": 1,
+        "out_channels": 1,
+        "num_layers": depth,
+        "cross_attention_dim": width,
+        "sample_size": 8,
+        "patch_size": 1,
+        "norm_type": "ada_norm_single",
+        "num_embeds_ada_norm": 1000,
+        "use_additional_conditions": False,
+        "caption_channels": caption_channels,
+        "interpolation_scale": 1,
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """The heavy parts (pipeline, text encoder, image helpers), imported when first asked for.
+
+    Any public name of `pipeline` resolves here: diffusers loads a saved pipeline's text encoder by looking up
+    its class, and the base classes it checks against (`ModelMixin`, ...), in the module the folder names.
+    """
+    if name.startswith("__") or name == "pipeline":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    pipeline = importlib.import_module(f"{__name__}.pipeline")
+    try:
+        return getattr(pipeline, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+class DigitsFamily(ModelFamily):
+    """The digits model: PixArt-α transformer, pixel-space inputs, pipeline loaded from a local folder."""
+
+    name = "digits"
+    pipeline_classes = ("DigitsPipeline",)
+    default_text_tokens = DEFAULT_TEXT_TOKENS
+
+    def transformer_class(self) -> type[torch.nn.Module]:
+        from diffusers import PixArtTransformer2DModel
+
+        return PixArtTransformer2DModel
+
+    def block_groups(self, config: dict[str, Any]) -> tuple[BlockGroup, ...]:
+        return pixart_block_groups(config)
+
+    def transformer_inputs(
+        self,
+        config: dict[str, Any],
+        *,
+        height: int,
+        width: int,
+        batch_size: int,
+        text_tokens: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, Any]:
+        """Inputs drawn on the CPU from a fixed seed, then moved, so they are reproducible on any device."""
+        import torch
+
+        dtype = dtype or torch.float32
+        generator = torch.Generator().manual_seed(0)
+        hidden = torch.randn(batch_size, config["in_channels"], height, width, generator=generator)
+        text = torch.randn(batch_size, text_tokens, config["caption_channels"], generator=generator)
+        timestep = torch.randint(0, config["num_embeds_ada_norm"], (batch_size,), generator=generator)
+        return {
+            "hidden_states": hidden.to(device, dtype),
+            "encoder_hidden_states": text.to(device, dtype),
+            "timestep": timestep.to(device),
+            "added_cond_kwargs": dict(NO_MICRO_CONDITIONS),
+        }
+
+    def load_pipeline(
+        self,
+        spec: ModelSpec,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> DigitsPipeline:
+        """Load from `spec.pipeline_id` (a folder) or the bundled weights; never touches the network."""
+        from .pipeline import DigitsPipeline
+
+        folder = Path(spec.pipeline_id) if spec.pipeline_id else ASSETS_DIR
+        if not (folder / "model_index.json").is_file():
+            raise ModelNotAvailableError(
+                f"no digits pipeline in {folder}; rebuild it with `python scripts/train_digits.py --output {folder}`"
+            )
+        try:
+            pipe = DigitsPipeline.from_pretrained(folder, local_files_only=True, dtype=dtype or spec.torch_dtype)
+        except (OSError, ValueError) as err:
+            raise ModelNotAvailableError(f"cannot load the digits pipeline in {folder}: {first_line(err)}") from err
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(device)
+
+
+def _shipped_config(component: str, default: dict[str, Any]) -> dict[str, Any]:
+    """The bundled component config, so the registry entry always describes the weights that ship.
+
+    Falls back to the training defaults only when the assets are absent (before the first training run);
+    loading the pipeline then fails with `ModelNotAvailableError`.
+    """
+    path = ASSETS_DIR / component / "config.json"
+    if not path.is_file():
+        return default
+    return {key: value for key, value in json.loads(path.read_text()).items() if not key.startswith("_")}
+
+
+FAMILY = DigitsFamily()
+SPEC = ModelSpec(
+    name="digits",
+    family="digits",
+    description="bundled: PixArt blocks on 8×8 digits",
+    transformer_config=_shipped_config("transformer", default_transformer_config()),
+    text_tokens=_shipped_config("text_encoder", {"text_tokens": DEFAULT_TEXT_TOKENS})["text_tokens"],
+    default_steps=DEFAULT_STEPS,
+    resolution=8,
+    guidance_scale=DEFAULT_GUIDANCE,
+    dtype="float32",
+    cfg_batch=True,
+    vae_scale_factor=1,
+    pipeline_class="DigitsPipeline",
+    how_to_get="bundled in ecad_search/assets/digits; rebuild with `python scripts/train_digits.py`",
+    resolutions=(8,),
+)
+SPECS = (SPEC,)

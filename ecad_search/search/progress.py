@@ -1,0 +1,102 @@
+"""What a person sees while a search runs, in a terminal of any width from 80 columns, or in a log.
+
+In a terminal: two bars with their counts (generations, candidates of the current generation), then the
+state of the search on its own short lines, so nothing is pushed off screen at 80 columns. Anywhere else (a
+pipe, a file, a batch job's log): one plain line per generation, never wrapped, so every number stays whole
+and the log can be read with grep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from .driver import GenerationReport
+
+BAR_WIDTH = 28
+
+
+@dataclass(frozen=True)
+class Standing:
+    """The search's best trade-offs after a generation: its best quality and a cheaper near-equal."""
+
+    hypervolume: float
+    front_size: int
+    best_loss: float
+    tolerance: float
+    cheap_cost: float
+    cheap_loss: float
+
+    def lines(self) -> tuple[str, str]:
+        return (
+            f"HV {self.hypervolume:.4f} · front {self.front_size}",
+            f"best loss {self.best_loss:.3g} · within +{self.tolerance:g}: "
+            f"{self.cheap_cost:.0%} cost (loss {self.cheap_loss:.3g})",
+        )
+
+
+def counts(report: GenerationReport) -> str:
+    return f"new {report.evaluated} · database {report.from_database} · duplicates {report.duplicates}"
+
+
+class SearchProgress:
+    """Progress of one search invocation; use as a context manager around the generations."""
+
+    def __init__(self, console: Console, generations: int, population: int, first: int = 0) -> None:
+        self.console = console
+        self.generations = generations
+        self.live = console.is_terminal and not console.quiet
+        self._status = Text("", no_wrap=True, overflow="ellipsis")
+        self._bars = Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(bar_width=BAR_WIDTH),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self._generation_task = self._bars.add_task("generation", total=generations, completed=first)
+        self._candidate_task = self._bars.add_task("candidate", total=population)
+        self._display = Live(Group(self._bars, self._status), console=console, transient=False, auto_refresh=True)
+
+    def __enter__(self) -> SearchProgress:
+        if self.live:
+            self._display.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self.live:
+            self._display.__exit__(kind, error, trace)
+
+    def phase(self, text: str) -> None:
+        """A line about work outside the generations (the FORA baselines, loading)."""
+        if self.live:
+            self._status.plain = text
+        elif not self.console.quiet:
+            self.console.print(text, soft_wrap=True, highlight=False)
+
+    def candidate(self, position: int, total: int) -> None:
+        if self.live:
+            self._bars.update(self._candidate_task, completed=position + 1, total=total)
+
+    def generation(self, report: GenerationReport, standing: Standing) -> None:
+        head, trade = standing.lines()
+        if self.live:
+            self._bars.update(self._generation_task, completed=report.index + 1)
+            self._bars.update(self._candidate_task, completed=0)
+            self._status.plain = f"{head} · {counts(report)}\n{trade}"
+            return
+        replayed = " (from the database)" if report.replayed else ""
+        self.console.print(
+            f"generation {report.index + 1}/{self.generations}{replayed}: {head} · {counts(report)} · "
+            f"{report.wall_time_s:.1f} s · {trade}",
+            soft_wrap=True,
+            highlight=False,
+        )
