@@ -13,9 +13,19 @@ torch and diffusers until something needs them.
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import Any
 
 __version__ = "0.1.0"
+
+
+def installed_version(package: str) -> str:
+    """A dependency's version from its metadata, without importing it (importing diffusers takes seconds)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
 
 _EXPORTS = {
     "BlockGroup": "schedule",
@@ -28,7 +38,7 @@ _EXPORTS = {
     "save_schedule": "formats",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "installed_version", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,6 @@ from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -55,7 +54,11 @@ class UsageError(Exception):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (sent by `timeout`, batch schedulers and Ray), raised like Ctrl-C so every run records how it
-    ended on the way out."""
+    ended on the way out. Typer turns a KeyboardInterrupt into exit code 130, so the handler also notes the
+    signal in `_received` for `main` to report it as SIGTERM."""
+
+
+_received: set[int] = set()
 
 
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,18 +173,16 @@ def runs(db: Annotated[str, typer.Option(help="SQLAlchemy URL")] = "sqlite:///ec
     from .store import Store
 
     Store.validate_url(db)
-    table = Table("run", "model", "metric", "seed", "status", "generations", "updated")
-    for info in Store(db, create=False).list_runs():
-        table.add_row(
-            info.name,
-            info.model,
-            info.metric,
-            str(info.seed),
-            info.status,
-            str(info.generations_done),
-            info.updated_at.strftime("%Y-%m-%d %H:%M"),
+    infos = Store(db, create=False).list_runs()
+    if not infos:
+        console.print(f"no runs in {db}")
+    for info in infos:
+        console.print(f"[bold]{info.name}[/bold]", highlight=False)
+        console.print(
+            f"  {info.model} · {info.metric} · seed {info.seed} · [bold]{info.status}[/bold] · "
+            f"{info.generations_done} generations · {info.updated_at:%Y-%m-%d %H:%M} UTC",
+            highlight=False,
         )
-    console.print(table)
 
 
 @app.command()
@@ -478,6 +479,7 @@ def _quiet_libraries() -> None:
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    _received.add(signum)
     raise Terminated()
 
 
@@ -487,21 +489,31 @@ def main(args: list[str] | None = None) -> None:
     warnings.showwarning = _show_warning
     signal.signal(signal.SIGTERM, _terminate)
     command = typer.main.get_command(app)
+    click = _click_exceptions()
     try:
         code = command.main(args=args, prog_name="ecad-search", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as err:
+    except click.NoArgsIsHelpError as err:
         console.print(err.ctx.get_help())
         code = 0
     except click.ClickException as err:
-        where = f"ecad-search {err.ctx.command_path.partition(' ')[2]}".strip() if getattr(err, "ctx", None) else ""
+        context = getattr(err, "ctx", None)
+        where = context.command_path.replace(context.find_root().info_name, "ecad-search", 1) if context else ""
         _error(f"{err.format_message()} (see `{where or 'ecad-search'} --help`)")
         code = err.exit_code
-    except click.exceptions.Abort:
+    except (click.Abort, KeyboardInterrupt):
         code = EXIT_INTERRUPTED
-    except Terminated:
+    if signal.SIGTERM in _received:
         _error("terminated (SIGTERM)")
         code = EXIT_TERMINATED
-    except KeyboardInterrupt:
+    elif code == EXIT_INTERRUPTED:
         _error("interrupted")
-        code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> Any:
+    """Click's exceptions as typer raises them: typer ≥ 0.20 vendors click as `typer._click`."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions

@@ -69,3 +69,27 @@ def test_cache_memory_of_fora() -> None:
     assert memory.peak_tensors == 84
     assert memory.peak_bytes == 84 * tokens * dim * rows * fp16
     assert cache_memory(model_schedule("pixart-alpha", no_cache)).peak_bytes == 0
+
+
+def test_disk_cached_table_is_the_probed_one(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ecad_search import cost
+    from ecad_search.cost.probe import count_macs
+
+    monkeypatch.setenv("ECAD_SEARCH_CACHE", str(tmp_path))
+    spec = get_model("flux-dev")
+    cost._table.cache_clear()
+    probed = cost_table(spec, height=256, width=256)
+    (stored,) = (tmp_path / "cost").glob("flux-32x32-*.json")
+    cost._table.cache_clear()
+    cached = cost_table(spec, height=256, width=256)
+    fresh = cost.CostTable.from_dict(count_macs("flux", spec.transformer_config, 32, 32, spec.text_tokens))
+    for table in (cached, probed):
+        assert table.groups == fresh.groups == block_groups(spec)
+        assert table.overhead_macs() == fresh.overhead_macs()
+        for name, macs in fresh.component_macs().items():
+            assert (table.component_macs()[name] == macs).all()
+            assert (table.output_elements[name] == fresh.output_elements[name]).all()
+    stored.write_text("{ truncated")
+    cost._table.cache_clear()
+    assert cost_table(spec, height=256, width=256).overhead_macs() == probed.overhead_macs(), "a bad file is re-probed"
+    cost._table.cache_clear()

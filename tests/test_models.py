@@ -7,7 +7,8 @@ import torch
 
 from ecad_search.cost import cost_table
 from ecad_search.generation import GenerationSettings, generate, load_pipeline
-from ecad_search.models import ModelNotAvailableError, block_groups, get_model, model_names
+from ecad_search.models import ModelNotAvailableError, block_groups, get_family, get_model, model_names
+from ecad_search.models.blocks import discover_block_groups
 from ecad_search.models.pixart import at_resolution
 from ecad_search.tiny import TINY_PIXART_CALL_KWARGS
 
@@ -73,3 +74,11 @@ def test_local_flux_folder_cost_and_layout(tiny_flux_dir) -> None:  # type: igno
     attn, ff, ff_context = table.component_macs(attention_matmuls=False)["transformer_blocks"][0]
     assert attn == 4 * (image_tokens + text_tokens) * dim * dim
     assert ff == 8 * image_tokens * dim * dim and ff_context == 8 * text_tokens * dim * dim
+
+
+@pytest.mark.parametrize("name", ["pixart-alpha", "pixart-sigma", "flux-dev", "digits", "tiny-pixart", "tiny-flux"])
+def test_block_groups_from_the_config_match_the_built_transformer(name, tiny_pixart_dir, tiny_flux_dir) -> None:  # type: ignore[no-untyped-def]
+    spec = get_model({"tiny-pixart": tiny_pixart_dir, "tiny-flux": tiny_flux_dir}.get(name, name))
+    with torch.device("meta"):
+        transformer = get_family(spec).transformer_class().from_config(spec.transformer_config)
+    assert block_groups(spec) == discover_block_groups(transformer)

@@ -71,12 +71,27 @@ def test_short_search_writes_front_plot_and_tables(tmp_path, tiny_pixart_dir, pr
 
 def test_same_command_resumes_without_paying_twice(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
     db, out = tmp_path / "s.db", tmp_path / "out"
-    assert runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 2)).exit_code == 0
+    first = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 2))
+    assert first.exit_code == 0, first.output
     store = Store(f"sqlite:///{db}")
     key = store.get_run("t").eval_key
     before = store.count_evaluations(key)
-    again = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 2))
-    assert again.exit_code == 0 and "0 new evaluations" in again.output
+    history = (out / "t" / "history.csv").read_text().splitlines()
+    assert history[0] == "generation,hypervolume,evaluated,from_database,duplicates,front_size,wall_time_s"
+    first_generation = history[1].split(",")
+    baselines = [n for n in FORA_BASELINES if n < 4]
+    assert first_generation[2:5] == [str(6 - len(baselines)), "0", str(len(baselines))], (
+        "a fresh database has nothing to serve; the FORA baselines seeded in the population were just scored"
+    )
+    assert f"{before} new evaluations · 0 from the database · {len(baselines)} duplicates" in first.output
+    again = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 3))
+    assert again.exit_code == 0 and "new evaluations" in again.output
+    resumed = (out / "t" / "history.csv").read_text().splitlines()
+    assert resumed[:3] == history[:3], "history keeps what each generation cost when it first ran"
+    assert len(resumed) == 4
+    before = store.count_evaluations(key)
+    again = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 3))
+    assert again.exit_code == 0 and "0 new evaluations · 0 from the database" in again.output
     assert store.count_evaluations(key) == before
     other = runner.invoke(app, [*search_args(tiny_pixart_dir, prompts, db, out, 1, "--seed", "5")[:-2], "--run", "u"])
     assert other.exit_code == 0, other.output
@@ -212,7 +227,7 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     assert min(r.cost for r in front) < 0.5
     versus = (out / "d" / "vs_fora.md").read_text().splitlines()
     assert [row.split(" | ")[0] for row in versus[2:]] == [f"| fora-{n}" for n in range(2, 7)]
-    assert "FORA baselines at equal or lower MACs" in result.output
+    assert "FORA baselines at ≤ MACs" in result.output
 
 
 def record(digest: str, loss: float, macs: float) -> EvaluationRecord:

@@ -18,11 +18,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import installed_version
 from ..files import user_cache_dir, write_atomic
 from ..models import ModelSpec, get_model
 from ..models.base import DTYPE_BYTES
@@ -173,7 +173,7 @@ def _table(family: str, config_key: str, latent_h: int, latent_w: int, text_toke
         "config": json.loads(config_key),
         "latent": [latent_h, latent_w],
         "text_tokens": text_tokens,
-        "diffusers": _version("diffusers"),
+        "diffusers": installed_version("diffusers"),
         "cost_model": COST_MODEL_VERSION,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
@@ -188,10 +188,3 @@ def _table(family: str, config_key: str, latent_h: int, latent_w: int, text_toke
     with contextlib.suppress(OSError):
         write_atomic(path, json.dumps({"key": key, "table": data}, sort_keys=True))
     return CostTable.from_dict(data)
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "unknown"

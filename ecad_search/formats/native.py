@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 
-from .. import __version__
+from .. import __version__, installed_version
 from ..schedule import BlockGroup, CacheSchedule, ModelRef, ScheduleError
 
 FORMAT = "ecad-search.schedule"
@@ -92,12 +92,10 @@ def dumps(schedule: CacheSchedule) -> str:
 
 
 def default_provenance() -> dict[str, Any]:
-    import diffusers
-
     return {
         "tool": "ecad-search",
         "tool_version": __version__,
-        "diffusers_version": diffusers.__version__,
+        "diffusers_version": installed_version("diffusers"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

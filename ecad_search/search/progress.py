@@ -23,20 +23,22 @@ BAR_WIDTH = 28
 
 @dataclass(frozen=True)
 class Standing:
-    """The search's best trade-offs after a generation: its best quality and a cheaper near-equal."""
+    """Where the search stands after a generation: the front's best loss at a few budgets, and how many FORA
+    baselines it beats."""
 
     hypervolume: float
     front_size: int
-    best_loss: float
-    tolerance: float
-    cheap_cost: float
-    cheap_loss: float
+    losses_at: tuple[tuple[float, float | None], ...]
+    beaten: int
+    baselines: int
 
     def lines(self) -> tuple[str, str]:
+        budgets = " · ".join(
+            f"≤{budget:.0%}: {'-' if loss is None else f'{loss:.3g}'}" for budget, loss in self.losses_at
+        )
         return (
-            f"HV {self.hypervolume:.4f} · front {self.front_size}",
-            f"best loss {self.best_loss:.3g} · within +{self.tolerance:g}: "
-            f"{self.cheap_cost:.0%} cost (loss {self.cheap_loss:.3g})",
+            f"HV {self.hypervolume:.4f} · front {self.front_size} · beats FORA {self.beaten}/{self.baselines}",
+            f"best loss at cost {budgets}",
         )
 
 
@@ -73,14 +75,17 @@ class SearchProgress:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         if self.live:
+            self._bars.update(self._candidate_task, visible=False)
             self._display.__exit__(kind, error, trace)
 
     def phase(self, text: str) -> None:
-        """A line about work outside the generations (the FORA baselines, loading)."""
+        """What is being done outside the generations (the FORA baselines): shown in a terminal only."""
         if self.live:
             self._status.plain = text
-        elif not self.console.quiet:
-            self.console.print(text, soft_wrap=True, highlight=False)
+
+    def note(self, text: str) -> None:
+        """A line that stays, above the bars in a terminal."""
+        self.console.print(text, soft_wrap=True, highlight=False)
 
     def candidate(self, position: int, total: int) -> None:
         if self.live:
@@ -90,8 +95,8 @@ class SearchProgress:
         head, trade = standing.lines()
         if self.live:
             self._bars.update(self._generation_task, completed=report.index + 1)
-            self._bars.update(self._candidate_task, completed=0)
-            self._status.plain = f"{head} · {counts(report)}\n{trade}"
+            self._bars.reset(self._candidate_task)
+            self._status.plain = f"{head}\n{trade}\n{counts(report)}"
             return
         replayed = " (from the database)" if report.replayed else ""
         self.console.print(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,8 +53,8 @@ from .report import (
 )
 from .seeding import check_population_size, fora_reference
 
-# The progress display's trade-off: the cheapest front schedule within this much loss of the best one.
-STANDING_TOLERANCE = 0.02
+# Cost budgets (fractions of the uncached run) at which the progress display shows the front's best loss.
+STANDING_BUDGETS = (0.5, 0.35, 0.25)
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,8 @@ class SearchRun:
             config.seed,
             __version__,
         )
-        try:
+        self.generation: int | None = None
+        with self._ending_recorded():
             self.search = Search(
                 run=prepared.run,
                 evaluator=self.evaluator,
@@ -207,9 +210,6 @@ class SearchRun:
                 population=prepared.population,
                 seed=config.seed,
             )
-        except BaseException:
-            self.store.set_status(prepared.run, "failed")
-            raise
         self.reports: list[GenerationReport] = []
         self.baselines: dict[str, EvaluationRecord] = {}
         self.baselines_evaluated = 0
@@ -233,26 +233,38 @@ class SearchRun:
     def run(self) -> list[GenerationReport]:
         config = self.prepared.config
         generations = config.generations
-        self.prepared.out.mkdir(parents=True, exist_ok=True)
-        index = 0
-        try:
+        with self._ending_recorded():
+            self.prepared.out.mkdir(parents=True, exist_ok=True)
             self._announce_cost()
             with SearchProgress(self.console, generations, self.prepared.population) as progress:
                 self.evaluate_baselines(progress)
+                stored = len(self.baselines) - self.baselines_evaluated
+                progress.note(
+                    f"FORA baselines: {len(self.baselines)} ({self.baselines_evaluated} scored now, {stored} from "
+                    "the database)"
+                )
                 for index in range(generations):
+                    self.generation = index
                     report = self.search.step(index, lambda _, position, total: progress.candidate(position, total))
                     self.reports.append(report)
                     if not report.replayed or index == generations - 1:
                         self.write_outputs(index)
                     progress.generation(report, self.standing(report))
+        self.store.set_status(self.prepared.run, "finished")
+        return self.reports
+
+    @contextmanager
+    def _ending_recorded(self) -> Iterator[None]:
+        """Whatever stops the work inside (Ctrl-C, SIGTERM, an error) is recorded as the run's status."""
+        try:
+            yield
         except KeyboardInterrupt:
-            self._ended("interrupted", f"stopped in generation {index + 1}; re-run the same command to resume")
+            where = "before its first generation" if self.generation is None else f"in generation {self.generation + 1}"
+            self._ended("interrupted", f"stopped {where}; re-run the same command to resume")
             raise
         except BaseException:
             self._ended("failed", "")
             raise
-        self.store.set_status(self.prepared.run, "finished")
-        return self.reports
 
     def _ended(self, status: str, message: str) -> None:
         """Record how the run ended; a database that cannot be reached any more must not hide the cause."""
@@ -268,24 +280,24 @@ class SearchRun:
         settings = self.prepared.settings
         images = settings.num_images
         line = (
-            f"{images:,} images per candidate ({len(settings.prompts):,} prompts × {settings.images_per_prompt} "
+            f"{images:,} images/candidate ({len(settings.prompts):,} prompts × {settings.images_per_prompt} "
             f"seed{'s' if settings.images_per_prompt > 1 else ''})"
         )
         seconds = self.evaluator.full_seconds_per_image * images
         if seconds:
-            line += f"; uncached {seconds:.1f} s each, a generation of {self.prepared.population} ≈ "
-            line += _duration(seconds * self.prepared.population)
+            line += f", {seconds:.1f} s uncached; ~{_duration(seconds * self.prepared.population)} per generation"
         style = "yellow" if images > LARGE_IMAGES_PER_CANDIDATE else "default"
         self.console.print(f"[{style}]{line}[/{style}]", soft_wrap=True, highlight=False)
 
     def standing(self, report: GenerationReport) -> Standing:
-        """The best quality on the front, and the cheapest schedule within 0.02 of it."""
+        """The front's best loss within a few cost budgets, and the FORA baselines it beats."""
         front = self.search.state.archive.front()
-        best = min(p.objectives[0] for p in front)
-        cheap = min((p for p in front if p.objectives[0] <= best + STANDING_TOLERANCE), key=lambda p: p.objectives[1])
-        return Standing(
-            report.hypervolume, len(front), best, STANDING_TOLERANCE, cheap.objectives[1], cheap.objectives[0]
+        losses = tuple(
+            (budget, min((p.objectives[0] for p in front if p.objectives[1] <= budget), default=None))
+            for budget in STANDING_BUDGETS
         )
+        comparisons = self.versus_baselines()
+        return Standing(report.hypervolume, len(front), losses, sum(c.beaten for c in comparisons), len(comparisons))
 
     def summary(self) -> str:
         """What this invocation did and what the front claims, in a few lines."""
@@ -294,12 +306,12 @@ class SearchRun:
         comparisons = self.versus_baselines()
         beaten = [c.name for c in comparisons if c.beaten]
         lines = [
-            f"run {self.prepared.run}: {len(self.reports)} generations ({len(done)} run now); "
-            f"{evaluated} new evaluations, {sum(r.from_database for r in done)} from the database, "
-            f"{sum(r.duplicates for r in done)} duplicates; hypervolume {self.reports[-1].hypervolume:.4f}",
-            f"the front beats {len(beaten)} of {len(comparisons)} FORA baselines at equal or lower MACs"
-            + (f" ({', '.join(beaten)})" if beaten else ""),
-            f"front, plot and tables (vs_fora.md: the comparison) in {self.prepared.out}/",
+            f"run {self.prepared.run}: {len(self.reports)} generations, {len(done)} run now",
+            f"{evaluated} new evaluations · {sum(r.from_database for r in done)} from the database · "
+            f"{sum(r.duplicates for r in done)} duplicates · HV {self.reports[-1].hypervolume:.4f}",
+            f"the front beats {len(beaten)} of {len(comparisons)} FORA baselines at ≤ MACs"
+            + (f": {', '.join(beaten)}" if beaten else ""),
+            f"outputs in {self.prepared.out}/ (vs_fora.md: the comparison)",
         ]
         return "\n".join(lines)
 

@@ -380,22 +380,23 @@ def _check_own_tables(engine: Engine, shown: str) -> bool:
     none of ours yet; but either all our tables are there, each with at least our columns, or none is.
     Returns whether ours are there.
     """
-    present = set(inspect(engine).get_table_names())
+    inspector = inspect(engine)
+    present = set(inspector.get_table_names())
     ours = Base.metadata.sorted_tables
     found = [table for table in ours if table.name in present]
     if not found:
         return False
-    inspector = inspect(engine)
-    for table in ours:
-        if table.name not in present:
-            problem = f"it has {found[0].name} but no {table.name}"
-            break
+    problem = ""
+    for table in found:
         columns = {column["name"] for column in inspector.get_columns(table.name)}
         missing = sorted(column.name for column in table.columns if column.name not in columns)
         if missing:
             problem = f"its table {table.name} has no column {', '.join(missing[:4])}"
             break
-    else:
+    absent = [table.name for table in ours if table.name not in present]
+    if not problem and absent:
+        problem = f"it has {found[0].name} but no {absent[0]}"
+    if not problem:
         return True
     raise StoreError(
         f"database {shown!r} is not an ecad-search database ({problem}); nothing was written to it: "
