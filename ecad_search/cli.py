@@ -132,7 +132,7 @@ def main_form(
     if model is None:
         console.print(ctx.get_help())
         raise typer.Exit(0)
-    from .search.runner import SearchConfig
+    from .search.config import SearchConfig
 
     friendly(_search)(
         SearchConfig(
@@ -158,6 +158,9 @@ def main_form(
 
 
 def _search(config: Any) -> None:
+    from .models.hub import require_model
+
+    require_model(_spec(config.model, config.resolution))
     from .search.runner import prepare, run_search
 
     prepared = prepare(config)
@@ -241,15 +244,18 @@ def generate(
     compare: Annotated[bool, typer.Option(help="also time the uncached run and report the speedup")] = False,
 ) -> None:
     """Generate one image, optionally following a schedule; print wall time, MACs and the fraction saved."""
+    from .formats import load_schedule
+    from .models.hub import require_model
+
+    cached = load_schedule(schedule) if schedule else None
+    spec = _spec(model, resolution)
+    require_model(spec)
     from .cost import estimate_macs
     from .files import write_atomic
-    from .formats import load_schedule
     from .generation import GenerationSettings, load_pipeline, resolve_device
     from .generation import generate as run
     from .schedule import CacheSchedule
 
-    cached = load_schedule(schedule) if schedule else None
-    spec = _spec(model, resolution)
     if cached:
         check_schedule_fits(cached, spec, str(schedule))
     if cached and steps is not None and steps != cached.num_steps:

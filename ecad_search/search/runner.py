@@ -11,9 +11,8 @@ import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -37,6 +36,7 @@ from ..options import (
 from ..prompts import default_prompt_file, load_prompts
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
+from .config import SearchConfig, SearchOptionError
 from .driver import GenerationReport, Search
 from .presets import Preset, get_preset
 from .progress import SearchProgress, Standing
@@ -55,36 +55,6 @@ from .seeding import check_population_size, fora_reference
 
 # Cost budgets (fractions of the uncached run) at which the progress display shows the front's best loss.
 STANDING_BUDGETS = (0.5, 0.35, 0.25)
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Everything a run is; all but `generations`, `db`, `out` and `device` identify the run in the database."""
-
-    model: str
-    generations: int
-    metric: str | None = None
-    preset: str = "default"
-    population: int | None = None
-    prompts: str | None = None
-    images_per_prompt: int = 1
-    steps: int | None = None
-    resolution: int | None = None
-    guidance: float | None = None
-    cost: str = "macs"
-    seed: int = 0
-    batch_size: int = 0
-    db: str = "sqlite:///ecad-search.db"
-    run: str | None = None
-    out: str = "runs"
-    device: str = "auto"
-
-    def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("generations", "db", "out", "device")}
-
-
-class SearchOptionError(ValueError):
-    """An option that cannot work; reported before anything is written."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,39 @@
+"""What a search run is, as the command line gives it: plain values, checked later by `runner.prepare`.
+
+Kept apart from the runner so that the command line can build one without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a run is; all but `generations`, `db`, `out` and `device` identify the run in the database."""
+
+    model: str
+    generations: int
+    metric: str | None = None
+    preset: str = "default"
+    population: int | None = None
+    prompts: str | None = None
+    images_per_prompt: int = 1
+    steps: int | None = None
+    resolution: int | None = None
+    guidance: float | None = None
+    cost: str = "macs"
+    seed: int = 0
+    batch_size: int = 0
+    db: str = "sqlite:///ecad-search.db"
+    run: str | None = None
+    out: str = "runs"
+    device: str = "auto"
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in ("generations", "db", "out", "device")}
+
+
+class SearchOptionError(ValueError):
+    """An option that cannot work; reported before anything is written."""
