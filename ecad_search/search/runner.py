@@ -281,7 +281,7 @@ class SearchRun:
             f"{sum(r.duplicates for r in done)} duplicates · HV {self.reports[-1].hypervolume:.4f}",
             f"the front beats {len(beaten)} of {len(comparisons)} FORA baselines at ≤ MACs"
             + (f": {', '.join(beaten)}" if beaten else ""),
-            f"outputs in {self.prepared.out}/ (vs_fora.md: the comparison)",
+            f"outputs: {self.prepared.out}/ (vs_fora.md compares)",
         ]
         return "\n".join(lines)
 
