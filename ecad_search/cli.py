@@ -321,15 +321,13 @@ def describe(
     """Shape, compute fraction, MACs and peak cache memory of a schedule."""
     import numpy as np
 
-    from .cost import cache_memory, cost_table, estimate_macs, resolve_spec
+    from .cost import cache_memory, estimate_macs, resolve_spec
     from .formats import load_schedule
     from .schedule import CacheSchedule
 
     sched = load_schedule(schedule)
     spec = resolve_spec(model, sched)
-    table = cost_table(spec, height=sched.height or spec.resolution, width=sched.width or spec.resolution)
-    if table.groups != sched.groups:
-        raise UsageError(f"{schedule} does not fit {spec.name}'s blocks; pass --model with the right model")
+    check_schedule_fits(sched, spec, str(schedule))
     plain = CacheSchedule.all_compute(sched.groups, sched.num_steps, **_metadata(spec))
     plain = plain.with_metadata(height=sched.height, width=sched.width, guidance_scale=sched.guidance_scale)
     macs, full = estimate_macs(sched, spec), estimate_macs(plain, spec)

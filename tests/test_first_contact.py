@@ -232,3 +232,15 @@ def test_sigterm_ends_the_run_as_interrupted_with_one_line(
     assert errors == ["error: terminated (SIGTERM)"], stderr
     assert "re-run the same command to resume" in stdout
     assert _status(db).startswith("interrupted:")
+
+
+def test_a_prompt_the_model_cannot_draw_fails_before_the_run_exists(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a handwritten digit 3\na red cat\n")
+    db = tmp_path / "d.db"
+    args = ["--model", "digits", "--generations", "1", "--prompts", str(prompts), "--db", f"sqlite:///{db}",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    result = runner.invoke(app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and "prompt 'a red cat' names no digit" in lines[-1], result.output
+    assert not db.exists() and not (tmp_path / "out").exists()

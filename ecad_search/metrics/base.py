@@ -28,6 +28,10 @@ class QualityMetric:
     needs_reference: ClassVar[bool] = False
 
     @classmethod
+    def check(cls, spec: ModelSpec) -> None:
+        """Refuse a model this metric cannot score, before anything is loaded (`MetricNotAvailableError`)."""
+
+    @classmethod
     def load(cls, spec: ModelSpec, device: str = "cpu") -> QualityMetric:
         """Build the metric for this model, loading any weights once."""
         return cls()

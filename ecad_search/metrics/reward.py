@@ -150,12 +150,16 @@ class DigitRewardMetric(QualityMetric):
         self.classifier = classifier
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str = "cpu") -> DigitRewardMetric:
+    def check(cls, spec: ModelSpec) -> None:
         if spec.family != "digits":
             raise MetricNotAvailableError(
                 "metric 'reward' scores the digits model only; "
                 f"use --metric fidelity, image-reward or clip for {spec.name}"
             )
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str = "cpu") -> DigitRewardMetric:
+        cls.check(spec)
         local = Path(spec.pipeline_id) / "classifier" if spec.pipeline_id else None
         folder = local if local is not None and local.is_dir() else None
         return cls(load_digit_classifier(folder, device=device))

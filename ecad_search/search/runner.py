@@ -98,7 +98,7 @@ def prepare(config: SearchConfig) -> PreparedSearch:
     get_family(spec).check_resolution(spec, resolution)
     guidance = spec.guidance_scale if config.guidance is None else check_guidance(config.guidance)
     metric = config.metric or default_metric(spec)
-    get_metric(metric)
+    get_metric(metric).check(spec)
     prompts = load_prompts(config.prompts or default_prompt_file(spec.family))
     Store.validate_url(config.db)
     config = replace(config, device=resolve_device(config.device))
@@ -246,18 +246,16 @@ class SearchRun:
             self.console.print(f"run {self.prepared.run} {message}", soft_wrap=True, highlight=False)
 
     def _announce_cost(self) -> None:
-        """Images per candidate, and what a generation will take when the uncached run was timed."""
-        settings = self.prepared.settings
-        images = settings.num_images
-        line = (
-            f"{images:,} images/candidate ({len(settings.prompts):,} prompts × {settings.images_per_prompt} "
-            f"seed{'s' if settings.images_per_prompt > 1 else ''})"
-        )
-        seconds = self.evaluator.full_seconds_per_image * images
+        """What a generation will take, once the uncached run was timed (metrics with references, latency)."""
+        seconds = self.evaluator.full_seconds_per_image * self.prepared.settings.num_images
         if seconds:
-            line += f", {seconds:.1f} s uncached; ~{_duration(seconds * self.prepared.population)} per generation"
-        style = "yellow" if images > LARGE_IMAGES_PER_CANDIDATE else "default"
-        self.console.print(f"[{style}]{line}[/{style}]", soft_wrap=True, highlight=False)
+            population = self.prepared.population
+            self.console.print(
+                f"uncached {seconds:.1f} s per candidate: ~{_duration(seconds * population)} per generation "
+                f"of {population}",
+                soft_wrap=True,
+                highlight=False,
+            )
 
     def standing(self, report: GenerationReport) -> Standing:
         """The front's best loss within a few cost budgets, and the FORA baselines it beats."""
@@ -335,7 +333,20 @@ def _duration(seconds: float) -> str:
 
 
 def run_search(prepared: PreparedSearch, console: Console | None = None) -> SearchRun:
-    """Build the evaluator, open the run and run its generations; the finished `SearchRun` holds the reports."""
+    """Build the evaluator, open the run and run its generations; the finished `SearchRun` holds the reports.
+
+    What each candidate costs is said before anything is loaded, in yellow when it is large.
+    """
+    console = console or Console()
+    settings = prepared.settings
+    seeds = f"{settings.images_per_prompt} seed{'s' if settings.images_per_prompt > 1 else ''}"
+    style = "yellow" if settings.num_images > LARGE_IMAGES_PER_CANDIDATE else "default"
+    console.print(
+        f"[{style}]{settings.num_images:,} images per candidate ({len(settings.prompts):,} prompts × {seeds})[/{style}]"
+        f"; loading {prepared.spec.name}",
+        soft_wrap=True,
+        highlight=False,
+    )
     search_run = SearchRun(prepared, console)
     search_run.run()
     return search_run
