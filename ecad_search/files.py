@@ -18,6 +18,20 @@ def user_cache_dir() -> Path:
     return Path(base).expanduser() / "ecad-search"
 
 
+def read_text(path: Path, what: str, expected: str, error: type[Exception]) -> str:
+    """A UTF-8 text file the user named; an unreadable or binary file raises `error` with one line naming it
+    (`what`: "prompts file"; `expected`: what to give instead)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise error(
+            f"{what} {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            f"give {expected}"
+        ) from None
+
+
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

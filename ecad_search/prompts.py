@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .files import read_text
+
 _PACKAGE = Path(__file__).resolve().parent
 # Inside the package once installed from a wheel; the repository's top-level folder in a source checkout.
 BUNDLED = next(
@@ -29,15 +31,7 @@ def default_prompt_file(model_family: str) -> Path:
 
 def load_prompts(path: str | Path) -> tuple[str, ...]:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise PromptsError(f"cannot read prompts file {path}: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise PromptsError(
-            f"prompts file {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
-            "give a .txt, .json or .csv file saved as UTF-8"
-        ) from None
+    text = read_text(path, "prompts file", "a .txt, .json or .csv file saved as UTF-8", PromptsError)
     suffix = path.suffix.lower()
     if suffix == ".json":
         prompts = _from_json(text, path)

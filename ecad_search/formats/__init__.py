@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..files import write_atomic
+from ..files import read_text, write_atomic
 from ..schedule import CacheSchedule, ScheduleError
 from .cache_dit import to_cache_dit
 from .ecad import from_ecad, is_ecad
@@ -17,15 +17,7 @@ __all__ = ["dumps", "load_schedule", "save_schedule", "schema", "to_cache_dit", 
 def load_schedule(path: str | Path) -> CacheSchedule:
     """Read a schedule file in our format or ECAD's; any problem is a one-line `ScheduleError`."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ScheduleError(f"cannot read schedule file {path}: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise ScheduleError(
-            f"{path} is not a schedule: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
-            "give an ecad-search or ECAD schedule JSON file"
-        ) from None
+    text = read_text(path, "schedule file", "an ecad-search or ECAD schedule JSON file", ScheduleError)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
