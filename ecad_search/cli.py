@@ -110,8 +110,17 @@ def main_form(
         str | None,
         typer.Option(help="reward, fidelity, image-reward, clip (default: fidelity on digits, else image-reward)"),
     ] = None,
-    prompts: Annotated[Path | None, typer.Option(help="prompt file (.txt, .json, .csv)")] = None,
-    images_per_prompt: Annotated[int, typer.Option(help="seeds per prompt")] = 1,
+    prompts: Annotated[Path | None, typer.Option(help="calibration prompt file (.txt, .json, .csv)")] = None,
+    images_per_prompt: Annotated[
+        int | None, typer.Option(help="calibration seeds per prompt (default: the model's)")
+    ] = None,
+    held_out_prompts: Annotated[
+        Path | None, typer.Option(help="held-out prompt file (default: the set's companion, else the same prompts)")
+    ] = None,
+    held_out_images_per_prompt: Annotated[
+        int | None, typer.Option(help="held-out seeds per prompt (default: the model's)")
+    ] = None,
+    guard: Annotated[str, typer.Option(help="'confirm': front entrants re-scored on fresh seeds; 'none'")] = "confirm",
     steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
     resolution: Annotated[int | None, typer.Option(help="square image size in pixels")] = None,
     guidance: Annotated[float | None, typer.Option(help="guidance scale (default: the model's)")] = None,
@@ -143,6 +152,9 @@ def main_form(
             population=population,
             prompts=str(prompts) if prompts else None,
             images_per_prompt=images_per_prompt,
+            held_out_prompts=str(held_out_prompts) if held_out_prompts else None,
+            held_out_images_per_prompt=held_out_images_per_prompt,
+            guard=guard,
             steps=steps,
             resolution=resolution,
             guidance=guidance,
@@ -207,8 +219,15 @@ def export(
         raise UsageError("choose exactly one of --max-loss, --max-macs, --knee")
     schedule = export_from_run(db, run, max_loss=max_loss, max_macs=max_macs, knee_point=knee_point)
     save_schedule(schedule, out)
-    loss = schedule.metrics["quality_loss"]["value"]
-    console.print(f"wrote {out}: quality loss {loss:.4f}, {schedule.metrics['macs_fraction']['value']:.1%} of MACs")
+    metrics = schedule.metrics
+    held_out = metrics.get("held_out_loss", {}).get("value")
+    judged = "chosen on held-out images" if held_out is not None else "chosen on the search's images"
+    console.print(
+        f"wrote {out}: {metrics['macs_fraction']['value']:.1%} of MACs, search loss "
+        f"{metrics['quality_loss']['value']:.4f}"
+        + (f", held-out loss {held_out:.4f}" if held_out is not None else "")
+        + f" ({judged})"
+    )
 
 
 @app.command()
@@ -504,7 +523,7 @@ def main(args: list[str] | None = None) -> None:
         where = context.command_path.replace(context.find_root().info_name, "ecad-search", 1) if context else ""
         _error(f"{err.format_message()} (see `{where or 'ecad-search'} --help`)")
         code = err.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         code = EXIT_INTERRUPTED
     if signal.SIGTERM in _received:
         _error("terminated (SIGTERM)")

@@ -19,10 +19,10 @@ import torch
 
 from .cost import estimate_macs
 from .generation import GenerationSettings, load_pipeline, pipeline_kwargs
-from .metrics import get_metric
+from .metrics import QualityMetric, get_metric
 from .models import ModelSpec, get_family, schedule_metadata
 from .models.blocks import discover_block_groups
-from .runtime import apply_schedule
+from .runtime import ScheduleHandle, apply_schedule
 from .schedule import CacheSchedule
 
 COSTS = ("macs", "latency")
@@ -72,11 +72,20 @@ class Evaluator:
     in; the no-cache mask is bit-identical to the plain pipeline.
     """
 
-    def __init__(self, spec: ModelSpec, settings: EvaluationSettings, *, device: str = "cpu", pipe: Any = None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        settings: EvaluationSettings,
+        *,
+        device: str = "cpu",
+        pipe: Any = None,
+        metric: QualityMetric | None = None,
+        handle: ScheduleHandle | None = None,
+    ):
         if settings.cost not in COSTS:
             raise ValueError(f"unknown cost '{settings.cost}': use one of {', '.join(COSTS)}")
-        self.spec, self.settings = spec, settings
-        self.metric = get_metric(settings.metric).load(spec, device)
+        self.spec, self.settings, self.device = spec, settings, device
+        self.metric = metric if metric is not None else get_metric(settings.metric).load(spec, device)
         self.pipe = pipe if pipe is not None else load_pipeline(spec, device=device)
         self.generation = GenerationSettings(
             settings.steps, settings.guidance_scale, settings.resolution, settings.resolution, settings.seed
@@ -88,12 +97,23 @@ class Evaluator:
             discover_block_groups(self.pipe.transformer), settings.steps, **schedule_metadata(spec)
         ).with_metadata(height=settings.resolution, width=settings.resolution, guidance_scale=settings.guidance_scale)
         self.full_macs = self.macs(self.template)
-        self.handle = apply_schedule(self.pipe, self.template)
+        self.handle = handle if handle is not None else apply_schedule(self.pipe, self.template)
         self.references: torch.Tensor | None = None
         self.full_seconds_per_image = 0.0
         if self.metric.needs_reference or settings.cost == "latency":
             self.references, seconds = self.generate(None)
             self.full_seconds_per_image = seconds / settings.num_images
+
+    def sibling(self, settings: EvaluationSettings) -> Evaluator:
+        """An evaluator for other prompts or seeds (a held-out split) on the same resident pipeline, metric and
+        hooks: only its prompt embeddings and uncached references are computed anew."""
+        same = ("model", "metric", "steps", "guidance_scale", "resolution", "cost")
+        differing = [name for name in same if getattr(settings, name) != getattr(self.settings, name)]
+        if differing:
+            raise ValueError(f"a sibling evaluator shares the pipeline; these settings differ: {', '.join(differing)}")
+        return Evaluator(
+            self.spec, settings, device=self.device, pipe=self.pipe, metric=self.metric, handle=self.handle
+        )
 
     def _encode_chunks(self) -> list[dict[str, Any]]:
         """Prompt embeddings per pipeline call, computed once; a call holds at most `batch_size` images."""

@@ -29,6 +29,13 @@ def default_prompt_file(model_family: str) -> Path:
     return BUNDLED / ("digits.txt" if model_family == "digits" else "general.txt")
 
 
+def held_out_prompt_file(prompt_file: str | Path) -> Path | None:
+    """The held-out companion a bundled prompt set ships with (`general.txt` → `general-heldout.txt`), if any."""
+    path = Path(prompt_file)
+    companion = path.with_name(f"{path.stem}-heldout{path.suffix}")
+    return companion if companion.is_file() else None
+
+
 def load_prompts(path: str | Path) -> tuple[str, ...]:
     path = Path(path)
     text = read_text(path, "prompts file", "a .txt, .json or .csv file saved as UTF-8", PromptsError)

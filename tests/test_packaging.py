@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ecad_search.prompts import BUNDLED, default_prompt_file, load_prompts
+from ecad_search.prompts import BUNDLED, default_prompt_file, held_out_prompt_file, load_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
@@ -31,5 +31,10 @@ def test_calibration_prompts_ship_inside_the_package() -> None:
         path = default_prompt_file(family)
         assert path.parent == folder.resolve() and path.suffix == ".txt"
     assert len(load_prompts(default_prompt_file("pixart"))) == 100
-    assert len(load_prompts(default_prompt_file("digits"))) == 30
+    assert len(load_prompts(default_prompt_file("digits"))) == 10
+    held_out = held_out_prompt_file(default_prompt_file("pixart"))
+    assert held_out is not None and held_out.parent == folder.resolve()
+    assert len(load_prompts(held_out)) == 50
+    assert not set(load_prompts(held_out)) & set(load_prompts(default_prompt_file("pixart")))
+    assert held_out_prompt_file(default_prompt_file("digits")) is None
     assert "*.txt" in config["package-data"]["ecad_search.calibration_prompts"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
 from ecad_search.search.report import baseline_table, compare_with_baselines
 from ecad_search.search.seeding import FORA_BASELINES, initial_population
+from ecad_search.search.stats import paired_difference
 from ecad_search.store import EvaluationRecord, Store
 
 runner = CliRunner()
@@ -57,47 +59,47 @@ def test_short_search_writes_front_plot_and_tables(tmp_path, tiny_pixart_dir, pr
     store = Store(f"sqlite:///{db}")
     info = store.get_run("t")
     assert (info.status, info.generations_done) == ("finished", 3)
-    records = store.evaluations_for(info.eval_key, list(final_archive(db)))
-    points = np.array([[r.quality_loss, r.cost] for r in records])
+    rows = list(csv.DictReader((run_dir / "front.csv").read_text().splitlines()))
+    saved = [load_schedule(path).metrics for path in fronts]
+    points = np.array([[m["quality_loss"]["value"], m["macs_fraction"]["value"]] for m in saved])
     for p in points:
         dominated = (points <= p).all(axis=1) & (points < p).any(axis=1)
-        assert not dominated.any(), "the archive holds only non-dominated schedules"
-    hypervolumes = [float(line.split(",")[1]) for line in history[1:]]
-    assert hypervolumes == sorted(hypervolumes), "an archive over all generations never loses hypervolume"
+        assert not dominated.any(), "the archive holds only non-dominated schedules (by the search's pooled loss)"
+    assert all(r["held_out_loss"] for r in rows), "the final front is scored on held-out images"
     schedule = load_schedule(fronts[0])
     assert schedule.provenance["method"] == "search" and "quality_loss" in schedule.metrics
     assert schedule.metrics["macs_fraction"]["value"] == pytest.approx(min(points[:, 1]))
+    assert schedule.metrics["held_out_loss"]["value"] == pytest.approx(float(rows[0]["held_out_loss"]), abs=1e-5)
+    assert "never used by the search" in schedule.metrics["held_out_loss"]["definition"]
 
 
 def test_same_command_resumes_without_paying_twice(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
     db, out = tmp_path / "s.db", tmp_path / "out"
     first = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 2))
     assert first.exit_code == 0, first.output
-    store = Store(f"sqlite:///{db}")
-    key = store.get_run("t").eval_key
-    before = store.count_evaluations(key)
     history = (out / "t" / "history.csv").read_text().splitlines()
-    assert history[0] == "generation,hypervolume,evaluated,from_database,duplicates,front_size,wall_time_s"
+    assert history[0] == "generation,hypervolume,evaluated,from_database,duplicates,confirmed,front_size,wall_time_s"
     first_generation = history[1].split(",")
     baselines = [n for n in FORA_BASELINES if n < 4]
     assert first_generation[2:5] == [str(6 - len(baselines)), "0", str(len(baselines))], (
         "a fresh database has nothing to serve; the FORA baselines seeded in the population were just scored"
     )
-    assert f"{before} new evaluations · 0 from the database · {len(baselines)} duplicates" in first.output
+    calibration = int(first_generation[2]) + int(history[2].split(",")[2]) + len(baselines)
+    assert f"{calibration} new evaluations · 0 from the database · {len(baselines)} duplicates" in first.output
     again = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 3))
     assert again.exit_code == 0 and "new evaluations" in again.output
     resumed = (out / "t" / "history.csv").read_text().splitlines()
     assert resumed[:3] == history[:3], "history keeps what each generation cost when it first ran"
     assert len(resumed) == 4
-    before = store.count_evaluations(key)
+    everything = _evaluations(db)
     again = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 3))
     assert again.exit_code == 0 and "0 new evaluations · 0 from the database" in again.output
-    assert store.count_evaluations(key) == before
+    assert _evaluations(db) == everything, "nothing is scored again: calibration, confirmation nor held out"
+    assert "held out (2 images, 2 prompts × 1 seed from 1000000)" in again.output
     other = runner.invoke(app, [*search_args(tiny_pixart_dir, prompts, db, out, 1, "--seed", "5")[:-2], "--run", "u"])
     assert other.exit_code == 0, other.output
     generation = Store(f"sqlite:///{db}").generations("u")[0]
     assert generation.memo_hits > 0, "a second run on the same settings reuses the first run's evaluations"
-    assert store.count_evaluations(key) == before + generation.evaluated
 
 
 def test_resume_after_a_crash_gives_the_same_archive(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
@@ -186,16 +188,18 @@ def test_export_picks_from_the_front(tmp_path, tiny_pixart_dir, prompts) -> None
     db, out = tmp_path / "s.db", tmp_path / "out"
     assert runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 2)).exit_code == 0
     store = Store(f"sqlite:///{db}")
-    front = store.evaluations_for(store.get_run("t").eval_key, list(final_archive(db)))
+    held_out_key = load_schedule(next((out / "t" / "front").glob("*.json"))).provenance["held_out_key"]
+    front = store.evaluations_for(held_out_key, list(final_archive(db)))
+    assert len(front) == len(final_archive(db)), "the whole final front has held-out scores"
     for flags, expected in (
         (("--max-macs", "0.5"), min((r for r in front if r.cost <= 0.5), key=lambda r: r.quality_loss)),
         (("--max-loss", "1.0"), min(front, key=lambda r: r.cost)),
     ):
         target = tmp_path / "pick.json"
         result = runner.invoke(app, ["export", "--run", "t", "--db", f"sqlite:///{db}", "--out", str(target), *flags])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 0 and "chosen on held-out images" in result.output, result.output
         picked = load_schedule(target)
-        assert picked.metrics["quality_loss"]["value"] == expected.quality_loss
+        assert picked.metrics["held_out_loss"]["value"] == expected.quality_loss
         assert "".join("1" if b else "0" for b in picked.genome()) == expected.genome
     knee = runner.invoke(
         app, ["export", "--run", "t", "--db", f"sqlite:///{db}", "--out", str(tmp_path / "k.json"), "--knee"]
@@ -212,6 +216,7 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     prompts.write_text("\n".join(f"a handwritten digit {d}" for d in range(0, 10, 2)))
     db, out = tmp_path / "d.db", tmp_path / "out"
     args = ["--model", "digits", "--generations", "2", "--population", "8", "--prompts", str(prompts),
+            "--images-per-prompt", "1", "--held-out-images-per-prompt", "2",
             "--db", f"sqlite:///{db}", "--out", str(out), "--run", "d"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -226,12 +231,17 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     assert min(r.quality_loss for r in front) <= uncached.quality_loss + 1e-6
     assert min(r.cost for r in front) < 0.5
     versus = (out / "d" / "vs_fora.md").read_text().splitlines()
-    assert [row.split(" | ")[0] for row in versus[2:]] == [f"| fora-{n}" for n in range(2, 7)]
-    assert "FORA baselines at ≤ MACs" in result.output
+    rows = [row for row in versus if row.startswith("| fora-")]
+    assert [row.split(" | ")[0] for row in rows] == [f"| fora-{n}" for n in range(2, 7)]
+    assert "Held-out images: 10 (5 prompts × 2 seeds from 1000000)" in versus[0]
+    assert all(row.split(" | ")[-1].strip(" |") in ("better", "tie", "worse", "-") for row in rows)
+    assert "held out (10 images, 5 prompts × 2 seeds from 1000000): the front beats" in result.output
 
 
-def record(digest: str, loss: float, macs: float) -> EvaluationRecord:
-    return EvaluationRecord(digest, "", loss, macs, macs, None, {}, 0.0)
+def record(digest: str, loss: float, macs: float, prompt_losses: list[float] | None = None) -> EvaluationRecord:
+    """A record whose per-prompt scores average to `1 - loss` (or are `1 - prompt_losses`)."""
+    losses = prompt_losses if prompt_losses is not None else [loss] * 4
+    return EvaluationRecord(digest, "", loss, macs, macs, None, {"prompt_scores": [1 - x for x in losses]}, 0.0)
 
 
 def test_baseline_comparison_picks_the_best_searched_schedule_within_its_macs() -> None:
@@ -245,14 +255,47 @@ def test_baseline_comparison_picks_the_best_searched_schedule_within_its_macs() 
     front = [record("a", 0.30, 0.22), record("b", 0.10, 0.5), record("c", 0.00, 1.0), baselines["fora-5"]]
     comparisons = {c.name: c for c in compare_with_baselines(front, baselines)}
     assert list(comparisons) == ["fora-2", "fora-4", "fora-5", "fora-6", "fora-9"]
-    assert comparisons["fora-2"].rival.digest == "b" and comparisons["fora-2"].beaten
-    assert comparisons["fora-4"].rival.digest == "a" and not comparisons["fora-4"].beaten
-    assert comparisons["fora-6"].rival is None and not comparisons["fora-6"].beaten
-    assert comparisons["fora-9"].rival is None and not comparisons["fora-9"].beaten
+    assert comparisons["fora-2"].rival.digest == "b" and comparisons["fora-2"].verdict == "pending"
+    assert comparisons["fora-4"].rival.digest == "a"
+    assert comparisons["fora-6"].rival is None and comparisons["fora-6"].verdict == "-"
+    assert not any(c.beaten for c in comparisons.values()), "no claim without held-out images"
     table = baseline_table(list(comparisons.values()), full_macs=1.0)
-    assert "| fora-2 | 0.500 | 0.12000 | 0.10000 | 0.500 | 16.7 % | yes |" in table
-    assert "| fora-4 | 0.250 | 0.25000 | 0.30000 | 0.220 | -20 % | no |" in table
-    assert "| fora-9 | 0.100 | 0.50000 | - | - | - | no |" in table
+    assert "| fora-2 | 0.500 | 0.500 | 0.12000 | 0.10000 | - | - | - | - | pending |" in table
+    assert "| fora-9 | 0.100 | - | 0.50000 | - | - | - | - | - | - |" in table
+
+
+def test_a_win_on_calibration_that_loses_on_held_out_images_is_reported_as_a_loss() -> None:
+    fora = record("f3", 0.10, 0.35, [0.10, 0.11, 0.09, 0.10])
+    lucky = record("lucky", 0.05, 0.34, [0.05, 0.05, 0.05, 0.05])
+    held_out = {
+        "f3": record("f3", 0.10, 0.35, [0.10, 0.11, 0.09, 0.10]),
+        "lucky": record("lucky", 0.20, 0.34, [0.19, 0.21, 0.20, 0.20]),
+    }
+    (comparison,) = compare_with_baselines([lucky], {"fora-3": fora}, held_out=held_out)
+    assert comparison.rival is lucky and comparison.rival_loss == 0.05, "chosen on the search's own loss"
+    assert comparison.verdict == "worse" and not comparison.beaten
+    assert comparison.difference.mean == pytest.approx(-0.10)
+    table = baseline_table([comparison], full_macs=1.0)
+    assert "| fora-3 | 0.350 | 0.340 | 0.10000 | 0.05000 | 0.10000 | 0.20000 | -100 % |" in table
+    assert table.rstrip().endswith("| worse |")
+    tie = compare_with_baselines(
+        [lucky], {"fora-3": fora}, held_out={**held_out, "lucky": record("lucky", 0.10, 0.34, [0.09, 0.11, 0.1, 0.1])}
+    )[0]
+    assert tie.verdict == "tie" and not tie.beaten, "a difference inside the interval is a tie"
+
+
+def test_paired_interval_of_identical_scores_is_zero_and_of_a_shift_is_the_shift() -> None:
+    scores = [0.91, 0.95, 0.87, 0.99, 0.93]
+    same = paired_difference(scores, scores)
+    assert (same.mean, same.low, same.high, same.verdict) == (0.0, 0.0, 0.0, 0)
+    shifted = paired_difference([x + 0.02 for x in scores], scores)
+    assert shifted.mean == pytest.approx(0.02) and shifted.low == pytest.approx(0.02)
+    assert shifted.high == pytest.approx(0.02) and shifted.verdict == 1
+    noisy = paired_difference([0.9, 0.8, 1.0, 0.7], [0.85, 0.85, 0.85, 0.85])
+    assert noisy.low < 0 < noisy.high and noisy.verdict == 0
+    assert paired_difference(scores, scores[::-1], seed=3) == paired_difference(scores, scores[::-1], seed=3)
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_difference([1.0], [1.0, 2.0])
 
 
 def test_first_population_holds_the_fora_baselines_and_is_seeded() -> None:

@@ -69,7 +69,7 @@ def test_tables_are_prefixed(url: str) -> None:
     engine = create_engine(url)
     names = set(inspect(engine).get_table_names())
     engine.dispose()
-    assert names == {"ecad_runs", "ecad_candidates", "ecad_evaluations", "ecad_generations"}
+    assert names == {"ecad_runs", "ecad_candidates", "ecad_evaluations", "ecad_generations", "ecad_schema_version"}
 
 
 def test_floats_round_trip_bit_exactly(url: str) -> None:
@@ -258,3 +258,73 @@ def test_in_memory_database() -> None:
         _start(store)
         store.record_evaluations(KEY, [_record("01")])
         assert store.count_evaluations(KEY) == 1
+
+
+def test_migrations_build_exactly_the_schema_the_code_uses(url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from ecad_search.store.models import Base
+
+    Store(url).close()
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert [d for d in differences if "ecad_schema_version" not in str(d)] == []
+
+
+def test_a_database_from_before_migrations_is_upgraded_in_place(url: str) -> None:
+    from sqlalchemy import text
+
+    from ecad_search.store import migrations
+
+    engine = create_engine(url)
+    scripts = migrations._scripts()
+    with (
+        engine.begin() as connection,
+        migrations.EnvironmentContext(
+            migrations.Config(), scripts, fn=lambda rev, _: scripts._upgrade_revs("0001", rev), destination_rev="0001"
+        ) as environment,
+    ):
+        environment.configure(connection=connection, version_table=migrations.VERSION_TABLE)
+        with environment.begin_transaction():
+            environment.run_migrations()
+        connection.execute(text(f"DROP TABLE {migrations.VERSION_TABLE}"))
+        connection.execute(
+            text(
+                "INSERT INTO ecad_runs (id, name, config, eval_key, model, metric, seed, status, generations_done, "
+                "created_at, updated_at, tool_version) VALUES (1, 'old', '{}', 'k', 'digits', 'fidelity', 0, "
+                "'finished', 1, '2026-11-01 00:00:00', '2026-11-01 00:00:00', '0.1.0')"
+            )
+        )
+        connection.execute(
+            text(
+                'INSERT INTO ecad_generations (run_id, "index", population, archive, hypervolume, evaluated, '
+                "memo_hits, wall_time_s, created_at) VALUES (1, 0, '[]', '[]', 0.5, 24, 0, 12.5, '2026-11-01 00:00:00')"
+            )
+        )
+    columns = {c["name"] for c in inspect(engine).get_columns("ecad_generations")}
+    assert "confirmed" not in columns
+    with Store(url) as store:
+        (generation,) = store.generations("old")
+        assert (generation.evaluated, generation.wall_time_s, generation.confirmed) == (24, 12.5, 0)
+    with engine.connect() as connection:
+        assert migrations.stored_revision(connection) == migrations.head()
+    engine.dispose()
+
+
+def test_a_database_from_a_newer_version_is_refused(url: str, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    Store(url).close()
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE ecad_schema_version SET version_num = '9999'"))
+    engine.dispose()
+    before = (tmp_path / "ecad.db").read_bytes()
+    with pytest.raises(StoreError, match="written by a newer ecad-search"):
+        Store(url)
+    with pytest.raises(StoreError, match="written by a newer ecad-search"):
+        Store.validate_url(url)
+    assert (tmp_path / "ecad.db").read_bytes() == before

@@ -32,7 +32,10 @@ class ModelSpec:
     `transformer/config.json`; it is enough to compute the cost of a schedule with no weights at all.
     `text_tokens` is the length of the text sequence the transformer attends to (T5 max length for PixArt,
     `max_sequence_length` for FLUX). `cfg_batch` says whether a generation step runs the guidance pair as one
-    batched transformer call (PixArt), which doubles the transformer batch.
+    batched transformer call (PixArt), which doubles the transformer batch. `resolutions` lists the only sizes
+    the model generates (empty: any whole number of tokens). `calibration_images_per_prompt` and
+    `held_out_images_per_prompt` are the search's default seeds per prompt on its two splits, chosen by
+    measurement (docs/search.md).
     """
 
     name: str
@@ -53,6 +56,8 @@ class ModelSpec:
     pipeline_kwargs: dict[str, Any] = field(default_factory=dict)
     how_to_get: str = ""
     resolutions: tuple[int, ...] = ()
+    calibration_images_per_prompt: int = 1
+    held_out_images_per_prompt: int = 1
 
     @property
     def hub_repos(self) -> tuple[str, ...]:
@@ -173,6 +178,11 @@ class ModelFamily:
         calibration prompts once and reuses the embeddings for every candidate.
         """
         return {"prompt": prompts}
+
+    def conditioning_key(self, prompt: str) -> str:
+        """What the model actually sees of a prompt: prompts with equal keys give identical images (so they
+        count as one prompt). A text encoder sees the whole text; the digits model sees only the digit."""
+        return prompt
 
     def call_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
         """Keyword arguments every pipeline call of this family needs on top of the user's."""

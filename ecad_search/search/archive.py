@@ -35,6 +35,12 @@ class Archive:
             self.points[digest] = Point(digest, genome, objectives)
             self._front = None
 
+    def rescore(self, digest: str, objectives: tuple[float, float]) -> None:
+        """New objectives for a known point (its loss pooled with confirmation scores)."""
+        point = self.points[digest]
+        self.points[digest] = Point(digest, point.genome, objectives)
+        self._front = None
+
     def front(self) -> list[Point]:
         """Non-dominated points, cheapest first."""
         if self._front is None:

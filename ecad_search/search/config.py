@@ -11,7 +11,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Everything a run is; all but `generations`, `db`, `out` and `device` identify the run in the database."""
+    """Everything a run is; all but `generations`, `db`, `out` and `device` identify the run in the database.
+
+    `None` means the model's default (its registry entry) or the prompt set's held-out companion. `guard` is
+    the selection-bias guard: "confirm" re-scores every would-be front member on fresh seeds, "none" trusts
+    the calibration images alone.
+    """
 
     model: str
     generations: int
@@ -19,7 +24,10 @@ class SearchConfig:
     preset: str = "default"
     population: int | None = None
     prompts: str | None = None
-    images_per_prompt: int = 1
+    images_per_prompt: int | None = None
+    held_out_prompts: str | None = None
+    held_out_images_per_prompt: int | None = None
+    guard: str = "confirm"
     steps: int | None = None
     resolution: int | None = None
     guidance: float | None = None
@@ -33,6 +41,9 @@ class SearchConfig:
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in ("generations", "db", "out", "device")}
+
+
+GUARDS = ("confirm", "none")
 
 
 class SearchOptionError(ValueError):

@@ -4,6 +4,9 @@ Resuming needs no checkpoint: the algorithm is seeded, so replaying it from gene
 evaluation served from the database reproduces exactly the same populations and archive, and only masks
 never evaluated before cost any time. Every new evaluation is written as soon as it exists, so a crash loses
 at most the candidate being generated.
+
+With a confirmation split (the selection-bias guard, `splits.py`), every schedule on the archive's front has
+been scored again on fresh seeds and its loss is the pooled one; NSGA-II itself sees calibration losses.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .archive import Archive
 from .operators import front_neighbours
 from .presets import Preset
 from .seeding import initial_population
+from .splits import SplitScorer, pooled_loss
 
 
 @dataclass(frozen=True)
@@ -44,14 +48,21 @@ class GenerationReport:
     front_size: int
     replayed: bool
     wall_time_s: float
+    confirmed: int = 0
 
 
 @dataclass
 class SearchState:
-    """Where a search is: the archive and what each evaluated digest scored."""
+    """Where a search is: the archive, what each evaluated digest scored on the calibration images, and the
+    pooled loss of each confirmed one."""
 
     archive: Archive = field(default_factory=Archive)
     records: dict[str, EvaluationRecord] = field(default_factory=dict)
+    pooled: dict[str, float] = field(default_factory=dict)
+
+    def search_loss(self, digest: str) -> float:
+        """The loss the search decides by: pooled once confirmed, else the calibration loss."""
+        return self.pooled.get(digest, self.records[digest].quality_loss)
 
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -69,12 +80,15 @@ class Search:
         preset: Preset,
         population: int,
         seed: int,
+        confirmation: Evaluator | None = None,
     ) -> None:
         self.run, self.evaluator, self.store = run, evaluator, store
         self.preset, self.population, self.seed = preset, population, seed
         self.template: CacheSchedule = evaluator.template
-        self.eval_key = evaluator.settings.key()
-        self.state = SearchState()
+        self.calibration = SplitScorer(evaluator, store)
+        self.confirmation = SplitScorer(confirmation, store) if confirmation is not None else None
+        self.eval_key = self.calibration.key
+        self.state = SearchState(records=self.calibration.records)
         self.done_before = {g.index: g for g in store.generations(run)}
         length = self.template.genome_length
         self.problem = Problem(
@@ -110,7 +124,7 @@ class Search:
             elif digest in known:
                 from_database += 1
             else:
-                self.state.records[digest] = self.evaluate_and_record(digest, schedule)
+                self.calibration.evaluate_and_record(digest, schedule)
                 evaluated += 1
             counted.add(digest)
         F = np.array([[self.state.records[d].quality_loss, self.state.records[d].cost] for d in digests])
@@ -118,20 +132,54 @@ class Search:
         self.algorithm.evaluator.eval(StaticProblem(self.problem, F=F, G=G), population)
         self.algorithm.tell(infills=population)
         for digest, genome, objectives in zip(digests, genomes, F, strict=True):
-            self.state.archive.add(digest, genome, (float(objectives[0]), float(objectives[1])))
+            self.state.archive.add(digest, genome, (self.state.search_loss(digest), float(objectives[1])))
+        confirmed = self.confirm_front()
         front = self.state.archive.front()
         hypervolume = self.state.archive.hypervolume()
         seconds = time.perf_counter() - start
         self.store.record_generation(
-            self.run, index, digests, [p.digest for p in front], hypervolume, evaluated, from_database, seconds
+            self.run,
+            index,
+            digests,
+            [p.digest for p in front],
+            hypervolume,
+            evaluated,
+            from_database,
+            seconds,
+            confirmed,
         )
         earlier = self.done_before.get(index)
         if earlier is not None:
             evaluated, from_database, seconds = earlier.evaluated, earlier.memo_hits, earlier.wall_time_s
+            confirmed = earlier.confirmed
         duplicates = len(digests) - evaluated - from_database
         return GenerationReport(
-            index, evaluated, from_database, duplicates, hypervolume, len(front), earlier is not None, seconds
+            index,
+            evaluated,
+            from_database,
+            duplicates,
+            hypervolume,
+            len(front),
+            earlier is not None,
+            seconds,
+            confirmed,
         )
+
+    def confirm_front(self) -> int:
+        """Score every unconfirmed front member on the confirmation seeds and pool its loss, until the whole
+        front is confirmed (a member whose pooled loss rises can let another in). Returns how many were
+        scored now; without a confirmation split, nothing happens."""
+        if self.confirmation is None:
+            return 0
+        before = self.confirmation.evaluated
+        while pending := {
+            p.digest: self.schedule(p.genome) for p in self.state.archive.front() if p.digest not in self.state.pooled
+        }:
+            for digest, record in self.confirmation.scores(pending).items():
+                loss = pooled_loss(self.state.records[digest], record)
+                self.state.pooled[digest] = loss
+                self.state.archive.rescore(digest, (loss, self.state.archive.points[digest].objectives[1]))
+        return self.confirmation.evaluated - before
 
     def _with_refinements(self, offspring: np.ndarray, index: int) -> np.ndarray:
         """The last `refine_share` of the offspring replaced by unseen one-move neighbours of the front.
@@ -152,16 +200,4 @@ class Search:
         return offspring
 
     def evaluate_and_record(self, digest: str, schedule: CacheSchedule) -> EvaluationRecord:
-        result = self.evaluator.evaluate(schedule)
-        record = EvaluationRecord(
-            digest=digest,
-            genome="".join("1" if bit else "0" for bit in schedule.genome()),
-            quality_loss=result.quality_loss,
-            cost=result.cost,
-            macs=result.macs,
-            latency_s=result.latency_s,
-            scores={"prompt_scores": result.prompt_scores, **result.figures},
-            wall_time_s=result.wall_time_s,
-        )
-        self.store.record_evaluations(self.eval_key, [record])
-        return record
+        return self.calibration.evaluate_and_record(digest, schedule)

@@ -1,4 +1,8 @@
-"""Export one schedule from a stored run's front, without loading any model weights."""
+"""Export one schedule from a stored run's front, without loading any model weights.
+
+Held-out figures decide when the run has scored its whole final front on them: they are the only losses
+the search did not tune on.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from ..cost import estimate_macs
 from ..models import block_groups, schedule_metadata
 from ..schedule import CacheSchedule
 from ..store import RunInfo, Store
-from .report import describe
+from .report import ScoredRecord, describe
 from .runner import SearchConfig, prepare
 from .select import best_within, cheapest_within, knee
+from .splits import pooled_loss
 
 
 def require_run(db: str, run: str) -> RunInfo:
@@ -27,6 +32,8 @@ def require_run(db: str, run: str) -> RunInfo:
 def export_from_run(
     db: str, run: str, *, max_loss: float | None = None, max_macs: float | None = None, knee_point: bool = False
 ) -> CacheSchedule:
+    """One schedule of the run's last front, chosen on held-out losses when the whole front has them (else on
+    the search's calibration losses), saved with both figures."""
     info = require_run(db, run)
     store = Store(db, create=False)
     generations = store.generations(run)
@@ -35,22 +42,31 @@ def export_from_run(
     known = {f.name for f in fields(SearchConfig)}
     config = SearchConfig(**{k: v for k, v in info.config.items() if k in known}, generations=1, db=db)
     prepared = prepare(config)
-    front = store.evaluations_for(info.eval_key, list(generations[-1].archive))
+    splits = prepared.splits
+    digests = list(generations[-1].archive)
+    calibration = store.lookup(info.eval_key, digests)
+    confirmation = store.lookup(splits.confirmation.key(), digests) if splits.confirmation else {}
+    held_out = store.lookup(splits.held_out.key(), digests)
+    front = [calibration[d] for d in digests]
+    judged = [held_out[d] for d in digests] if all(d in held_out for d in digests) else front
     if max_loss is not None:
-        record = cheapest_within(front, max_loss)
+        record = cheapest_within(judged, max_loss)
     elif max_macs is not None:
-        record = best_within(front, max_macs)
+        record = best_within(judged, max_macs)
     else:
-        record = knee(front)
+        record = knee(judged)
+    digest = record.digest
+    loss = pooled_loss(calibration[digest], confirmation[digest]) if digest in confirmation else None
+    scored = ScoredRecord(calibration[digest], loss or calibration[digest].quality_loss, held_out.get(digest))
     settings = prepared.settings
     template = CacheSchedule.all_compute(
         block_groups(prepared.spec), settings.steps, **schedule_metadata(prepared.spec)
     ).with_metadata(height=settings.resolution, width=settings.resolution, guidance_scale=settings.guidance_scale)
     schedule = template.with_genome(np.frombuffer(record.genome.encode(), dtype=np.uint8) == ord("1"))
-    rank = [r.digest for r in sorted(front, key=lambda r: (r.cost, r.quality_loss))].index(record.digest)
+    rank = [r.digest for r in sorted(front, key=lambda r: (r.cost, r.quality_loss))].index(digest)
     return describe(
         schedule,
-        record,
+        scored,
         prepared,
         generation=generations[-1].index,
         rank=rank,

@@ -23,22 +23,21 @@ BAR_WIDTH = 28
 
 @dataclass(frozen=True)
 class Standing:
-    """Where the search stands after a generation: the front's best loss at a few budgets, and how many FORA
-    baselines it beats."""
+    """Where the search stands after a generation, by its own loss (held-out figures come at the end): the
+    front's best loss at a few cost budgets, and how many front entrants the guard re-scored."""
 
     hypervolume: float
     front_size: int
     losses_at: tuple[tuple[float, float | None], ...]
-    beaten: int
-    baselines: int
+    confirmed: int
 
     def lines(self) -> tuple[str, str]:
         budgets = " · ".join(
             f"≤{budget:.0%}: {'-' if loss is None else f'{loss:.3g}'}" for budget, loss in self.losses_at
         )
         return (
-            f"HV {self.hypervolume:.4f} · front {self.front_size} · beats FORA {self.beaten}/{self.baselines}",
-            f"best loss at cost {budgets}",
+            f"HV {self.hypervolume:.4f} · front {self.front_size} · confirmed {self.confirmed}",
+            f"search loss at cost {budgets}",
         )
 
 

@@ -1,6 +1,8 @@
 """What a search leaves under `--out` after each generation: the current front as schedule files, a Pareto
-plot with the FORA baselines marked, a CSV and markdown table, and the hypervolume history.
+plot with the FORA baselines marked, a CSV and markdown table, the comparison with FORA, and the history.
 
+The search's own loss (calibration, pooled with confirmation) chooses; held-out figures, once the run has
+scored them, stand beside it everywhere, and every claim against a baseline is made on them alone.
 Each file is written to a temporary name and renamed, so a reader (or a crash) never sees half a file.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +26,27 @@ from ..files import save_figure, write_atomic
 from ..formats import save_schedule
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord
+from .stats import PairedDifference, paired_difference
 
 if TYPE_CHECKING:
+    from ..evaluation import EvaluationSettings
     from .driver import GenerationReport
     from .runner import PreparedSearch
+    from .splits import Splits
+
+
+@dataclass(frozen=True)
+class ScoredRecord:
+    """A schedule's calibration record, the loss the search decides by (pooled once confirmed), and its
+    held-out record once scored."""
+
+    record: EvaluationRecord
+    loss: float
+    held_out: EvaluationRecord | None = None
+
+    @property
+    def held_out_loss(self) -> float | None:
+        return None if self.held_out is None else self.held_out.quality_loss
 
 
 @dataclass(frozen=True)
@@ -34,7 +54,7 @@ class FrontEntry:
     """One schedule of the front with its figures, in the order written (cheapest first)."""
 
     schedule: CacheSchedule
-    record: EvaluationRecord
+    scored: ScoredRecord
     file: str
 
 
@@ -55,15 +75,25 @@ def write_front(out: Path, entries: list[FrontEntry]) -> None:
 
 
 def front_table(entries: list[FrontEntry], full_macs: float) -> tuple[str, str]:
-    """The front as CSV and as a markdown table."""
-    header = ["rank", "quality_loss", "tmacs", "macs_fraction", "predicted_speedup", "compute_fraction", "file"]
+    """The front as CSV and as a markdown table; `held_out_loss` is empty until the run has scored it."""
+    header = [
+        "rank",
+        "quality_loss",
+        "held_out_loss",
+        "tmacs",
+        "macs_fraction",
+        "predicted_speedup",
+        "compute_fraction",
+        "file",
+    ]
     rows = [
         [
             str(i),
-            f"{e.record.quality_loss:.5f}",
-            f"{e.record.macs / 1e12:.6f}",
-            f"{e.record.macs / full_macs:.4f}",
-            f"{full_macs / e.record.macs:.2f}",
+            f"{e.scored.loss:.5f}",
+            "" if e.scored.held_out_loss is None else f"{e.scored.held_out_loss:.5f}",
+            f"{e.scored.record.macs / 1e12:.6f}",
+            f"{e.scored.record.macs / full_macs:.4f}",
+            f"{full_macs / e.scored.record.macs:.2f}",
             f"{e.schedule.compute_fraction:.4f}",
             e.file,
         ]
@@ -80,12 +110,14 @@ def front_table(entries: list[FrontEntry], full_macs: float) -> tuple[str, str]:
 def pareto_plot(
     path: Path,
     evaluated: list[EvaluationRecord],
-    front: list[EvaluationRecord],
+    front: list[FrontEntry],
     baselines: dict[str, EvaluationRecord],
+    held_out: dict[str, EvaluationRecord],
     full_macs: float,
     title: str,
 ) -> None:
-    """Quality loss against MACs (fraction of uncached): all evaluations, the front, and FORA baselines.
+    """Quality loss against MACs (fraction of uncached): all evaluations, the front, FORA baselines, and the
+    held-out losses of the front and of FORA once scored (a second, marked series).
 
     The loss axis is logarithmic above 1e-4 (linear below, so a zero loss still shows): the schedules worth
     comparing differ by a few percent of a small loss, invisible on a linear axis next to the cheapest ones.
@@ -94,16 +126,27 @@ def pareto_plot(
     ax.scatter(
         [r.macs / full_macs for r in evaluated], [r.quality_loss for r in evaluated], s=8, c="0.75", label="evaluated"
     )
-    ordered = sorted(front, key=lambda r: r.macs)
+    ordered = sorted(front, key=lambda e: e.scored.record.macs)
     ax.step(
-        [r.macs / full_macs for r in ordered],
-        [r.quality_loss for r in ordered],
+        [e.scored.record.macs / full_macs for e in ordered],
+        [e.scored.loss for e in ordered],
         where="post",
         c="tab:blue",
         marker="o",
         ms=4,
-        label="front",
+        label="front (search loss)",
     )
+    scored = [e for e in ordered if e.scored.held_out is not None]
+    if scored:
+        ax.scatter(
+            [e.scored.record.macs / full_macs for e in scored],
+            [e.scored.held_out_loss for e in scored],
+            marker="D",
+            s=14,
+            facecolors="none",
+            edgecolors="tab:orange",
+            label="front, held out",
+        )
     for name, record, offset, align in _label_places(baselines):
         ax.scatter(record.macs / full_macs, record.quality_loss, marker="x", c="tab:red", s=40)
         ax.annotate(
@@ -114,7 +157,11 @@ def pareto_plot(
             textcoords="offset points",
             ha=align,
         )
+        if record.digest in held_out:
+            ax.scatter(record.macs / full_macs, held_out[record.digest].quality_loss, marker="+", c="tab:orange", s=60)
     ax.scatter([], [], marker="x", c="tab:red", label="FORA every-N")
+    if any(record.digest in held_out for record in baselines.values()):
+        ax.scatter([], [], marker="+", c="tab:orange", s=60, label="FORA, held out")
     ax.set_xlabel("MACs (fraction of the uncached run)")
     ax.set_yscale("symlog", linthresh=1e-4)
     ax.set_ylabel("quality loss (lower is better; log above 1e-4)")
@@ -142,57 +189,120 @@ def _label_places(
 
 @dataclass(frozen=True)
 class BaselineComparison:
-    """A heuristic schedule against the best searched schedule on the front that costs no more MACs."""
+    """A heuristic schedule against the front's best searched schedule that costs no more MACs.
+
+    The rival is chosen by the search's own loss; the verdict is on held-out images only: the paired
+    difference of held-out losses (baseline − rival, per prompt) with its bootstrap interval.
+    """
 
     name: str
     baseline: EvaluationRecord
     rival: EvaluationRecord | None
+    rival_loss: float | None = None
+    baseline_held_out: EvaluationRecord | None = None
+    rival_held_out: EvaluationRecord | None = None
+    difference: PairedDifference | None = None
+
+    @property
+    def verdict(self) -> str:
+        """ "better", "worse" or "tie" on held-out images; "pending" before they are scored; "-" with no rival."""
+        if self.rival is None:
+            return "-"
+        if self.difference is None:
+            return "pending"
+        return {1: "better", 0: "tie", -1: "worse"}[self.difference.verdict]
 
     @property
     def beaten(self) -> bool:
-        """The front has a schedule, other than the baselines themselves, at most as costly and strictly better."""
-        return self.rival is not None and self.rival.quality_loss < self.baseline.quality_loss
+        return self.verdict == "better"
 
 
 def compare_with_baselines(
-    front: list[EvaluationRecord], baselines: dict[str, EvaluationRecord]
+    front: list[EvaluationRecord],
+    baselines: dict[str, EvaluationRecord],
+    loss: Callable[[str], float] | None = None,
+    held_out: dict[str, EvaluationRecord] | None = None,
 ) -> list[BaselineComparison]:
-    """For each baseline, the front's best-quality schedule within its MACs (None if none is).
+    """For each baseline, the front's best schedule within its MACs by `loss` (a digest's search loss;
+    calibration loss when not given), judged on `held_out` records where both have them.
 
     The baselines seed the search and may sit on the front themselves; they never count as a rival, so FORA-5
     does not "beat" FORA-6 when both compute the same steps' worth of MACs.
     """
+    search_loss = loss or {r.digest: r.quality_loss for r in front}.__getitem__
+    held_out = held_out or {}
     own = {b.digest for b in baselines.values()}
     searched = [r for r in front if r.digest not in own]
     comparisons = []
     for name, baseline in sorted(baselines.items(), key=lambda item: -item[1].macs):
         affordable = [r for r in searched if r.macs <= baseline.macs]
-        rival = min(affordable, key=lambda r: (r.quality_loss, r.macs)) if affordable else None
-        comparisons.append(BaselineComparison(name, baseline, rival))
+        rival = min(affordable, key=lambda r: (search_loss(r.digest), r.macs)) if affordable else None
+        if rival is None:
+            comparisons.append(BaselineComparison(name, baseline, None))
+            continue
+        ours, theirs = held_out.get(rival.digest), held_out.get(baseline.digest)
+        difference = (
+            paired_difference(ours.scores["prompt_scores"], theirs.scores["prompt_scores"])
+            if ours is not None and theirs is not None
+            else None
+        )
+        comparisons.append(
+            BaselineComparison(name, baseline, rival, search_loss(rival.digest), theirs, ours, difference)
+        )
     return comparisons
 
 
-def baseline_table(comparisons: list[BaselineComparison], full_macs: float) -> str:
-    """Markdown: each baseline's loss and MACs beside the front's best schedule at no more MACs.
+def baseline_table(comparisons: list[BaselineComparison], full_macs: float, splits: Splits | None = None) -> str:
+    """Markdown: each baseline beside the front's best schedule at no more MACs, on the search's images and
+    on the held-out ones, with the held-out verdict.
 
-    "better by" is the rival's loss reduction relative to the baseline's, so that a win by a rounding-sized
-    margin reads as the tie it is.
+    "better by" is the rival's held-out loss reduction relative to the baseline's held-out loss, with its 95%
+    interval (paired over prompts): an interval that holds zero is a tie, whatever the point estimate.
     """
-    lines = [
-        "| baseline | MACs | quality loss | front at <= MACs: loss | its MACs | better by | beaten |",
-        "|---|---|---|---|---|---|---|",
+    lines = []
+    if splits is not None:
+        lines += [
+            f"Search images: {_images(splits.calibration)}"
+            + (f", confirmed on {_images(splits.confirmation)}" if splits.confirmation else "")
+            + f". Held-out images: {_images(splits.held_out)}.",
+            "",
+            "The rival is the front's best schedule at no more MACs by the search's loss; the verdict is on the "
+            "held-out images only.",
+            "",
+        ]
+    lines += [
+        "| baseline | MACs | rival MACs | search loss: baseline | rival | held-out loss: baseline | rival "
+        "| better by (held out) | 95% CI | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in comparisons:
-        rival = c.rival
-        rival_cells = "- | - | -"
-        if rival:
-            margin = 100 * (c.baseline.quality_loss - rival.quality_loss) / max(abs(c.baseline.quality_loss), 1e-12)
-            rival_cells = f"{rival.quality_loss:.5f} | {rival.macs / full_macs:.3f} | {margin:.3g} %"
+        cells = ["-"] * 7
+        if c.rival is not None:
+            cells[:2] = [f"{c.rival.macs / full_macs:.3f}", f"{c.rival_loss:.5f}"]
+        if c.difference is not None and c.baseline_held_out is not None and c.rival_held_out is not None:
+            scale = 100 / max(abs(c.baseline_held_out.quality_loss), 1e-12)
+            cells[2:] = [
+                f"{c.baseline_held_out.quality_loss:.5f}",
+                f"{c.rival_held_out.quality_loss:.5f}",
+                f"{c.difference.mean * scale:.3g} %",
+                f"[{c.difference.low * scale:.3g}, {c.difference.high * scale:.3g}] %",
+                "",
+            ]
+        cells[-1] = c.verdict
         lines.append(
-            f"| {c.name} | {c.baseline.macs / full_macs:.3f} | {c.baseline.quality_loss:.5f} | {rival_cells} | "
-            f"{'yes' if c.beaten else 'no'} |"
+            f"| {c.name} | {c.baseline.macs / full_macs:.3f} | {cells[0]} | {c.baseline.quality_loss:.5f} | "
+            + " | ".join(cells[1:])
+            + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _images(settings: EvaluationSettings) -> str:
+    seeds = settings.images_per_prompt
+    return (
+        f"{settings.num_images} ({len(settings.prompts)} prompts × {seeds} seed{'s' if seeds > 1 else ''} "
+        f"from {settings.seed})"
+    )
 
 
 def write_tables(out: Path, entries: list[FrontEntry], full_macs: float) -> None:
@@ -203,10 +313,10 @@ def write_tables(out: Path, entries: list[FrontEntry], full_macs: float) -> None
 
 def write_history(out: Path, reports: list[GenerationReport]) -> None:
     """One row per generation with what it cost when it first ran (a resumed run keeps the original counts)."""
-    lines = ["generation,hypervolume,evaluated,from_database,duplicates,front_size,wall_time_s"]
+    lines = ["generation,hypervolume,evaluated,from_database,duplicates,confirmed,front_size,wall_time_s"]
     lines += [
-        f"{r.index},{r.hypervolume:.6f},{r.evaluated},{r.from_database},{r.duplicates},{r.front_size},"
-        f"{r.wall_time_s:.2f}"
+        f"{r.index},{r.hypervolume:.6f},{r.evaluated},{r.from_database},{r.duplicates},{r.confirmed},"
+        f"{r.front_size},{r.wall_time_s:.2f}"
         for r in reports
     ]
     write_atomic(out / "history.csv", "\n".join(lines) + "\n")
@@ -214,7 +324,7 @@ def write_history(out: Path, reports: list[GenerationReport]) -> None:
 
 def describe(
     schedule: CacheSchedule,
-    record: EvaluationRecord,
+    scored: ScoredRecord,
     prepared: PreparedSearch,
     *,
     generation: int,
@@ -222,14 +332,16 @@ def describe(
     full_macs: float,
 ) -> CacheSchedule:
     """A front schedule with its figures (and what they mean) and where it came from, ready to save."""
-    settings = prepared.settings
+    splits = prepared.splits
+    settings = splits.calibration
     quality = (
-        f"1 - mean {settings.metric} score over {len(settings.prompts)} prompts x {settings.images_per_prompt} "
-        f"image(s) (seeds {settings.seed}..{settings.seed + settings.images_per_prompt - 1}), "
-        f"{settings.steps} steps, guidance {settings.guidance_scale}"
+        f"1 - mean {settings.metric} score over {_images(settings)}"
+        + (f", pooled with {_images(splits.confirmation)} once on the front" if splits.confirmation else "")
+        + f"; {settings.steps} steps, guidance {settings.guidance_scale}"
     )
+    record = scored.record
     metrics = {
-        "quality_loss": {"value": record.quality_loss, "unit": "", "definition": quality},
+        "quality_loss": {"value": scored.loss, "unit": "", "definition": quality},
         "macs": {
             "value": record.macs,
             "unit": "MAC",
@@ -241,6 +353,13 @@ def describe(
             "definition": "MACs relative to the uncached run",
         },
     }
+    if scored.held_out_loss is not None:
+        metrics["held_out_loss"] = {
+            "value": scored.held_out_loss,
+            "unit": "",
+            "definition": f"1 - mean {settings.metric} score over held-out {_images(splits.held_out)}, "
+            "never used by the search",
+        }
     provenance = {
         "method": "search",
         "run": prepared.run,
@@ -249,6 +368,7 @@ def describe(
         "preset": prepared.config.preset,
         "seed": prepared.config.seed,
         "evaluation_key": settings.key(),
+        "held_out_key": splits.held_out.key(),
     }
     return schedule.with_metadata(
         name=f"{prepared.run}/gen{generation:03d}/rank{rank:02d}",

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from .. import __version__
@@ -33,16 +34,17 @@ from ..options import (
     check_schedule_steps,
     check_seed,
 )
-from ..prompts import default_prompt_file, load_prompts
+from ..prompts import default_prompt_file, held_out_prompt_file, load_prompts
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
-from .config import SearchConfig, SearchOptionError
+from .config import GUARDS, SearchConfig, SearchOptionError
 from .driver import GenerationReport, Search
 from .presets import Preset, get_preset
 from .progress import SearchProgress, Standing
 from .report import (
     BaselineComparison,
     FrontEntry,
+    ScoredRecord,
     baseline_table,
     compare_with_baselines,
     describe,
@@ -52,6 +54,7 @@ from .report import (
     write_tables,
 )
 from .seeding import check_population_size, fora_reference
+from .splits import Splits, SplitScorer, distinct_prompts, make_splits
 
 # Cost budgets (fractions of the uncached run) at which the progress display shows the front's best loss.
 STANDING_BUDGETS = (0.5, 0.35, 0.25)
@@ -59,14 +62,21 @@ STANDING_BUDGETS = (0.5, 0.35, 0.25)
 
 @dataclass(frozen=True)
 class PreparedSearch:
-    """Checked options: the model, the evaluation settings and the names derived from them."""
+    """Checked options: the model, the image splits and the names derived from them; `notes` are what the
+    user should read before the run starts (prompts collapsed, say)."""
 
     config: SearchConfig
     spec: ModelSpec
-    settings: EvaluationSettings
+    splits: Splits
     population: int
     run: str
     out: Path
+    notes: tuple[str, ...] = ()
+
+    @property
+    def settings(self) -> EvaluationSettings:
+        """The calibration settings: what every candidate is scored on."""
+        return self.splits.calibration
 
 
 def default_metric(spec: ModelSpec) -> str:
@@ -83,30 +93,40 @@ def default_metric(spec: ModelSpec) -> str:
 def prepare(config: SearchConfig) -> PreparedSearch:
     """Validate every option and derive the run's settings; raises one-line errors, writes nothing."""
     check_range("--generations", config.generations, 1, MAX_GENERATIONS)
-    check_range("--images-per-prompt", config.images_per_prompt, 1, MAX_IMAGES_PER_PROMPT)
     check_range("--batch-size", config.batch_size, 0, MAX_BATCH_SIZE, "0 puts all images in one call")
     check_seed(config.seed)
     if config.cost not in COSTS:
         raise SearchOptionError(f"unknown cost '{config.cost}': use one of {', '.join(COSTS)}")
+    if config.guard not in GUARDS:
+        raise SearchOptionError(f"unknown guard '{config.guard}': use one of {', '.join(GUARDS)}")
     preset = get_preset(config.preset)
     population = check_range(
         "--population", preset.population if config.population is None else config.population, 4, MAX_POPULATION
     )
     spec = get_model(config.model)
+    images = _images_per_prompt("--images-per-prompt", config.images_per_prompt, spec.calibration_images_per_prompt)
+    held_out_images = _images_per_prompt(
+        "--held-out-images-per-prompt", config.held_out_images_per_prompt, spec.held_out_images_per_prompt
+    )
     steps = spec.default_steps if config.steps is None else check_schedule_steps(config.steps)
     resolution = spec.resolution if config.resolution is None else config.resolution
     get_family(spec).check_resolution(spec, resolution)
     guidance = spec.guidance_scale if config.guidance is None else check_guidance(config.guidance)
     metric = config.metric or default_metric(spec)
     get_metric(metric).check(spec)
-    prompts = load_prompts(config.prompts or default_prompt_file(spec.family))
+    prompt_file = config.prompts or default_prompt_file(spec.family)
+    prompts, notes = _distinct(spec, load_prompts(prompt_file), "calibration")
+    held_out_file = config.held_out_prompts or held_out_prompt_file(prompt_file)
+    held_out, held_out_notes = (
+        _distinct(spec, load_prompts(held_out_file), "held-out") if held_out_file else (prompts, [])
+    )
     Store.validate_url(config.db)
     config = replace(config, device=resolve_device(config.device))
     settings = EvaluationSettings(
         model=spec.name,
         metric=metric,
         prompts=prompts,
-        images_per_prompt=config.images_per_prompt,
+        images_per_prompt=images,
         steps=steps,
         guidance_scale=guidance,
         resolution=resolution,
@@ -118,7 +138,24 @@ def prepare(config: SearchConfig) -> PreparedSearch:
     run = config.run or _run_name(config, metric)
     out = Path(config.out) / _safe(run)
     check_writable_folder(out, "--out")
-    return PreparedSearch(config, spec, settings, population, run, out)
+    splits = make_splits(settings, held_out, held_out_images, confirm=config.guard == "confirm")
+    return PreparedSearch(config, spec, splits, population, run, out, tuple(notes + held_out_notes))
+
+
+def _images_per_prompt(option: str, given: int | None, default: int) -> int:
+    return default if given is None else check_range(option, given, 1, MAX_IMAGES_PER_PROMPT)
+
+
+def _distinct(spec: ModelSpec, prompts: tuple[str, ...], which: str) -> tuple[tuple[str, ...], list[str]]:
+    """Prompts the model sees alike collapsed to one (the digits model sees only the digit), with a note."""
+    kept, dropped = distinct_prompts(prompts, get_family(spec).conditioning_key)
+    if not dropped:
+        return kept, []
+    note = (
+        f"{len(prompts)} {which} prompts give only {len(kept)} distinct images per seed on {spec.name} (it sees "
+        f"the same conditioning for {dropped} of them): using {len(kept)}; add seeds for more distinct images"
+    )
+    return kept, [note]
 
 
 def check_writable_folder(folder: Path, option: str) -> None:
@@ -146,7 +183,8 @@ class SearchRun:
 
     The evaluator (pipeline, metric weights) is built before the database is opened, so a model or metric
     that cannot load leaves no trace in the database. From the moment the run is marked `running`, every way
-    out (finished, an error, Ctrl-C, SIGTERM) sets its status.
+    out (finished, an error, Ctrl-C, SIGTERM) sets its status. The confirmation and held-out splits share the
+    evaluator's pipeline; the held-out one is built only when the run scores its final front.
     """
 
     def __init__(
@@ -160,6 +198,7 @@ class SearchRun:
         self.console = console or Console()
         config = prepared.config
         self.evaluator = evaluator or Evaluator(prepared.spec, prepared.settings, device=config.device)
+        confirmation = prepared.splits.confirmation
         self.store = Store(config.db)
         self.store.start_run(
             prepared.run,
@@ -179,26 +218,29 @@ class SearchRun:
                 preset=preset or get_preset(config.preset),
                 population=prepared.population,
                 seed=config.seed,
+                confirmation=self.evaluator.sibling(confirmation) if confirmation else None,
             )
         self.reports: list[GenerationReport] = []
         self.baselines: dict[str, EvaluationRecord] = {}
         self.baselines_evaluated = 0
+        self._held_out: SplitScorer | None = None
+
+    @property
+    def held_out(self) -> SplitScorer:
+        if self._held_out is None:
+            self._held_out = SplitScorer(self.evaluator.sibling(self.prepared.splits.held_out), self.store)
+        return self._held_out
 
     def evaluate_baselines(self, progress: SearchProgress | None = None) -> None:
         """FORA every-N up to N=6, scored once (memoised like any candidate): the front's yardstick."""
         schedules = fora_reference(self.search.template)
+        calibration = self.search.calibration
+        before = calibration.evaluated
         for position, schedule in enumerate(schedules):
             if progress:
                 progress.phase(f"FORA baselines: {position + 1}/{len(schedules)} ({schedule.name})")
-            digest = schedule.digest()
-            known = self.store.lookup(self.search.eval_key, [digest]) or self.search.state.records
-            if digest in known:
-                record = known[digest]
-            else:
-                record = self.search.evaluate_and_record(digest, schedule)
-                self.baselines_evaluated += 1
-            self.search.state.records[digest] = record
-            self.baselines[schedule.name] = record
+            self.baselines[schedule.name] = calibration.scores({schedule.digest(): schedule})[schedule.digest()]
+        self.baselines_evaluated = calibration.evaluated - before
 
     def run(self) -> list[GenerationReport]:
         config = self.prepared.config
@@ -217,11 +259,29 @@ class SearchRun:
                     self.generation = index
                     report = self.search.step(index, lambda _, position, total: progress.candidate(position, total))
                     self.reports.append(report)
-                    if not report.replayed or index == generations - 1:
+                    if not report.replayed and index < generations - 1:
                         self.write_outputs(index)
                     progress.generation(report, self.standing(report))
+                self.score_held_out(progress)
+                self.write_outputs(generations - 1)
         self.store.set_status(self.prepared.run, "finished")
         return self.reports
+
+    def score_held_out(self, progress: SearchProgress | None = None) -> None:
+        """The final front and the FORA baselines on the held-out images; what was scored before is not paid
+        for again."""
+        schedules = {p.digest: self.search.schedule(p.genome) for p in self.search.state.archive.front()}
+        schedules.update({record.digest: self.search.schedule(_genome(record)) for record in self.baselines.values()})
+        settings = self.prepared.splits.held_out
+        if progress:
+            progress.phase(f"held-out: scoring up to {len(schedules)} schedules on {settings.num_images} images each")
+        before = self.held_out.evaluated
+        self.held_out.scores(schedules)
+        if progress:
+            progress.note(
+                f"held-out: {len(schedules)} schedules ({self.held_out.evaluated - before} scored now) on "
+                f"{settings.num_images} images each ({_describe_images(settings)})"
+            )
 
     @contextmanager
     def _ending_recorded(self) -> Iterator[None]:
@@ -258,70 +318,90 @@ class SearchRun:
             )
 
     def standing(self, report: GenerationReport) -> Standing:
-        """The front's best loss within a few cost budgets, and the FORA baselines it beats."""
+        """The front's best search loss within a few cost budgets."""
         front = self.search.state.archive.front()
         losses = tuple(
             (budget, min((p.objectives[0] for p in front if p.objectives[1] <= budget), default=None))
             for budget in STANDING_BUDGETS
         )
-        comparisons = self.versus_baselines()
-        return Standing(report.hypervolume, len(front), losses, sum(c.beaten for c in comparisons), len(comparisons))
+        return Standing(report.hypervolume, len(front), losses, report.confirmed)
 
     def summary(self) -> str:
-        """What this invocation did and what the front claims, in a few lines."""
+        """What this invocation did and what the front claims on held-out images, in a few lines."""
         done = [r for r in self.reports if not r.replayed]
         evaluated = self.baselines_evaluated + sum(r.evaluated for r in done)
         comparisons = self.versus_baselines()
-        beaten = [c.name for c in comparisons if c.beaten]
+        verdicts = {label: [c.name for c in comparisons if c.verdict == label] for label in ("better", "tie", "worse")}
+        held_out = self.prepared.splits.held_out
         lines = [
             f"run {self.prepared.run}: {len(self.reports)} generations, {len(done)} run now",
             f"{evaluated} new evaluations · {sum(r.from_database for r in done)} from the database · "
-            f"{sum(r.duplicates for r in done)} duplicates · HV {self.reports[-1].hypervolume:.4f}",
-            f"the front beats {len(beaten)} of {len(comparisons)} FORA baselines at ≤ MACs"
-            + (f": {', '.join(beaten)}" if beaten else ""),
+            f"{sum(r.duplicates for r in done)} duplicates · {sum(r.confirmed for r in done)} confirmed · "
+            f"HV {self.reports[-1].hypervolume:.4f}",
+            f"held out ({held_out.num_images} images, {_describe_images(held_out)}): the front beats "
+            f"{len(verdicts['better'])} of {len(comparisons)} FORA baselines at ≤ MACs"
+            + (f" ({', '.join(verdicts['better'])})" if verdicts["better"] else "")
+            + f", ties {len(verdicts['tie'])}, loses {len(verdicts['worse'])} (95% paired CI)",
             f"outputs: {self.prepared.out}/ (vs_fora.md compares)",
         ]
         return "\n".join(lines)
 
     def front_entries(self, index: int) -> list[FrontEntry]:
-        records = self.search.state.records
+        state = self.search.state
+        held_out = self._held_out.records if self._held_out else {}
         entries = []
-        for rank, point in enumerate(self.search.state.archive.front()):
-            record = records[point.digest]
+        for rank, point in enumerate(state.archive.front()):
+            record = state.records[point.digest]
+            scored = ScoredRecord(record, state.search_loss(point.digest), held_out.get(point.digest))
             schedule = describe(
                 self.search.schedule(point.genome),
-                record,
+                scored,
                 self.prepared,
                 generation=index,
                 rank=rank,
                 full_macs=self.evaluator.full_macs,
             )
-            name = f"rank{rank:02d}-loss{record.quality_loss:.4f}-macs{record.cost:.3f}.json"
-            entries.append(FrontEntry(schedule, record, name))
+            name = f"rank{rank:02d}-loss{scored.loss:.4f}-macs{record.cost:.3f}.json"
+            entries.append(FrontEntry(schedule, scored, name))
         return entries
 
     def versus_baselines(self) -> list[BaselineComparison]:
-        """Each FORA baseline against the archive's best schedule at no more MACs."""
-        records = self.search.state.records
-        front = [records[point.digest] for point in self.search.state.archive.front()]
-        return compare_with_baselines(front, self.baselines)
+        """Each FORA baseline against the front's best schedule at no more MACs, chosen by the search's own
+        loss and judged on the held-out images when they are scored."""
+        state = self.search.state
+        front = [state.records[point.digest] for point in state.archive.front()]
+        held_out = self._held_out.records if self._held_out else {}
+        return compare_with_baselines(front, self.baselines, state.search_loss, held_out)
 
     def write_outputs(self, index: int) -> None:
         out = self.prepared.out
         entries = self.front_entries(index)
         write_front(out, entries)
         write_tables(out, entries, self.evaluator.full_macs)
-        write_atomic(out / "vs_fora.md", baseline_table(self.versus_baselines(), self.evaluator.full_macs))
+        write_atomic(
+            out / "vs_fora.md",
+            baseline_table(self.versus_baselines(), self.evaluator.full_macs, self.prepared.splits),
+        )
         write_history(out, self.reports)
         hv = self.reports[-1].hypervolume if self.reports else 0.0
         pareto_plot(
             out / "pareto.png",
             list(self.search.state.records.values()),
-            [e.record for e in entries],
+            entries,
             self.baselines,
+            self._held_out.records if self._held_out else {},
             self.evaluator.full_macs,
             f"{self.prepared.run}: generation {index + 1}, hypervolume {hv:.4f}",
         )
+
+
+def _genome(record: EvaluationRecord) -> np.ndarray:
+    return np.frombuffer(record.genome.encode(), dtype=np.uint8) == ord("1")
+
+
+def _describe_images(settings: EvaluationSettings) -> str:
+    seeds = settings.images_per_prompt
+    return f"{len(settings.prompts)} prompts × {seeds} seed{'s' if seeds > 1 else ''} from {settings.seed}"
 
 
 def _duration(seconds: float) -> str:
@@ -338,12 +418,13 @@ def run_search(prepared: PreparedSearch, console: Console | None = None) -> Sear
     What each candidate costs is said before anything is loaded, in yellow when it is large.
     """
     console = console or Console()
+    for note in prepared.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
     settings = prepared.settings
-    seeds = f"{settings.images_per_prompt} seed{'s' if settings.images_per_prompt > 1 else ''}"
     style = "yellow" if settings.num_images > LARGE_IMAGES_PER_CANDIDATE else "default"
     console.print(
-        f"[{style}]{settings.num_images:,} images per candidate ({len(settings.prompts):,} prompts × {seeds})[/{style}]"
-        f"; loading {prepared.spec.name}",
+        f"[{style}]{settings.num_images:,} images per candidate ({_describe_images(settings)})[/{style}]; "
+        f"held out: {_describe_images(prepared.splits.held_out)}",
         soft_wrap=True,
         highlight=False,
     )

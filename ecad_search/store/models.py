@@ -1,9 +1,11 @@
 """ORM tables of the search store.
 
-Every table is prefixed `ecad_` so that one database can be shared with Optuna or other tools. Only plain SQL
-types are used (JSON goes into Text columns, written by the repository with `json.dumps(sort_keys=True)`), so the
-database stays readable by any SQL client and never holds pickled objects. All floats are `Double` (8-byte REAL on
-SQLite, DOUBLE PRECISION on PostgreSQL): the driver replays a search from stored values and needs them bit-exact.
+Every table is prefixed `ecad_` so that one database can be shared with Optuna or other tools. The schema
+changes only through the Alembic revisions in `migrations/`, which `Store` applies when it opens a database.
+Only plain SQL types are used (JSON goes into Text columns, written by the repository with
+`json.dumps(sort_keys=True)`), so the database stays readable by any SQL client and never holds pickled
+objects. All floats are `Double` (8-byte REAL on SQLite, DOUBLE PRECISION on PostgreSQL): the driver replays a
+search from stored values and needs them bit-exact.
 """
 
 from __future__ import annotations
@@ -116,7 +118,12 @@ class Evaluation(Base):
 
 
 class Generation(Base):
-    """One finished generation of a run: enough to replay the search and to plot its progress."""
+    """One finished generation of a run: enough to replay the search and to plot its progress.
+
+    `memo_hits` counts the population's masks found in the database (scored before the run looked),
+    `evaluated` those scored by the generation, `confirmed` the front entrants re-scored on fresh seeds; the
+    rest of the population were duplicates.
+    """
 
     __tablename__ = "ecad_generations"
     __table_args__ = (UniqueConstraint("run_id", "index"),)
@@ -131,3 +138,4 @@ class Generation(Base):
     memo_hits: Mapped[int] = mapped_column(Integer)
     wall_time_s: Mapped[float] = mapped_column(Double)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    confirmed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import migrations
 from .models import Base, Candidate, Evaluation, Generation, Run, utc_now
 
 _T = TypeVar("_T")
@@ -95,6 +96,7 @@ class GenerationRecord:
     memo_hits: int
     wall_time_s: float
     created_at: datetime
+    confirmed: int = 0
 
 
 class Store:
@@ -109,9 +111,10 @@ class Store:
             raise StoreError(f"no database at {self.url!r}; run a search first, or give the --db it used")
         self._engine = _create_engine(parsed, dialect)
         try:
-            if not _check_own_tables(self._engine, self.url) and not create:
+            has_tables = _check_own_tables(self._engine, self.url)
+            if not has_tables and not create:
                 raise StoreError(f"database {self.url!r} holds no ecad-search runs; give the --db a search used")
-            Base.metadata.create_all(self._engine)
+            migrations.upgrade(self._engine, has_tables)
         except SQLAlchemyError as exc:
             self._engine.dispose()
             raise _open_error(self.url, dialect, exc) from exc
@@ -269,6 +272,7 @@ class Store:
         evaluated: int,
         memo_hits: int,
         wall_time_s: float,
+        confirmed: int = 0,
     ) -> bool:
         """Store a finished generation and advance the run's `generations_done`; False if it was already stored."""
         if index < 0:
@@ -280,6 +284,7 @@ class Store:
             "evaluated": int(evaluated),
             "memo_hits": int(memo_hits),
             "wall_time_s": _real(wall_time_s, "wall_time_s"),
+            "confirmed": int(confirmed),
         }
         with self._sessions.begin() as session:
             run = _require_run(session, run_name)
@@ -374,14 +379,23 @@ def _check_sqlite_file(url: URL, shown: str) -> None:
 
 
 def _check_own_tables(engine: Engine, shown: str) -> bool:
-    """Refuse a database whose tables carry our names but not our columns (another tool's, or damaged).
+    """Refuse a database whose tables carry our names but not our columns (another tool's, or damaged), or
+    whose schema revision is newer than this version knows. Returns whether our tables are there.
 
     Other tables are fine (one database can be shared with Optuna and others), and so is a database with
-    none of ours yet; but either all our tables are there, each with at least our columns, or none is.
-    Returns whether ours are there.
+    none of ours yet; but either all our tables are there, each with the columns every version had (a
+    column added by a later revision is nullable or has a default, so older databases may lack it), or none.
     """
     inspector = inspect(engine)
     present = set(inspector.get_table_names())
+    if migrations.VERSION_TABLE in present:
+        with engine.connect() as connection:
+            revision = migrations.stored_revision(connection)
+        if revision is not None and not migrations.known(revision):
+            raise StoreError(
+                f"database {shown!r} was written by a newer ecad-search (schema revision {revision}); upgrade "
+                "ecad-search to use it"
+            )
     ours = Base.metadata.sorted_tables
     found = [table for table in ours if table.name in present]
     if not found:
@@ -389,7 +403,8 @@ def _check_own_tables(engine: Engine, shown: str) -> bool:
     problem = ""
     for table in found:
         columns = {column["name"] for column in inspector.get_columns(table.name)}
-        missing = sorted(column.name for column in table.columns if column.name not in columns)
+        required = [c.name for c in table.columns if not c.nullable and c.server_default is None]
+        missing = sorted(name for name in required if name not in columns)
         if missing:
             problem = f"its table {table.name} has no column {', '.join(missing[:4])}"
             break
@@ -575,4 +590,5 @@ def _generation_record(generation: Generation) -> GenerationRecord:
         memo_hits=generation.memo_hits,
         wall_time_s=generation.wall_time_s,
         created_at=generation.created_at,
+        confirmed=generation.confirmed,
     )

@@ -123,6 +123,9 @@ class DigitsFamily(ModelFamily):
     def block_groups(self, config: dict[str, Any]) -> tuple[BlockGroup, ...]:
         return pixart_block_groups(config)
 
+    def conditioning_key(self, prompt: str) -> str:
+        return str(parse_digit_prompt(prompt))
+
     def transformer_inputs(
         self,
         config: dict[str, Any],
