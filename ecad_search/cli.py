@@ -120,7 +120,9 @@ def main_form(
     held_out_images_per_prompt: Annotated[
         int | None, typer.Option(help="held-out seeds per prompt (default: the model's)")
     ] = None,
-    guard: Annotated[str, typer.Option(help="'confirm': front entrants re-scored on fresh seeds; 'none'")] = "confirm",
+    guard: Annotated[
+        str, typer.Option(help="selection-bias guard: both (confirm + paired), confirm (fresh seeds), paired, none")
+    ] = "both",
     steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
     resolution: Annotated[int | None, typer.Option(help="square image size in pixels")] = None,
     guidance: Annotated[float | None, typer.Option(help="guidance scale (default: the model's)")] = None,

@@ -9,7 +9,12 @@ sets of growing size, the last half as the held-out set. For each calibration si
 - the standard error of a paired loss difference (neighbour − its FORA parent), over prompts and over images,
   and the root-mean-square gap between that difference on the calibration and on the held-out images;
 - selection bias: the gain over FORA that the neighbour with the best calibration loss claims, and the
-  gain it has on the held-out seeds.
+  gain it has on the held-out seeds;
+- the selection-bias guards, replayed on the same scores: with no guard the best calibration loss replaces
+  FORA; with `confirm` every candidate that beats FORA on calibration is scored again on as many fresh seeds
+  and the best pooled loss wins; with `paired test` the best calibration loss wins only when its paired
+  interval against FORA excludes zero. For each: the held-out gain of what was chosen, how often it is
+  worse than FORA on held-out images, and the images spent per neighbourhood.
 
     python scripts/bench_heldout.py --model digits --seeds 32 --neighbours 15 --out docs/bench_heldout_digits
     python scripts/bench_heldout.py --model tiny-pixart --seeds 32 --neighbours 15 --out docs/bench_heldout_tiny
@@ -70,7 +75,7 @@ def measure(model: str, prompt_count: int, seeds: int, neighbours: int, rng_seed
     start = time.perf_counter()
     for name, parent in parents.items():
         genomes = [parent.genome()] + [
-            g for _, g in front_neighbours([parent.genome()], neighbours, parent.genes_per_step, rng, seen)
+            g for _, g in front_neighbours([parent.genome()] * neighbours, neighbours, parent.genes_per_step, rng, seen)
         ]
         for index, genome in enumerate(genomes):
             schedule = evaluator.template.with_genome(genome)
@@ -141,6 +146,73 @@ def analyse(data: dict) -> list[dict]:
     return rows
 
 
+def replay_guards(
+    members: list[dict], calibration: np.ndarray, confirmation: np.ndarray, held_out: slice
+) -> dict[str, tuple[float, int]]:
+    """What each guard chooses in one neighbourhood: (held-out gain over FORA, images spent)."""
+    from ecad_search.search.stats import paired_difference
+
+    parent = next(m for m in members if m["is_parent"])
+    rivals = [m for m in members if m is not parent and m["macs_fraction"] <= parent["macs_fraction"] + 1e-9]
+    scores = {id(m): np.array(m["scores"]) for m in members}
+    prompts = scores[id(parent)].shape[0]
+
+    def loss(m: dict, seeds_used: slice | np.ndarray) -> float:
+        return 1 - scores[id(m)][:, seeds_used].mean()
+
+    def gain(chosen: dict) -> float:
+        return (loss(parent, held_out) - loss(chosen, held_out)) / loss(parent, held_out)
+
+    n = len(calibration)
+    pooled = np.concatenate([calibration, confirmation])
+    spent = (len(rivals) + 1) * n * prompts
+    best = min([parent, *rivals], key=lambda m: loss(m, calibration))
+    entrants = [m for m in rivals if loss(m, calibration) < loss(parent, calibration)]
+    confirmed = min([parent, *entrants], key=lambda m: loss(m, pooled))
+    test = paired_difference(
+        scores[id(best)][:, calibration].mean(axis=1), scores[id(parent)][:, calibration].mean(axis=1)
+    )
+    return {
+        "none": (gain(best), spent),
+        "confirm": (gain(confirmed), spent + (len(entrants) + 1) * n * prompts),
+        "paired test": (gain(best) if test.verdict > 0 else 0.0, spent),
+    }
+
+
+def guards(data: dict, replicates: int = 200, rivals: int = 10) -> list[dict]:
+    """The guards replayed on many virtual searches: in each, a neighbourhood is FORA-N with `rivals` of its
+    measured neighbours drawn at random, and the calibration and confirmation seeds are drawn from the first
+    half (the held-out half stays fixed), for each calibration size that leaves room for both."""
+    seeds = data["seeds"]
+    held_out = slice(seeds // 2, seeds)
+    families: dict[str, list[dict]] = {}
+    for candidate in data["candidates"]:
+        families.setdefault(candidate["family"], []).append(candidate)
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in (s for s in CALIBRATION_SEEDS if 2 * s <= seeds // 2):
+        outcomes = []
+        for members in families.values():
+            parent = next(m for m in members if m["is_parent"])
+            others = [m for m in members if m is not parent]
+            for _ in range(replicates):
+                drawn = [others[i] for i in rng.choice(len(others), size=min(rivals, len(others)), replace=False)]
+                order = rng.permutation(seeds // 2)
+                outcomes.append(replay_guards([parent, *drawn], order[:n], order[n : 2 * n], held_out))
+        for guard in outcomes[0]:
+            gains = np.array([o[guard][0] for o in outcomes])
+            rows.append(
+                {
+                    "seeds": n,
+                    "guard": guard,
+                    "held_out_gain": float(gains.mean()),
+                    "worse_than_fora": float((gains < 0).mean()),
+                    "images": float(np.mean([o[guard][1] for o in outcomes])),
+                }
+            )
+    return rows
+
+
 def report(datasets: list[dict], plot: Path | None) -> None:
     console = Console()
     for data in datasets:
@@ -162,32 +234,66 @@ def report(datasets: list[dict], plot: Path | None) -> None:
             )
         console.print(table)
         console.print(f"median |held-out difference| neighbour vs FORA parent: {analyse(data)[0]['true_spread']:.1%}")
+        table = Table(title=f"{Path(data['model']).name}: selection-bias guards")
+        for column in ("seeds", "guard", "held-out gain", "worse than FORA", "images per neighbourhood"):
+            table.add_column(column, justify="right")
+        for row in guards(data):
+            table.add_row(
+                str(row["seeds"]),
+                row["guard"],
+                f"{row['held_out_gain']:+.2%}",
+                f"{row['worse_than_fora']:.0%}",
+                f"{row['images']:.0f}",
+            )
+        console.print(table)
     if plot:
         draw(datasets, plot)
 
 
 def draw(datasets: list[dict], path: Path) -> None:
+    """Rank correlation, claimed against held-out gain, and how often each guard's choice loses to FORA."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for data in datasets:
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6))
+    for color, data in zip(("tab:blue", "tab:orange"), datasets, strict=False):
         rows = analyse(data)
         label = Path(data["model"]).name
         images = [r["images"] for r in rows]
-        left.plot(images, [r["spearman"] for r in rows], marker="o", label=label)
-        right.plot(images, [100 * r["claimed_gain"] for r in rows], marker="o", ls="--", label=f"{label}: claimed")
-        right.plot(images, [100 * r["held_out_gain"] for r in rows], marker="o", label=f"{label}: held out")
-    left.set(xscale="log", xlabel="calibration images per candidate", ylabel="Spearman ρ (calibration vs held out)")
-    right.set(xscale="log", xlabel="calibration images per candidate", ylabel="gain of best neighbour over FORA (%)")
-    right.axhline(0, c="0.5", lw=0.8)
-    for ax in (left, right):
+        left.plot(images, [r["spearman"] for r in rows], marker="o", c=color, label=label)
+        middle.plot(
+            images, [100 * r["claimed_gain"] for r in rows], marker="o", ls="--", c=color, label=f"{label}: claimed"
+        )
+        middle.plot(images, [100 * r["held_out_gain"] for r in rows], marker="o", c=color, label=f"{label}: held out")
+    first = datasets[0]
+    replayed = guards(first)
+    for guard in dict.fromkeys(r["guard"] for r in replayed):
+        rows = [r for r in replayed if r["guard"] == guard]
+        right.plot(
+            [r["seeds"] * len(first["prompts"]) for r in rows],
+            [100 * r["worse_than_fora"] for r in rows],
+            marker="o",
+            label=guard,
+        )
+    left.set(xscale="log", xlabel="calibration images per candidate", ylabel="Spearman ρ, calibration vs held out")
+    middle.set(xscale="log", xlabel="calibration images per candidate", ylabel="best neighbour's gain over FORA (%)")
+    right.set(
+        xscale="log",
+        xlabel="calibration images per candidate",
+        ylabel="choices worse than FORA, held out (%)",
+        title=f"guards on {Path(first['model']).name}",
+    )
+    sizes = sorted({r["seeds"] * len(first["prompts"]) for r in replayed})
+    right.set_xticks(sizes, [str(size) for size in sizes])
+    right.minorticks_off()
+    middle.axhline(0, c="0.5", lw=0.8)
+    for ax in (left, middle, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:

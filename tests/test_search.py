@@ -19,7 +19,9 @@ from ecad_search import CacheSchedule, load_schedule
 from ecad_search.cli import app
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
+from ecad_search.search.config import SearchConfig
 from ecad_search.search.report import baseline_table, compare_with_baselines
+from ecad_search.search.runner import prepare
 from ecad_search.search.seeding import FORA_BASELINES, initial_population
 from ecad_search.search.stats import paired_difference
 from ecad_search.store import EvaluationRecord, Store
@@ -71,6 +73,13 @@ def test_short_search_writes_front_plot_and_tables(tmp_path, tiny_pixart_dir, pr
     assert schedule.metrics["macs_fraction"]["value"] == pytest.approx(min(points[:, 1]))
     assert schedule.metrics["held_out_loss"]["value"] == pytest.approx(float(rows[0]["held_out_loss"]), abs=1e-5)
     assert "never used by the search" in schedule.metrics["held_out_loss"]["definition"]
+    splits = prepare(SearchConfig(**{**info.config, "generations": 1, "db": f"sqlite:///{db}", "out": str(out)})).splits
+    for path in fronts:
+        digest = load_schedule(path).digest()
+        calibration = store.lookup(splits.calibration.key(), [digest])[digest]
+        confirmation = store.lookup(splits.confirmation.key(), [digest])[digest]
+        pooled = 1 - np.mean(calibration.scores["prompt_scores"] + confirmation.scores["prompt_scores"])
+        assert load_schedule(path).metrics["quality_loss"]["value"] == pytest.approx(pooled), "front losses are pooled"
 
 
 def test_same_command_resumes_without_paying_twice(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
@@ -95,7 +104,7 @@ def test_same_command_resumes_without_paying_twice(tmp_path, tiny_pixart_dir, pr
     again = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 3))
     assert again.exit_code == 0 and "0 new evaluations · 0 from the database" in again.output
     assert _evaluations(db) == everything, "nothing is scored again: calibration, confirmation nor held out"
-    assert "held out (2 images, 2 prompts × 1 seed from 1000000)" in again.output
+    assert "held out (4 images, 2 prompts × 2 seeds from 1000000)" in again.output
     other = runner.invoke(app, [*search_args(tiny_pixart_dir, prompts, db, out, 1, "--seed", "5")[:-2], "--run", "u"])
     assert other.exit_code == 0, other.output
     generation = Store(f"sqlite:///{db}").generations("u")[0]
@@ -164,6 +173,8 @@ def _evaluations(db: Path) -> int:
         (("--db", "sqlite:////nonexistent/dir/x.db"), "nonexistent"),
         (("--metric", "reward"), "metric 'reward' scores the digits model only"),
         (("--preset", "fast"), "unknown preset 'fast'"),
+        (("--guard", "maybe"), "unknown guard 'maybe': use one of both, confirm, paired, none"),
+        (("--held-out-images-per-prompt", "0"), "--held-out-images-per-prompt must be a whole number from 1"),
         (("--device", "gpu"), "unknown device 'gpu'"),
     ],
 )
@@ -234,7 +245,7 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     rows = [row for row in versus if row.startswith("| fora-")]
     assert [row.split(" | ")[0] for row in rows] == [f"| fora-{n}" for n in range(2, 7)]
     assert "Held-out images: 10 (5 prompts × 2 seeds from 1000000)" in versus[0]
-    assert all(row.split(" | ")[-1].strip(" |") in ("better", "tie", "worse", "-") for row in rows)
+    assert all(row.split(" | ")[-1].strip(" |") in ("better", "tie", "worse", "FORA kept", "-") for row in rows)
     assert "held out (10 images, 5 prompts × 2 seeds from 1000000): the front beats" in result.output
 
 
@@ -256,11 +267,13 @@ def test_baseline_comparison_picks_the_best_searched_schedule_within_its_macs() 
     comparisons = {c.name: c for c in compare_with_baselines(front, baselines)}
     assert list(comparisons) == ["fora-2", "fora-4", "fora-5", "fora-6", "fora-9"]
     assert comparisons["fora-2"].rival.digest == "b" and comparisons["fora-2"].verdict == "pending"
-    assert comparisons["fora-4"].rival.digest == "a"
-    assert comparisons["fora-6"].rival is None and comparisons["fora-6"].verdict == "-"
+    assert comparisons["fora-4"].kept == "fora-5", "FORA-5 is on the front, cheaper and better than FORA-4's rival"
+    assert comparisons["fora-6"].kept == "fora-5" and comparisons["fora-6"].verdict == "FORA kept"
+    assert comparisons["fora-9"].rival is None and comparisons["fora-9"].verdict == "-"
     assert not any(c.beaten for c in comparisons.values()), "no claim without held-out images"
     table = baseline_table(list(comparisons.values()), full_macs=1.0)
     assert "| fora-2 | 0.500 | 0.500 | 0.12000 | 0.10000 | - | - | - | - | pending |" in table
+    assert "| fora-6 | 0.200 | fora-5 | 0.45000 | - | - | - | - | - | FORA kept |" in table
     assert "| fora-9 | 0.100 | - | 0.50000 | - | - | - | - | - | - |" in table
 
 
@@ -310,3 +323,28 @@ def test_first_population_holds_the_fora_baselines_and_is_seeded() -> None:
         assert template.with_genome(row).compute_fraction == pytest.approx(len(range(0, 20, n)) / 20)
     assert np.array_equal(population, initial_population(template, 24, seed=3))
     assert not np.array_equal(population, initial_population(template, 24, seed=4))
+
+
+def test_prompts_the_model_sees_alike_count_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    prompts = tmp_path / "digits.txt"
+    prompts.write_text("seven\na handwritten digit 7\nDigit 3\nthe number three, written by hand\n")
+    prepared = prepare(SearchConfig(model="digits", generations=1, prompts=str(prompts), out=str(tmp_path)))
+    assert prepared.settings.prompts == ("seven", "Digit 3")
+    assert prepared.splits.held_out.prompts == ("seven", "Digit 3"), "digits: the same digits, other seeds"
+    assert prepared.settings.num_images == 2 * 4 and prepared.splits.held_out.num_images == 2 * 16
+    (note,) = prepared.notes
+    assert "4 calibration prompts give only 2 distinct images per seed on digits" in note
+
+
+def test_the_splits_never_share_an_image(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
+    prepared = prepare(SearchConfig(model=str(tiny_pixart_dir), generations=1, prompts=str(prompts), out=str(tmp_path)))
+    splits = prepared.splits
+    seeds = {
+        name: {(p, settings.seed + j) for p in settings.prompts for j in range(settings.images_per_prompt)}
+        for name, settings in (("c", splits.calibration), ("f", splits.confirmation), ("h", splits.held_out))
+    }
+    assert not seeds["c"] & seeds["f"] and not seeds["c"] & seeds["h"] and not seeds["f"] & seeds["h"]
+    assert len({splits.calibration.key(), splits.confirmation.key(), splits.held_out.key()}) == 3
+    general = prepare(SearchConfig(model="pixart-alpha", generations=1, metric="fidelity", out=str(tmp_path)))
+    assert len(general.settings.prompts) == 100 and len(general.splits.held_out.prompts) == 50
+    assert not set(general.settings.prompts) & set(general.splits.held_out.prompts)

@@ -109,6 +109,7 @@ FLUX_DEV = ModelSpec(
     cfg_batch=False,
     pipeline_id="black-forest-labs/FLUX.1-dev",
     pipeline_class="FluxPipeline",
+    held_out_images_per_prompt=2,
 )
 
 SPECS = (FLUX_DEV,)

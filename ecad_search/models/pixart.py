@@ -156,6 +156,7 @@ PIXART_ALPHA = ModelSpec(
     pipeline_id="PixArt-alpha/PixArt-XL-2-1024-MS",
     pipeline_class="PixArtAlphaPipeline",
     resolutions=tuple(ALPHA_TRANSFORMERS),
+    held_out_images_per_prompt=2,
 )
 
 PIXART_SIGMA = replace(

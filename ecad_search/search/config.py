@@ -14,8 +14,10 @@ class SearchConfig:
     """Everything a run is; all but `generations`, `db`, `out` and `device` identify the run in the database.
 
     `None` means the model's default (its registry entry) or the prompt set's held-out companion. `guard` is
-    the selection-bias guard: "confirm" re-scores every would-be front member on fresh seeds, "none" trusts
-    the calibration images alone.
+    the selection-bias guard (docs/search.md): "confirm" re-scores every would-be front member on fresh seeds
+    and pools the scores; "paired" puts a schedule forward against a FORA baseline only when its lead on the
+    search's images is beyond noise (a paired 95 % interval); "both" does both; "none" trusts the calibration
+    images alone.
     """
 
     model: str
@@ -27,7 +29,7 @@ class SearchConfig:
     images_per_prompt: int | None = None
     held_out_prompts: str | None = None
     held_out_images_per_prompt: int | None = None
-    guard: str = "confirm"
+    guard: str = "both"
     steps: int | None = None
     resolution: int | None = None
     guidance: float | None = None
@@ -43,7 +45,7 @@ class SearchConfig:
         return {k: v for k, v in asdict(self).items() if k not in ("generations", "db", "out", "device")}
 
 
-GUARDS = ("confirm", "none")
+GUARDS = ("both", "confirm", "paired", "none")
 
 
 class SearchOptionError(ValueError):

@@ -20,7 +20,7 @@ from pymoo.core.problem import Problem
 from pymoo.core.termination import NoTermination
 from pymoo.problems.static import StaticProblem
 
-from ..evaluation import Evaluator
+from ..evaluation import EvaluationSettings, Evaluator
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
 from .archive import Archive
@@ -28,6 +28,7 @@ from .operators import front_neighbours
 from .presets import Preset
 from .seeding import initial_population
 from .splits import SplitScorer, pooled_loss
+from .stats import paired_difference
 
 
 @dataclass(frozen=True)
@@ -80,13 +81,15 @@ class Search:
         preset: Preset,
         population: int,
         seed: int,
-        confirmation: Evaluator | None = None,
+        confirmation: EvaluationSettings | None = None,
     ) -> None:
         self.run, self.evaluator, self.store = run, evaluator, store
         self.preset, self.population, self.seed = preset, population, seed
         self.template: CacheSchedule = evaluator.template
-        self.calibration = SplitScorer(evaluator, store)
-        self.confirmation = SplitScorer(confirmation, store) if confirmation is not None else None
+        self.calibration = SplitScorer(evaluator.settings, store, lambda: evaluator)
+        self.confirmation = (
+            SplitScorer(confirmation, store, lambda: evaluator.sibling(confirmation)) if confirmation else None
+        )
         self.eval_key = self.calibration.key
         self.state = SearchState(records=self.calibration.records)
         self.done_before = {g.index: g for g in store.generations(run)}
@@ -165,6 +168,20 @@ class Search:
             confirmed,
         )
 
+    def search_scores(self, digest: str, pooled: bool) -> list[float]:
+        """The per-prompt scores the search knows for a mask: calibration, then confirmation when `pooled`."""
+        scores = list(self.state.records[digest].scores["prompt_scores"])
+        if pooled and self.confirmation is not None:
+            scores += self.confirmation.records[digest].scores["prompt_scores"]
+        return scores
+
+    def significantly_better(self, digest: str, than: str) -> bool:
+        """Whether one mask beats another on the search's own images with a paired 95 % interval that
+        excludes zero: on calibration and confirmation images when both were confirmed, else calibration."""
+        pooled = self.confirmation is not None and all(d in self.confirmation.records for d in (digest, than))
+        difference = paired_difference(self.search_scores(digest, pooled), self.search_scores(than, pooled))
+        return difference.verdict > 0
+
     def confirm_front(self) -> int:
         """Score every unconfirmed front member on the confirmation seeds and pool its loss, until the whole
         front is confirmed (a member whose pooled loss rises can let another in). Returns how many were
@@ -198,6 +215,3 @@ class Search:
             offspring = offspring.copy()
             offspring[len(offspring) - len(local) :] = np.stack([genome for _, genome in local])
         return offspring
-
-    def evaluate_and_record(self, digest: str, schedule: CacheSchedule) -> EvaluationRecord:
-        return self.calibration.evaluate_and_record(digest, schedule)

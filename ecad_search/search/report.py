@@ -12,7 +12,7 @@ import csv
 import io
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -189,23 +189,32 @@ def _label_places(
 
 @dataclass(frozen=True)
 class BaselineComparison:
-    """A heuristic schedule against the front's best searched schedule that costs no more MACs.
+    """A heuristic schedule against the front's best schedule that costs no more MACs.
 
-    The rival is chosen by the search's own loss; the verdict is on held-out images only: the paired
-    difference of held-out losses (baseline − rival, per prompt) with its bootstrap interval.
+    The front's best is chosen by the search's own loss. When it is a FORA schedule (the baseline itself, or
+    FORA-5 at FORA-6's MACs), or when it is not better than the baseline with confidence on the search's own
+    images (the selection-bias guard: the best of many near-equal candidates is mostly the luckiest), the
+    search has nothing better to offer there: `kept` names the FORA schedule and no claim is made.
+    Otherwise the verdict is on held-out images only: the paired difference of held-out losses (baseline −
+    rival, per prompt) with its bootstrap interval.
     """
 
     name: str
     baseline: EvaluationRecord
-    rival: EvaluationRecord | None
+    baseline_loss: float
+    rival: EvaluationRecord | None = None
     rival_loss: float | None = None
     baseline_held_out: EvaluationRecord | None = None
     rival_held_out: EvaluationRecord | None = None
     difference: PairedDifference | None = None
+    kept: str | None = None
 
     @property
     def verdict(self) -> str:
-        """ "better", "worse" or "tie" on held-out images; "pending" before they are scored; "-" with no rival."""
+        """ "better", "worse" or "tie" on held-out images; "pending" before they are scored; "FORA kept" when
+        the front's best at this cost is a FORA schedule; "-" when the front has nothing this cheap."""
+        if self.kept is not None:
+            return "FORA kept"
         if self.rival is None:
             return "-"
         if self.difference is None:
@@ -222,33 +231,43 @@ def compare_with_baselines(
     baselines: dict[str, EvaluationRecord],
     loss: Callable[[str], float] | None = None,
     held_out: dict[str, EvaluationRecord] | None = None,
+    significantly_better: Callable[[str, str], bool] | None = None,
 ) -> list[BaselineComparison]:
     """For each baseline, the front's best schedule within its MACs by `loss` (a digest's search loss;
     calibration loss when not given), judged on `held_out` records where both have them.
 
-    The baselines seed the search and may sit on the front themselves; they never count as a rival, so FORA-5
-    does not "beat" FORA-6 when both compute the same steps' worth of MACs.
+    The baselines seed the search and may sit on the front themselves. When one of them is the front's best
+    at a baseline's cost, or `significantly_better(rival, baseline)` says the rival's lead on the search's
+    images is within noise, the search has nothing better to offer there and no claim is made either way.
     """
-    search_loss = loss or {r.digest: r.quality_loss for r in front}.__getitem__
+    search_loss = loss or {r.digest: r.quality_loss for r in [*front, *baselines.values()]}.__getitem__
     held_out = held_out or {}
-    own = {b.digest for b in baselines.values()}
-    searched = [r for r in front if r.digest not in own]
+    names = {b.digest: name for name, b in baselines.items()}
     comparisons = []
     for name, baseline in sorted(baselines.items(), key=lambda item: -item[1].macs):
-        affordable = [r for r in searched if r.macs <= baseline.macs]
-        rival = min(affordable, key=lambda r: (search_loss(r.digest), r.macs)) if affordable else None
-        if rival is None:
-            comparisons.append(BaselineComparison(name, baseline, None))
-            continue
-        ours, theirs = held_out.get(rival.digest), held_out.get(baseline.digest)
-        difference = (
-            paired_difference(ours.scores["prompt_scores"], theirs.scores["prompt_scores"])
-            if ours is not None and theirs is not None
-            else None
-        )
-        comparisons.append(
-            BaselineComparison(name, baseline, rival, search_loss(rival.digest), theirs, ours, difference)
-        )
+        affordable = [r for r in front if r.macs <= baseline.macs]
+        best = min(affordable, key=lambda r: (search_loss(r.digest), r.macs)) if affordable else None
+        comparison = BaselineComparison(name, baseline, search_loss(baseline.digest))
+        if best is not None and best.digest in names:
+            comparison = replace(comparison, kept=names[best.digest])
+        elif best is not None and significantly_better and not significantly_better(best.digest, baseline.digest):
+            comparison = replace(comparison, kept=name)
+        elif best is not None:
+            ours, theirs = held_out.get(best.digest), held_out.get(baseline.digest)
+            difference = (
+                paired_difference(ours.scores["prompt_scores"], theirs.scores["prompt_scores"])
+                if ours is not None and theirs is not None
+                else None
+            )
+            comparison = replace(
+                comparison,
+                rival=best,
+                rival_loss=search_loss(best.digest),
+                baseline_held_out=theirs,
+                rival_held_out=ours,
+                difference=difference,
+            )
+        comparisons.append(comparison)
     return comparisons
 
 
@@ -266,8 +285,9 @@ def baseline_table(comparisons: list[BaselineComparison], full_macs: float, spli
             + (f", confirmed on {_images(splits.confirmation)}" if splits.confirmation else "")
             + f". Held-out images: {_images(splits.held_out)}.",
             "",
-            "The rival is the front's best schedule at no more MACs by the search's loss; the verdict is on the "
-            "held-out images only.",
+            "The rival is the front's best schedule at no more MACs by the search's loss (when that is a FORA "
+            "schedule, the search found nothing better there: FORA kept); the verdict is on the held-out images "
+            "only, paired over prompts.",
             "",
         ]
     lines += [
@@ -279,6 +299,8 @@ def baseline_table(comparisons: list[BaselineComparison], full_macs: float, spli
         cells = ["-"] * 7
         if c.rival is not None:
             cells[:2] = [f"{c.rival.macs / full_macs:.3f}", f"{c.rival_loss:.5f}"]
+        elif c.kept is not None:
+            cells[:2] = [c.kept, "-"]
         if c.difference is not None and c.baseline_held_out is not None and c.rival_held_out is not None:
             scale = 100 / max(abs(c.baseline_held_out.quality_loss), 1e-12)
             cells[2:] = [
@@ -290,7 +312,7 @@ def baseline_table(comparisons: list[BaselineComparison], full_macs: float, spli
             ]
         cells[-1] = c.verdict
         lines.append(
-            f"| {c.name} | {c.baseline.macs / full_macs:.3f} | {cells[0]} | {c.baseline.quality_loss:.5f} | "
+            f"| {c.name} | {c.baseline.macs / full_macs:.3f} | {cells[0]} | {c.baseline_loss:.5f} | "
             + " | ".join(cells[1:])
             + " |"
         )

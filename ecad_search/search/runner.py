@@ -138,7 +138,7 @@ def prepare(config: SearchConfig) -> PreparedSearch:
     run = config.run or _run_name(config, metric)
     out = Path(config.out) / _safe(run)
     check_writable_folder(out, "--out")
-    splits = make_splits(settings, held_out, held_out_images, confirm=config.guard == "confirm")
+    splits = make_splits(settings, held_out, held_out_images, confirm=config.guard in ("both", "confirm"))
     return PreparedSearch(config, spec, splits, population, run, out, tuple(notes + held_out_notes))
 
 
@@ -184,7 +184,8 @@ class SearchRun:
     The evaluator (pipeline, metric weights) is built before the database is opened, so a model or metric
     that cannot load leaves no trace in the database. From the moment the run is marked `running`, every way
     out (finished, an error, Ctrl-C, SIGTERM) sets its status. The confirmation and held-out splits share the
-    evaluator's pipeline; the held-out one is built only when the run scores its final front.
+    evaluator's pipeline, and each builds its prompt embeddings and references only when it has something
+    to score that the database does not already hold.
     """
 
     def __init__(
@@ -198,7 +199,6 @@ class SearchRun:
         self.console = console or Console()
         config = prepared.config
         self.evaluator = evaluator or Evaluator(prepared.spec, prepared.settings, device=config.device)
-        confirmation = prepared.splits.confirmation
         self.store = Store(config.db)
         self.store.start_run(
             prepared.run,
@@ -218,18 +218,13 @@ class SearchRun:
                 preset=preset or get_preset(config.preset),
                 population=prepared.population,
                 seed=config.seed,
-                confirmation=self.evaluator.sibling(confirmation) if confirmation else None,
+                confirmation=prepared.splits.confirmation,
             )
         self.reports: list[GenerationReport] = []
         self.baselines: dict[str, EvaluationRecord] = {}
         self.baselines_evaluated = 0
-        self._held_out: SplitScorer | None = None
-
-    @property
-    def held_out(self) -> SplitScorer:
-        if self._held_out is None:
-            self._held_out = SplitScorer(self.evaluator.sibling(self.prepared.splits.held_out), self.store)
-        return self._held_out
+        held_out = prepared.splits.held_out
+        self.held_out = SplitScorer(held_out, self.store, lambda: self.evaluator.sibling(held_out))
 
     def evaluate_baselines(self, progress: SearchProgress | None = None) -> None:
         """FORA every-N up to N=6, scored once (memoised like any candidate): the front's yardstick."""
@@ -331,7 +326,8 @@ class SearchRun:
         done = [r for r in self.reports if not r.replayed]
         evaluated = self.baselines_evaluated + sum(r.evaluated for r in done)
         comparisons = self.versus_baselines()
-        verdicts = {label: [c.name for c in comparisons if c.verdict == label] for label in ("better", "tie", "worse")}
+        labels = ("better", "tie", "worse", "FORA kept")
+        verdicts = {label: [c.name for c in comparisons if c.verdict == label] for label in labels}
         held_out = self.prepared.splits.held_out
         lines = [
             f"run {self.prepared.run}: {len(self.reports)} generations, {len(done)} run now",
@@ -341,14 +337,15 @@ class SearchRun:
             f"held out ({held_out.num_images} images, {_describe_images(held_out)}): the front beats "
             f"{len(verdicts['better'])} of {len(comparisons)} FORA baselines at ≤ MACs"
             + (f" ({', '.join(verdicts['better'])})" if verdicts["better"] else "")
-            + f", ties {len(verdicts['tie'])}, loses {len(verdicts['worse'])} (95% paired CI)",
+            + f", ties {len(verdicts['tie'])}, loses {len(verdicts['worse'])} (95% paired CI); FORA itself is "
+            f"the front's best at the cost of {len(verdicts['FORA kept'])}",
             f"outputs: {self.prepared.out}/ (vs_fora.md compares)",
         ]
         return "\n".join(lines)
 
     def front_entries(self, index: int) -> list[FrontEntry]:
         state = self.search.state
-        held_out = self._held_out.records if self._held_out else {}
+        held_out = self.held_out.records
         entries = []
         for rank, point in enumerate(state.archive.front()):
             record = state.records[point.digest]
@@ -370,8 +367,11 @@ class SearchRun:
         loss and judged on the held-out images when they are scored."""
         state = self.search.state
         front = [state.records[point.digest] for point in state.archive.front()]
-        held_out = self._held_out.records if self._held_out else {}
-        return compare_with_baselines(front, self.baselines, state.search_loss, held_out)
+        held_out = self.held_out.records
+        guarded = self.prepared.config.guard in ("both", "paired")
+        return compare_with_baselines(
+            front, self.baselines, state.search_loss, held_out, self.search.significantly_better if guarded else None
+        )
 
     def write_outputs(self, index: int) -> None:
         out = self.prepared.out
@@ -389,7 +389,7 @@ class SearchRun:
             list(self.search.state.records.values()),
             entries,
             self.baselines,
-            self._held_out.records if self._held_out else {},
+            self.held_out.records,
             self.evaluator.full_macs,
             f"{self.prepared.run}: generation {index + 1}, hypervolume {hv:.4f}",
         )

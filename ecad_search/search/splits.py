@@ -14,7 +14,7 @@ evaluation and are never paid for twice. `SplitScorer` scores masks on one split
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -52,7 +52,7 @@ def make_splits(
     return Splits(calibration, held_out, confirmation)
 
 
-def distinct_prompts(prompts: tuple[str, ...], key: callable) -> tuple[tuple[str, ...], int]:  # type: ignore[valid-type]
+def distinct_prompts(prompts: tuple[str, ...], key: Callable[[str], str]) -> tuple[tuple[str, ...], int]:
     """The prompts with one phrasing kept per conditioning the model sees, and how many were dropped."""
     kept: dict[str, str] = {}
     for prompt in prompts:
@@ -76,13 +76,24 @@ def record_of(digest: str, schedule: CacheSchedule, evaluator: Evaluator) -> Eva
 
 
 class SplitScorer:
-    """Scores on one split: from memory, else from the database, else generated now and stored at once."""
+    """Scores on one split: from memory, else from the database, else generated now and stored at once.
 
-    def __init__(self, evaluator: Evaluator, store: Store) -> None:
-        self.evaluator, self.store = evaluator, store
-        self.key = evaluator.settings.key()
+    The evaluator is built on first need (`make_evaluator`), so a resumed run whose scores are all in the
+    database never generates this split's prompt embeddings or uncached references.
+    """
+
+    def __init__(self, settings: EvaluationSettings, store: Store, make_evaluator: Callable[[], Evaluator]) -> None:
+        self.settings, self.store, self._make_evaluator = settings, store, make_evaluator
+        self._evaluator: Evaluator | None = None
+        self.key = settings.key()
         self.records: dict[str, EvaluationRecord] = {}
         self.evaluated = 0
+
+    @property
+    def evaluator(self) -> Evaluator:
+        if self._evaluator is None:
+            self._evaluator = self._make_evaluator()
+        return self._evaluator
 
     def scores(self, schedules: Mapping[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
         """The record of every digest given; only masks never scored on this split cost anything."""

@@ -203,5 +203,7 @@ SPEC = ModelSpec(
     pipeline_class="DigitsPipeline",
     how_to_get="bundled in ecad_search/assets/digits; rebuild with `python scripts/train_digits.py`",
     resolutions=(8,),
+    calibration_images_per_prompt=4,
+    held_out_images_per_prompt=16,
 )
 SPECS = (SPEC,)
