@@ -104,7 +104,7 @@ def test_same_command_resumes_without_paying_twice(tmp_path, tiny_pixart_dir, pr
     again = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 3))
     assert again.exit_code == 0 and "0 new evaluations · 0 from the database" in again.output
     assert _evaluations(db) == everything, "nothing is scored again: calibration, confirmation nor held out"
-    assert "held out (4 images, 2 prompts × 2 seeds from 1000000)" in again.output
+    assert "held out: 4 images (2 prompts × 2 seeds from 1000000)" in again.output
     other = runner.invoke(app, [*search_args(tiny_pixart_dir, prompts, db, out, 1, "--seed", "5")[:-2], "--run", "u"])
     assert other.exit_code == 0, other.output
     generation = Store(f"sqlite:///{db}").generations("u")[0]
@@ -246,7 +246,8 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     assert [row.split(" | ")[0] for row in rows] == [f"| fora-{n}" for n in range(2, 7)]
     assert "Held-out images: 10 (5 prompts × 2 seeds from 1000000)" in versus[0]
     assert all(row.split(" | ")[-1].strip(" |") in ("better", "tie", "worse", "FORA kept", "-") for row in rows)
-    assert "held out (10 images, 5 prompts × 2 seeds from 1000000): the front beats" in result.output
+    assert "held out: 10 images (5 prompts × 2 seeds from 1000000)" in result.output
+    assert "vs 5 FORA at ≤ MACs: better" in result.output
 
 
 def record(digest: str, loss: float, macs: float, prompt_losses: list[float] | None = None) -> EvaluationRecord:
@@ -295,6 +296,13 @@ def test_a_win_on_calibration_that_loses_on_held_out_images_is_reported_as_a_los
         [lucky], {"fora-3": fora}, held_out={**held_out, "lucky": record("lucky", 0.10, 0.34, [0.09, 0.11, 0.1, 0.1])}
     )[0]
     assert tie.verdict == "tie" and not tie.beaten, "a difference inside the interval is a tie"
+    (guarded,) = compare_with_baselines(
+        [lucky], {"fora-3": fora}, held_out=held_out, significantly_better=lambda a, b: False
+    )
+    assert guarded.verdict == "FORA kept (lead within noise)" and not guarded.beaten
+    row = baseline_table([guarded], full_macs=1.0).splitlines()[-1]
+    assert row.startswith("| fora-3 | 0.350 | 0.340 | 0.10000 | 0.05000 | 0.10000 | 0.20000 | -100 % | [-")
+    assert row.endswith("] % | FORA kept (lead within noise) |"), "the held-out figures are shown, not claimed"
 
 
 def test_paired_interval_of_identical_scores_is_zero_and_of_a_shift_is_the_shift() -> None:

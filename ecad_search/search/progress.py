@@ -53,6 +53,7 @@ class SearchProgress:
         self.generations = generations
         self.live = console.is_terminal and not console.quiet
         self._status = Text("", no_wrap=True, overflow="ellipsis")
+        self._standing = ""
         self._bars = Progress(
             TextColumn("{task.description:<10}"),
             BarColumn(bar_width=BAR_WIDTH),
@@ -78,13 +79,18 @@ class SearchProgress:
             self._display.__exit__(kind, error, trace)
 
     def phase(self, text: str) -> None:
-        """What is being done outside the generations (the FORA baselines): shown in a terminal only."""
+        """What is being done outside the generations (FORA baselines, held-out scoring): in a terminal only,
+        in place of the search's state until the next `note` or generation."""
         if self.live:
+            self._bars.update(self._candidate_task, visible=False)
             self._status.plain = text
 
     def note(self, text: str) -> None:
-        """A line that stays, above the bars in a terminal."""
+        """A line that stays, above the bars in a terminal; the search's state comes back below them."""
         self.console.print(text, soft_wrap=True, highlight=False)
+        if self.live:
+            self._bars.update(self._candidate_task, visible=True)
+            self._status.plain = self._standing
 
     def candidate(self, position: int, total: int) -> None:
         if self.live:
@@ -95,7 +101,8 @@ class SearchProgress:
         if self.live:
             self._bars.update(self._generation_task, completed=report.index + 1)
             self._bars.reset(self._candidate_task)
-            self._status.plain = f"{head}\n{trade}\n{counts(report)}"
+            self._standing = f"{head}\n{trade}\n{counts(report)}"
+            self._status.plain = self._standing
             return
         replayed = " (from the database)" if report.replayed else ""
         self.console.print(

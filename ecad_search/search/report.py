@@ -211,10 +211,11 @@ class BaselineComparison:
 
     @property
     def verdict(self) -> str:
-        """ "better", "worse" or "tie" on held-out images; "pending" before they are scored; "FORA kept" when
-        the front's best at this cost is a FORA schedule; "-" when the front has nothing this cheap."""
+        """The held-out verdict: better, worse or tie; pending before held-out images are scored; FORA kept
+        when the front's best at this cost is a FORA schedule or its lead is within noise; "-" when the front
+        has nothing this cheap."""
         if self.kept is not None:
-            return "FORA kept"
+            return "FORA kept" if self.rival is None else "FORA kept (lead within noise)"
         if self.rival is None:
             return "-"
         if self.difference is None:
@@ -247,25 +248,26 @@ def compare_with_baselines(
     for name, baseline in sorted(baselines.items(), key=lambda item: -item[1].macs):
         affordable = [r for r in front if r.macs <= baseline.macs]
         best = min(affordable, key=lambda r: (search_loss(r.digest), r.macs)) if affordable else None
-        comparison = BaselineComparison(name, baseline, search_loss(baseline.digest))
+        comparison = BaselineComparison(
+            name, baseline, search_loss(baseline.digest), baseline_held_out=held_out.get(baseline.digest)
+        )
         if best is not None and best.digest in names:
             comparison = replace(comparison, kept=names[best.digest])
-        elif best is not None and significantly_better and not significantly_better(best.digest, baseline.digest):
-            comparison = replace(comparison, kept=name)
         elif best is not None:
-            ours, theirs = held_out.get(best.digest), held_out.get(baseline.digest)
+            ours, theirs = held_out.get(best.digest), comparison.baseline_held_out
             difference = (
                 paired_difference(ours.scores["prompt_scores"], theirs.scores["prompt_scores"])
                 if ours is not None and theirs is not None
                 else None
             )
+            noise = significantly_better is not None and not significantly_better(best.digest, baseline.digest)
             comparison = replace(
                 comparison,
                 rival=best,
                 rival_loss=search_loss(best.digest),
-                baseline_held_out=theirs,
                 rival_held_out=ours,
                 difference=difference,
+                kept=name if noise else None,
             )
         comparisons.append(comparison)
     return comparisons
@@ -285,9 +287,10 @@ def baseline_table(comparisons: list[BaselineComparison], full_macs: float, spli
             + (f", confirmed on {_images(splits.confirmation)}" if splits.confirmation else "")
             + f". Held-out images: {_images(splits.held_out)}.",
             "",
-            "The rival is the front's best schedule at no more MACs by the search's loss (when that is a FORA "
-            "schedule, the search found nothing better there: FORA kept); the verdict is on the held-out images "
-            "only, paired over prompts.",
+            "The rival is the front's best schedule at no more MACs by the search's loss. When that is a FORA "
+            "schedule, or its lead on the search's images is within noise (the paired guard), the search has "
+            "nothing better to offer there: FORA kept, and no claim is made. Otherwise the verdict is on the "
+            "held-out images only, paired over prompts.",
             "",
         ]
     lines += [
@@ -301,14 +304,14 @@ def baseline_table(comparisons: list[BaselineComparison], full_macs: float, spli
             cells[:2] = [f"{c.rival.macs / full_macs:.3f}", f"{c.rival_loss:.5f}"]
         elif c.kept is not None:
             cells[:2] = [c.kept, "-"]
+        if c.baseline_held_out is not None:
+            cells[2] = f"{c.baseline_held_out.quality_loss:.5f}"
         if c.difference is not None and c.baseline_held_out is not None and c.rival_held_out is not None:
             scale = 100 / max(abs(c.baseline_held_out.quality_loss), 1e-12)
-            cells[2:] = [
-                f"{c.baseline_held_out.quality_loss:.5f}",
+            cells[3:6] = [
                 f"{c.rival_held_out.quality_loss:.5f}",
                 f"{c.difference.mean * scale:.3g} %",
                 f"[{c.difference.low * scale:.3g}, {c.difference.high * scale:.3g}] %",
-                "",
             ]
         cells[-1] = c.verdict
         lines.append(

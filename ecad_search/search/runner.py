@@ -269,13 +269,13 @@ class SearchRun:
         schedules.update({record.digest: self.search.schedule(_genome(record)) for record in self.baselines.values()})
         settings = self.prepared.splits.held_out
         if progress:
-            progress.phase(f"held-out: scoring up to {len(schedules)} schedules on {settings.num_images} images each")
+            progress.phase(f"held out: scoring up to {len(schedules)} schedules, {settings.num_images} images each")
         before = self.held_out.evaluated
         self.held_out.scores(schedules)
         if progress:
             progress.note(
-                f"held-out: {len(schedules)} schedules ({self.held_out.evaluated - before} scored now) on "
-                f"{settings.num_images} images each ({_describe_images(settings)})"
+                f"held out: {len(schedules)} schedules ({self.held_out.evaluated - before} scored now), "
+                f"{settings.num_images} images each"
             )
 
     @contextmanager
@@ -327,18 +327,18 @@ class SearchRun:
         evaluated = self.baselines_evaluated + sum(r.evaluated for r in done)
         comparisons = self.versus_baselines()
         labels = ("better", "tie", "worse", "FORA kept")
-        verdicts = {label: [c.name for c in comparisons if c.verdict == label] for label in labels}
+        verdicts = {label: [c.name for c in comparisons if c.verdict.startswith(label)] for label in labels}
         held_out = self.prepared.splits.held_out
         lines = [
-            f"run {self.prepared.run}: {len(self.reports)} generations, {len(done)} run now",
-            f"{evaluated} new evaluations · {sum(r.from_database for r in done)} from the database · "
-            f"{sum(r.duplicates for r in done)} duplicates · {sum(r.confirmed for r in done)} confirmed · "
+            f"run {self.prepared.run}: {len(self.reports)} generations ({len(done)} now), "
             f"HV {self.reports[-1].hypervolume:.4f}",
-            f"held out ({held_out.num_images} images, {_describe_images(held_out)}): the front beats "
-            f"{len(verdicts['better'])} of {len(comparisons)} FORA baselines at ≤ MACs"
+            f"{evaluated} new evaluations · {sum(r.from_database for r in done)} from the database · "
+            f"{sum(r.duplicates for r in done)} duplicates · {sum(r.confirmed for r in done)} confirmed",
+            f"held out: {held_out.num_images} images ({_describe_images(held_out)})",
+            f"vs {len(comparisons)} FORA at ≤ MACs: better {len(verdicts['better'])}"
             + (f" ({', '.join(verdicts['better'])})" if verdicts["better"] else "")
-            + f", ties {len(verdicts['tie'])}, loses {len(verdicts['worse'])} (95% paired CI); FORA itself is "
-            f"the front's best at the cost of {len(verdicts['FORA kept'])}",
+            + f" · tie {len(verdicts['tie'])} · worse {len(verdicts['worse'])} · FORA kept "
+            f"{len(verdicts['FORA kept'])}",
             f"outputs: {self.prepared.out}/ (vs_fora.md compares)",
         ]
         return "\n".join(lines)
@@ -422,9 +422,11 @@ def run_search(prepared: PreparedSearch, console: Console | None = None) -> Sear
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
     settings = prepared.settings
     style = "yellow" if settings.num_images > LARGE_IMAGES_PER_CANDIDATE else "default"
+    held_out = prepared.splits.held_out
     console.print(
-        f"[{style}]{settings.num_images:,} images per candidate ({_describe_images(settings)})[/{style}]; "
-        f"held out: {_describe_images(prepared.splits.held_out)}",
+        f"[{style}]{settings.num_images:,} images per candidate ({len(settings.prompts)} prompts × "
+        f"{settings.images_per_prompt} seeds)[/{style}]; held out: {held_out.num_images:,} "
+        f"({len(held_out.prompts)} × {held_out.images_per_prompt})",
         soft_wrap=True,
         highlight=False,
     )
