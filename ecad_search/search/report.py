@@ -115,9 +115,11 @@ def pareto_plot(
     held_out: dict[str, EvaluationRecord],
     full_macs: float,
     title: str,
+    loss: Callable[[str], float] | None = None,
 ) -> None:
     """Quality loss against MACs (fraction of uncached): all evaluations, the front, FORA baselines, and the
-    held-out losses of the front and of FORA once scored (a second, marked series).
+    held-out losses of the front and of FORA once scored (a second, marked series). `loss` gives the search's
+    loss of a baseline (pooled once confirmed), so FORA sits where the search saw it.
 
     The loss axis is logarithmic above 1e-4 (linear below, so a zero loss still shows): the schedules worth
     comparing differ by a few percent of a small loss, invisible on a linear axis next to the cheapest ones.
@@ -147,11 +149,12 @@ def pareto_plot(
             edgecolors="tab:orange",
             label="front, held out",
         )
+    search_loss = loss or (lambda digest: {r.digest: r.quality_loss for r in baselines.values()}[digest])
     for name, record, offset, align in _label_places(baselines):
-        ax.scatter(record.macs / full_macs, record.quality_loss, marker="x", c="tab:red", s=40)
+        ax.scatter(record.macs / full_macs, search_loss(record.digest), marker="x", c="tab:red", s=40)
         ax.annotate(
             name,
-            (record.macs / full_macs, record.quality_loss),
+            (record.macs / full_macs, search_loss(record.digest)),
             fontsize=7,
             xytext=offset,
             textcoords="offset points",

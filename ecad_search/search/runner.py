@@ -392,6 +392,7 @@ class SearchRun:
             self.held_out.records,
             self.evaluator.full_macs,
             f"{self.prepared.run}: generation {index + 1}, hypervolume {hv:.4f}",
+            self.search.state.search_loss,
         )
 
 
