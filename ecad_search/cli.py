@@ -385,6 +385,50 @@ def describe(
 
 @app.command()
 @friendly
+def profile(
+    model: ModelOption = "digits",
+    prompts: Annotated[Path | None, typer.Option(help="prompt file (default: the model's calibration prompts)")] = None,
+    images_per_prompt: Annotated[int, typer.Option(help="seeds per prompt")] = 4,
+    steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
+    seed: int = 0,
+    out: Annotated[Path, typer.Option(help="output PNG heat map (a JSON of the figures is written beside it)")] = Path(
+        "change.png"
+    ),
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N")] = "auto",
+) -> None:
+    """How much each block component's output changes between steps: what a learned schedule can exploit."""
+    import json
+
+    from .models.hub import require_model
+    from .options import MAX_IMAGES_PER_PROMPT, check_range
+    from .prompts import default_prompt_file, load_prompts
+
+    spec = get_model(model)
+    require_model(spec)
+    texts = load_prompts(prompts or default_prompt_file(spec.family))
+    check_range("--images-per-prompt", images_per_prompt, 1, MAX_IMAGES_PER_PROMPT)
+    num_steps = spec.default_steps if steps is None else check_schedule_steps(steps)
+    from .files import write_atomic
+    from .generation import GenerationSettings, load_pipeline, resolve_device
+    from .generation import generate as run
+    from .plots import change_heatmap
+    from .runtime.profile import ChangeProfiler
+
+    _quiet_libraries()
+    settings = GenerationSettings.for_model(spec, steps=num_steps, seed=check_seed(seed))
+    pipe = load_pipeline(spec, device=resolve_device(device))
+    batch = [text for text in texts for _ in range(images_per_prompt)]
+    with ChangeProfiler(pipe.transformer, block_groups(spec), num_steps) as profiler:
+        _, seconds = run(pipe, spec, batch, settings, output_type="pt")
+    figures = profiler.profile(len(batch))
+    write_atomic(out.with_suffix(".json"), json.dumps({"model": spec.name, **figures.to_dict()}, indent=1))
+    title = f"{spec.name}: step-to-step change of each component, {len(batch)} images, {num_steps} steps"
+    change_heatmap(figures, out, title)
+    console.print(f"wrote {out} and {out.with_suffix('.json')} ({len(batch)} images in {seconds:.1f} s)")
+
+
+@app.command()
+@friendly
 def heuristic(
     kind: Annotated[str, typer.Argument(help="fora, tgate, evenly-spaced, attention-every, no-cache, or 'all'")],
     model: ModelOption = "digits",

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import LogNorm
 from matplotlib.ticker import MaxNLocator
 
 from .files import save_figure
 from .schedule import CacheSchedule
+
+if TYPE_CHECKING:
+    from .runtime.profile import ChangeProfile
 
 
 def mask_heatmap(schedule: CacheSchedule, path: str | Path) -> Path:
@@ -32,4 +38,40 @@ def mask_heatmap(schedule: CacheSchedule, path: str | Path) -> Path:
     return Path(path)
 
 
-__all__ = ["mask_heatmap"]
+def change_heatmap(profile: ChangeProfile, path: str | Path, title: str) -> Path:
+    """One panel per component: steps down, blocks across; colour = relative change from the previous step
+    (log scale, one scale for all panels, so components and blocks compare at a glance)."""
+    panels = [
+        (group.name, component, profile.changes[group.name][:, :, i])
+        for group in profile.groups
+        for i, component in enumerate(group.components)
+    ]
+    values = np.concatenate([p.ravel() for _, _, p in panels])
+    positive = values[values > 0]
+    low, high = (positive.min(), positive.max()) if positive.size else (1e-6, 1.0)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(2.2 * len(panels) + 1.4, 4), squeeze=False, sharey=True, layout="constrained"
+    )
+    image = None
+    for ax, (group, component, change) in zip(axes[0], panels, strict=True):
+        image = ax.imshow(
+            np.clip(change, low, high),
+            cmap="viridis",
+            norm=LogNorm(vmin=low, vmax=high),
+            aspect="auto",
+            interpolation="nearest",
+            extent=(-0.5, change.shape[1] - 0.5, change.shape[0] + 0.5, 0.5),
+        )
+        ax.set_title(f"{component}\n{group}", fontsize=8)
+        ax.set_xlabel("block")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].set_ylabel("step (change from the step before)")
+    fig.colorbar(image, ax=axes[0].tolist(), label="relative L1 change of the output", shrink=0.9)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+__all__ = ["change_heatmap", "mask_heatmap"]

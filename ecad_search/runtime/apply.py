@@ -63,13 +63,7 @@ class ScheduleHandle:
             return
         self._runtime.forget_all()
         HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(STEP_HOOK, recurse=False)
-        for module in self._modules.values():
-            module._diffusers_hook.remove_hook(COMPONENT_HOOK, recurse=False)
-        for module in self._created_registries:
-            if not module._diffusers_hook.hooks:
-                del module._diffusers_hook
-                vars(module).pop("forward", None)
-        self._created_registries.clear()
+        remove_hooks(self._modules.values(), COMPONENT_HOOK, self._created_registries)
         if self.scheduler is not None:
             self._unwatch_scheduler()
         self.enabled = False
@@ -95,9 +89,7 @@ class ScheduleHandle:
         self.disable()
 
     def _hook(self, module: nn.Module, hook: Any, name: str) -> None:
-        if not hasattr(module, "_diffusers_hook"):
-            self._created_registries.append(module)
-        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+        add_hook(module, hook, name, self._created_registries)
 
     def _watch_scheduler(self) -> None:
         scheduler = self.scheduler
@@ -127,6 +119,25 @@ class ScheduleHandle:
                 f"call it with num_inference_steps={steps} or use a {model_calls}-step schedule"
             )
         self._runtime.forget_all()
+
+
+def add_hook(module: nn.Module, hook: Any, name: str, created: list[nn.Module]) -> None:
+    """Register a diffusers hook, noting in `created` a module that had no hook registry before."""
+    if not hasattr(module, "_diffusers_hook"):
+        created.append(module)
+    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+
+
+def remove_hooks(modules: Any, name: str, created: list[nn.Module]) -> None:
+    """Remove the named hook from each module, and the registries `add_hook` created once they are empty, so
+    every module is as it was before."""
+    for module in modules:
+        module._diffusers_hook.remove_hook(name, recurse=False)
+    for module in created:
+        if not module._diffusers_hook.hooks:
+            del module._diffusers_hook
+            vars(module).pop("forward", None)
+    created.clear()
 
 
 def apply_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> ScheduleHandle:
