@@ -21,6 +21,9 @@ i.e. a static clip): it moves x_t towards the clipped x₀ without re-deriving e
 accuracy from guidance 2 to 5 with clean samples (figures in ecad_search/assets/digits/training.json).
 
 Everything random draws from seeded generators, so a seed reproduces the weights bit for bit on one device.
+Every `--checkpoint-every` steps the whole training state (weights, EMA, optimiser moments, the generator's
+state, the losses so far) is written to `OUTPUT.checkpoint/` as safetensors and JSON (no pickle). Run the
+same command again after a stop and it resumes from there, bit-identical to a run that never stopped.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import argparse
 import copy
 import json
 import math
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -77,6 +81,7 @@ class TrainConfig:
     eval_steps: int = 20
     guidance_scales: tuple[float, ...] = field(default=GUIDANCE_SCALES)
     log_every: int = 100
+    checkpoint_every: int = 500
 
 
 def make_noise_scheduler() -> DDPMScheduler:
@@ -181,8 +186,14 @@ def denoising_loss(
     return F.mse_loss(prediction, noise)
 
 
-def train_denoiser(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[nn.ModuleDict, dict[str, float]]:
-    """Train on all 1,797 digits; returns the EMA models and loss statistics."""
+def train_denoiser(
+    config: TrainConfig, log: Callable[[str], None] = print, checkpoint: Path | None = None
+) -> tuple[nn.ModuleDict, dict[str, float]]:
+    """Train on all 1,797 digits; returns the EMA models and loss statistics.
+
+    With a `checkpoint` folder, the state is saved there every `config.checkpoint_every` steps, and a run that
+    finds one there resumes from it.
+    """
     models = build_models(config).to(config.device)
     ema = copy.deepcopy(models).requires_grad_(False)
     scheduler = make_noise_scheduler()
@@ -191,7 +202,11 @@ def train_denoiser(config: TrainConfig, log: Callable[[str], None] = print) -> t
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(models.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
     losses: list[float] = []
-    for step in range(config.steps):
+    start = 0
+    if checkpoint is not None and (checkpoint / CHECKPOINT_STATE).is_file():
+        start, losses = load_checkpoint(checkpoint, config, models, ema, optimizer, generator)
+        log(f"resuming from step {start} (checkpoint in {checkpoint})")
+    for step in range(start, config.steps):
         batch = torch.randint(0, len(labels), (config.batch_size,), generator=generator).to(config.device)
         loss = denoising_loss(models, scheduler, images[batch], labels[batch], generator, config.label_dropout)
         for group in optimizer.param_groups:
@@ -205,8 +220,82 @@ def train_denoiser(config: TrainConfig, log: Callable[[str], None] = print) -> t
         if (step + 1) % config.log_every == 0:
             recent = sum(losses[-config.log_every :]) / config.log_every
             log(f"step {step + 1}/{config.steps}  loss {recent:.4f}")
+        if checkpoint is not None and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            save_checkpoint(checkpoint, step + 1, config, models, ema, optimizer, generator, losses)
     tail = losses[-min(len(losses), 200) :]
     return ema.eval(), {"final_loss": sum(tail) / len(tail), "first_loss": losses[0]}
+
+
+CHECKPOINT_STATE = "state.json"
+# Options that change nothing the checkpoint holds: how often to log or save, and what to evaluate after.
+_NOT_TRAINING = ("log_every", "checkpoint_every", "eval_per_digit", "eval_steps", "guidance_scales", "device")
+
+
+def _training_options(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key not in _NOT_TRAINING}
+
+
+CHECKPOINT_TENSORS = "tensors.safetensors"
+
+
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    config: TrainConfig,
+    models: nn.ModuleDict,
+    ema: nn.ModuleDict,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    losses: list[float],
+) -> None:
+    """Everything a resumed run needs, as safetensors and JSON, written so that a stop mid-write leaves the
+    previous checkpoint whole (the JSON, written last, names the step the tensors belong to)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    optimizer_state = optimizer.state_dict()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in models.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    for index, state in optimizer_state["state"].items():
+        tensors.update({f"optimizer.{index}.{name}": value.cpu() for name, value in state.items()})
+    tensors["generator"] = generator.get_state()
+    save_file(tensors, folder / f".{CHECKPOINT_TENSORS}.tmp")
+    (folder / f".{CHECKPOINT_TENSORS}.tmp").replace(folder / CHECKPOINT_TENSORS)
+    state = {"step": step, "config": asdict(config), "losses": losses, "param_groups": optimizer_state["param_groups"]}
+    (folder / f".{CHECKPOINT_STATE}.tmp").write_text(json.dumps(state))
+    (folder / f".{CHECKPOINT_STATE}.tmp").replace(folder / CHECKPOINT_STATE)
+
+
+def load_checkpoint(
+    folder: Path,
+    config: TrainConfig,
+    models: nn.ModuleDict,
+    ema: nn.ModuleDict,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> tuple[int, list[float]]:
+    """Restore a checkpoint of this very configuration; another configuration's is refused, not mixed in."""
+    from safetensors.torch import load_file
+
+    state = json.loads((folder / CHECKPOINT_STATE).read_text())
+    stored, wanted = _training_options(state["config"]), _training_options(asdict(config))
+    if stored != wanted:
+        differing = sorted(key for key in stored.keys() | wanted.keys() if stored.get(key) != wanted.get(key))
+        raise SystemExit(
+            f"the checkpoint in {folder} is for other options ({', '.join(differing)}); repeat them to resume, "
+            "or delete the folder to start afresh"
+        )
+    tensors = load_file(folder / CHECKPOINT_TENSORS, device=config.device)
+    models.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")})
+    moments: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            moments.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": moments, "param_groups": state["param_groups"]})
+    generator.set_state(tensors["generator"].cpu())
+    return int(state["step"]), list(state["losses"])
 
 
 def save_pipeline(models: nn.ModuleDict, output: Path) -> DigitsPipeline:
@@ -225,7 +314,8 @@ def train(config: TrainConfig, output: Path, log: Callable[[str], None] = print)
     """Train both models, save them into `output`, measure the guidance sweep and write training.json."""
     torch.manual_seed(config.seed)
     started = time.perf_counter()
-    models, stats = train_denoiser(config, log)
+    checkpoint = output.with_name(f"{output.name}.checkpoint")
+    models, stats = train_denoiser(config, log, checkpoint)
     denoiser_seconds = time.perf_counter() - started
     classifier, classifier_stats = train_digit_classifier(config.seed, config.classifier_epochs, device=config.device)
     log(f"classifier held-out accuracy {classifier_stats['held_out_accuracy']:.4f}")
@@ -248,6 +338,7 @@ def train(config: TrainConfig, output: Path, log: Callable[[str], None] = print)
         log(format_table(evaluation["rows"], record["frechet_floor"], record["chosen_guidance"]))
     record["wall_seconds"] = round(time.perf_counter() - started, 1)
     (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(checkpoint, ignore_errors=True)
     return record
 
 
@@ -266,6 +357,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, int]:
     parser.add_argument("--classifier-epochs", type=int, default=defaults.classifier_epochs)
     parser.add_argument("--eval-per-digit", type=int, default=defaults.eval_per_digit, help="0 skips the sweep")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=defaults.checkpoint_every, help="steps between resumable checkpoints"
+    )
     args = parser.parse_args(argv)
     config = TrainConfig(
         steps=args.steps,
@@ -278,6 +372,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, int]:
         device=args.device,
         classifier_epochs=args.classifier_epochs,
         eval_per_digit=args.eval_per_digit,
+        checkpoint_every=args.checkpoint_every,
     )
     return config, args.output, args.threads
 

@@ -104,6 +104,27 @@ def test_training_with_one_seed_is_reproducible(tiny_runs: tuple[Path, Path]) ->
     assert record["denoiser"]["final_loss"] > 0
 
 
+def test_a_stopped_training_resumes_bit_identical(tmp_path: Path) -> None:
+    config = replace(TINY, steps=12, log_every=4, checkpoint_every=4)
+    uninterrupted, _ = train_digits.train_denoiser(config, log=lambda _: None)
+
+    def stop_at_step_8(message: str) -> None:
+        if message.startswith("step 8/"):
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "run.checkpoint"
+    with pytest.raises(KeyboardInterrupt):
+        train_digits.train_denoiser(config, log=stop_at_step_8, checkpoint=checkpoint)
+    assert json.loads((checkpoint / "state.json").read_text())["step"] == 4, "the stop came before step 8 was saved"
+    messages: list[str] = []
+    resumed, _ = train_digits.train_denoiser(config, log=messages.append, checkpoint=checkpoint)
+    assert messages[0] == f"resuming from step 4 (checkpoint in {checkpoint})"
+    expected = uninterrupted.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in resumed.state_dict().items())
+    with pytest.raises(SystemExit, match=r"for other options .*learning_rate"):
+        train_digits.train_denoiser(replace(config, learning_rate=0.5), checkpoint=checkpoint)
+
+
 def test_a_different_seed_gives_different_weights(tiny_runs: tuple[Path, Path], tmp_path: Path) -> None:
     train_digits.train(replace(TINY, seed=1), tmp_path, log=lambda _: None)
     name = WEIGHT_FILES[0]
