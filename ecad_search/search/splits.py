@@ -29,6 +29,8 @@ HELD_OUT_SEED_OFFSET = 1_000_000
 
 @dataclass(frozen=True)
 class Splits:
+    """The evaluation settings of each split of one search (no confirmation without the guard)."""
+
     calibration: EvaluationSettings
     held_out: EvaluationSettings
     confirmation: EvaluationSettings | None
@@ -46,7 +48,6 @@ def make_splits(
         prompts=held_out_prompts,
         images_per_prompt=held_out_images_per_prompt,
         seed=calibration.seed + HELD_OUT_SEED_OFFSET,
-        batch_size=calibration.batch_size,
     )
     confirmation = replace(calibration, seed=calibration.seed + CONFIRMATION_SEED_OFFSET) if confirm else None
     return Splits(calibration, held_out, confirmation)
