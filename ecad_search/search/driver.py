@@ -169,11 +169,12 @@ class Search:
         )
 
     def search_scores(self, digest: str, pooled: bool) -> list[float]:
-        """The per-prompt scores the search knows for a mask: calibration, then confirmation when `pooled`."""
-        scores = list(self.state.records[digest].scores["prompt_scores"])
+        """The per-prompt scores the search knows for a mask: calibration, averaged with confirmation (the
+        same prompts on fresh seeds) when `pooled`, so that each prompt stays one unit of the comparison."""
+        scores = np.asarray(self.state.records[digest].scores["prompt_scores"], dtype=float)
         if pooled and self.confirmation is not None:
-            scores += self.confirmation.records[digest].scores["prompt_scores"]
-        return scores
+            scores = (scores + np.asarray(self.confirmation.records[digest].scores["prompt_scores"])) / 2
+        return scores.tolist()
 
     def significantly_better(self, digest: str, than: str) -> bool:
         """Whether one mask beats another on the search's own images with a paired 95 % interval that
