@@ -108,7 +108,9 @@ def main_form(
     preset: Annotated[str, typer.Option(help="'default' (ours) or 'ecad' (the paper's settings)")] = "default",
     metric: Annotated[
         str | None,
-        typer.Option(help="reward, fidelity, image-reward, clip (default: fidelity on digits, else image-reward)"),
+        typer.Option(
+            help="fidelity, frechet, reward, image-reward, clip (default: fidelity on digits, else image-reward)"
+        ),
     ] = None,
     prompts: Annotated[Path | None, typer.Option(help="calibration prompt file (.txt, .json, .csv)")] = None,
     images_per_prompt: Annotated[

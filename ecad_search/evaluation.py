@@ -54,7 +54,11 @@ class EvaluationSettings:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The objectives of one schedule and the figures behind them."""
+    """The objectives of one schedule and the figures behind them.
+
+    `prompt_scores` are the metric's unit scores (`QualityMetric.unit_scores`): one per prompt for per-image
+    metrics, one per seed for set metrics; the name is kept because stored evaluations use it.
+    """
 
     quality_loss: float
     cost: float
@@ -169,17 +173,18 @@ class Evaluator:
     def evaluate(self, schedule: CacheSchedule) -> Evaluation:
         start = time.perf_counter()
         images, seconds = self.generate(schedule)
-        scores = self.metric.score(images, self.image_prompts, self.references).double()
-        per_prompt = scores.view(len(self.settings.prompts), self.settings.images_per_prompt).mean(dim=1)
+        units = self.metric.unit_scores(
+            images, self.image_prompts, self.references, self.settings.images_per_prompt
+        ).double()
         macs = self.macs(schedule)
         latency = seconds / self.settings.num_images
         cost = latency / self.full_seconds_per_image if self.settings.cost == "latency" else macs / self.full_macs
         return Evaluation(
-            quality_loss=float(1.0 - scores.mean()),
+            quality_loss=float(1.0 - units.mean()),
             cost=float(cost),
             macs=macs,
             latency_s=latency,
-            prompt_scores=[float(s) for s in per_prompt],
-            figures=self.metric.extra_figures(images, self.references),
+            prompt_scores=[float(s) for s in units],
+            figures=self.metric.extra_figures(images, self.image_prompts, self.references),
             wall_time_s=time.perf_counter() - start,
         )

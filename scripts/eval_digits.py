@@ -1,7 +1,12 @@
 """Measure the digits model uncached: prompted-class accuracy, reward and Fréchet distance per guidance.
 
+Accuracy is read twice: by the bundled CNN classifier (whose probability is the `reward` metric and whose
+features give the Fréchet distance) and by an independent check that shares nothing with any search
+objective, a support-vector classifier on raw pixels fitted to the same training split.
+
     python scripts/eval_digits.py                  # bundled model, 50 samples per digit, 20 steps
     python scripts/eval_digits.py --model out/digits --guidance 1 2 3
+    python scripts/eval_digits.py --guidance 1.25 --schedule runs/RUN/front/rank03-....json   # a schedule
 
 Every guidance scale starts from the same initial noise (one seeded generator per scale), so the rows differ
 only by the guidance. The chosen default is the scale with the lowest Fréchet distance among those whose
@@ -17,10 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sklearn.svm import SVC
 
+from ecad_search.formats import load_schedule
 from ecad_search.metrics.frechet import digits_frechet_distance, digits_frechet_floor
-from ecad_search.metrics.reward import DigitClassifier, digit_accuracy, digit_reward, load_digit_classifier
+from ecad_search.metrics.reward import (
+    DigitClassifier,
+    digit_accuracy,
+    digit_reward,
+    digits_split,
+    load_digit_classifier,
+    load_real_digits,
+)
 from ecad_search.models.digits import ASSETS_DIR, DIGIT_PROMPTS, NUM_DIGITS, DigitsPipeline
+from ecad_search.runtime import apply_schedule
 
 GUIDANCE_SCALES = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0)
 
@@ -41,6 +56,18 @@ def sample_digits(
     return images.cpu(), torch.arange(NUM_DIGITS).repeat_interleave(per_digit)
 
 
+def pixel_classifier() -> SVC:
+    """The independent check: an RBF support-vector classifier on the 64 raw pixels of the training split."""
+    images, labels = load_real_digits()
+    train, _ = digits_split()
+    return SVC(gamma=0.05, C=10.0).fit(images[train].flatten(1).numpy(), labels[train].numpy())
+
+
+def pixel_accuracy(check: SVC, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of images the pixel classifier reads as the prompted digit."""
+    return float((check.predict(images.flatten(1).numpy()) == labels.numpy()).mean())
+
+
 def evaluate_guidance(
     pipe: DigitsPipeline,
     classifier: DigitClassifier,
@@ -51,6 +78,7 @@ def evaluate_guidance(
 ) -> list[dict[str, float]]:
     """One row per guidance scale: accuracy (argmax == prompt), mean reward, Fréchet distance to real."""
     rows = []
+    check = pixel_classifier()
     for scale in guidance_scales:
         images, labels = sample_digits(pipe, scale, per_digit, steps, seed)
         reward = digit_reward(classifier, images, labels)
@@ -58,6 +86,7 @@ def evaluate_guidance(
             {
                 "guidance": float(scale),
                 "accuracy": digit_accuracy(classifier, images, labels),
+                "pixel_check_accuracy": pixel_accuracy(check, images, labels),
                 "mean_reward": reward.mean().item(),
                 "frechet": digits_frechet_distance(classifier, images),
             }
@@ -74,11 +103,12 @@ def choose_guidance(rows: list[dict[str, float]], tolerance: float = 0.01) -> fl
 
 def format_table(rows: list[dict[str, float]], floor: float, chosen: float) -> str:
     """A plain-text table of the sweep, with the real-digit Fréchet floor and the chosen scale."""
-    lines = [f"{'guidance':>8}  {'accuracy':>8}  {'reward':>6}  {'Fréchet':>7}"]
+    lines = [f"{'guidance':>8}  {'accuracy':>8}  {'check':>6}  {'reward':>6}  {'Fréchet':>7}"]
     for row in rows:
         mark = "  <- default" if row["guidance"] == chosen else ""
         lines.append(
-            f"{row['guidance']:>8.2f}  {row['accuracy']:>8.1%}  {row['mean_reward']:>6.3f}  "
+            f"{row['guidance']:>8.2f}  {row['accuracy']:>8.1%}  {row['pixel_check_accuracy']:>6.1%}  "
+            f"{row['mean_reward']:>6.3f}  "
             f"{row['frechet']:>7.3f}{mark}"
         )
     lines.append(f"Fréchet floor (held-out real digits vs the rest): {floor:.3f}")
@@ -119,7 +149,7 @@ def update_training_record(model: Path, fields: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ASSETS_DIR, help="pipeline folder (default: bundled)")
-    parser.add_argument("--classifier", type=Path, default=None, help="default: <model>/classifier")
+    parser.add_argument("--classifier", type=Path, default=None, help="default: <model>/classifier or bundled")
     parser.add_argument("--guidance", type=float, nargs="+", default=list(GUIDANCE_SCALES))
     parser.add_argument("--per-digit", type=int, default=50)
     parser.add_argument("--steps", type=int, default=20)
@@ -127,6 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tolerance", type=float, default=0.01, help="accuracy slack when choosing guidance")
     parser.add_argument("--record", action="store_true", help="store the sweep in <model>/training.json")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--schedule", type=Path, help="sample with this cache schedule (default: uncached)")
     return parser.parse_args(argv)
 
 
@@ -135,7 +166,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     pipe = DigitsPipeline.from_pretrained(args.model, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    classifier = load_digit_classifier(args.classifier or args.model / "classifier")
+    own = args.model / "classifier"
+    classifier = load_digit_classifier(args.classifier or (own if own.is_dir() else None))
+    if args.schedule is not None:
+        if args.record:
+            raise SystemExit("--record stores the uncached model's figures: leave out --schedule")
+        apply_schedule(pipe, load_schedule(args.schedule))
     fields = evaluation_record(
         pipe, classifier, tuple(args.guidance), args.per_digit, args.steps, args.seed, args.tolerance
     )

@@ -2,6 +2,8 @@
 
     python scripts/train_digits.py                       # the shipped model, into ecad_search/assets/digits
     python scripts/train_digits.py --steps 200 --width 32 --depth 2 --output /tmp/digits --eval-per-digit 10
+    python scripts/train_digits.py --depth 28 --width 64 --head-dim 16 --weights-dtype float16 \
+        --output ecad_search/assets/digits-28     # digits-28: PixArt-α's depth
 
 The denoiser is a PixArt-α transformer trained with the epsilon objective on sklearn's 8×8 digits scaled to
 [-1, 1], with 10 % of the labels dropped to the null class for classifier-free guidance, a cosine noise
@@ -81,6 +83,7 @@ class TrainConfig:
     eval_steps: int = 20
     guidance_scales: tuple[float, ...] = field(default=GUIDANCE_SCALES)
     log_every: int = 100
+    weights_dtype: str = "float32"
     checkpoint_every: int = 500
 
 
@@ -228,7 +231,15 @@ def train_denoiser(
 
 CHECKPOINT_STATE = "state.json"
 # Options that change nothing the checkpoint holds: how often to log or save, and what to evaluate after.
-_NOT_TRAINING = ("log_every", "checkpoint_every", "eval_per_digit", "eval_steps", "guidance_scales", "device")
+_NOT_TRAINING = (
+    "log_every",
+    "checkpoint_every",
+    "eval_per_digit",
+    "eval_steps",
+    "guidance_scales",
+    "device",
+    "weights_dtype",
+)
 
 
 def _training_options(config: dict[str, Any]) -> dict[str, Any]:
@@ -298,14 +309,20 @@ def load_checkpoint(
     return int(state["step"]), list(state["losses"])
 
 
-def save_pipeline(models: nn.ModuleDict, output: Path) -> DigitsPipeline:
-    """Write the diffusers pipeline folder (model_index.json, transformer/, text_encoder/, scheduler/)."""
+def save_pipeline(models: nn.ModuleDict, output: Path, weights_dtype: str = "float32") -> DigitsPipeline:
+    """Write the diffusers pipeline folder (model_index.json, transformer/, text_encoder/, scheduler/).
+
+    With `weights_dtype="float16"` the weights are stored at half the size; the returned pipeline holds those
+    rounded weights in float32, exactly what loading the folder gives, so the sweep measures what ships.
+    """
     pipe = DigitsPipeline(
         transformer=models["transformer"].cpu(),
         text_encoder=models["text_encoder"].cpu(),
         scheduler=make_scheduler(),
     )
+    pipe.to(dtype=getattr(torch, weights_dtype))
     pipe.save_pretrained(output)
+    pipe.to(dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -319,7 +336,7 @@ def train(config: TrainConfig, output: Path, log: Callable[[str], None] = print)
     denoiser_seconds = time.perf_counter() - started
     classifier, classifier_stats = train_digit_classifier(config.seed, config.classifier_epochs, device=config.device)
     log(f"classifier held-out accuracy {classifier_stats['held_out_accuracy']:.4f}")
-    pipe = save_pipeline(models, output)
+    pipe = save_pipeline(models, output, config.weights_dtype)
     save_digit_classifier(classifier, output / "classifier", extra=classifier_stats)
     pipe.to(config.device)
     record: dict[str, Any] = {
@@ -358,6 +375,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, int]:
     parser.add_argument("--eval-per-digit", type=int, default=defaults.eval_per_digit, help="0 skips the sweep")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument(
+        "--weights-dtype", choices=("float32", "float16"), default=defaults.weights_dtype, help="stored weights"
+    )
+    parser.add_argument(
         "--checkpoint-every", type=int, default=defaults.checkpoint_every, help="steps between resumable checkpoints"
     )
     args = parser.parse_args(argv)
@@ -373,6 +393,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Path, int]:
         classifier_epochs=args.classifier_epochs,
         eval_per_digit=args.eval_per_digit,
         checkpoint_every=args.checkpoint_every,
+        weights_dtype=args.weights_dtype,
     )
     return config, args.output, args.threads
 

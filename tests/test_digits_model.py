@@ -16,9 +16,10 @@ from safetensors.torch import load_file
 
 from ecad_search.metrics.reward import digit_accuracy, load_digit_classifier
 from ecad_search.models import get_model
-from ecad_search.models.base import ModelNotAvailableError
+from ecad_search.models.base import ModelNotAvailableError, ModelSpec
 from ecad_search.models.digits import (
-    ASSETS_DIR,
+    ASSETS_ROOT,
+    DEEP_SPEC,
     DEFAULT_GUIDANCE,
     DIGIT_PROMPTS,
     FAMILY,
@@ -130,6 +131,16 @@ def test_a_different_seed_gives_different_weights(tiny_runs: tuple[Path, Path], 
     name = WEIGHT_FILES[0]
     other, base = load_file(tmp_path / name), load_file(tiny_runs[0] / name)
     assert not all(torch.equal(other[key], base[key]) for key in base)
+
+
+def test_half_precision_weights_are_the_rounded_weights_and_load_as_float32(
+    tiny_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train_digits.train(replace(TINY, weights_dtype="float16"), tmp_path, log=lambda _: None)
+    half, full = (load_file(folder / WEIGHT_FILES[0]) for folder in (tmp_path, tiny_runs[0]))
+    assert all(half[key].dtype == torch.float16 and torch.equal(half[key], full[key].half()) for key in full)
+    loaded = FAMILY.load_pipeline(replace(SPEC, pipeline_id=str(tmp_path))).transformer.state_dict()
+    assert all(torch.equal(loaded[key], half[key].float()) for key in half)
 
 
 @pytest.fixture
@@ -250,19 +261,24 @@ def test_transformer_inputs_drive_one_forward_on_cpu_and_meta() -> None:
     assert meta_model(**meta_kwargs, return_dict=False)[0].shape == (2, 1, 8, 8)
 
 
-def test_registry_entry_matches_the_shipped_files() -> None:
-    shipped = json.loads((ASSETS_DIR / "transformer" / "config.json").read_text())
-    assert {key: shipped[key] for key in SPEC.transformer_config} == SPEC.transformer_config
-    assert SPEC.transformer_config["num_layers"] >= 6 and SPEC.transformer_config["patch_size"] == 1
-    assert SPEC.text_tokens == json.loads((ASSETS_DIR / "text_encoder" / "config.json").read_text())["text_tokens"]
-    record = json.loads((ASSETS_DIR / "training.json").read_text())
-    assert record["chosen_guidance"] == DEFAULT_GUIDANCE == SPEC.guidance_scale
-    assert get_model("digits") is SPEC
+@pytest.mark.parametrize(("spec", "depth"), [(SPEC, 6), (DEEP_SPEC, 28)])
+def test_registry_entries_match_the_shipped_files(spec: ModelSpec, depth: int) -> None:
+    folder = ASSETS_ROOT / spec.name
+    shipped = json.loads((folder / "transformer" / "config.json").read_text())
+    assert {key: shipped[key] for key in spec.transformer_config} == spec.transformer_config
+    assert spec.transformer_config["num_layers"] == depth and spec.transformer_config["patch_size"] == 1
+    assert spec.text_tokens == json.loads((folder / "text_encoder" / "config.json").read_text())["text_tokens"]
+    record = json.loads((folder / "training.json").read_text())
+    assert record["chosen_guidance"] == DEFAULT_GUIDANCE == spec.guidance_scale
+    assert record["config"]["depth"] == depth
+    assert get_model(spec.name) is spec
 
 
-def test_shipped_model_draws_the_prompted_digit() -> None:
+@pytest.mark.parametrize("spec", [SPEC, DEEP_SPEC])
+def test_shipped_models_draw_the_prompted_digit(spec: ModelSpec) -> None:
     """100 samples (10 per digit) at the default guidance: a fast stand-in for the 500-sample evaluation."""
-    pipe = FAMILY.load_pipeline(SPEC)
+    pipe = FAMILY.load_pipeline(spec)
+    assert pipe.transformer.dtype == torch.float32, "half-precision weights load as float32"
     images = pipe(
         DIGIT_PROMPTS, num_images_per_prompt=10, generator=torch.Generator().manual_seed(0), output_type="pt"
     ).images

@@ -26,7 +26,7 @@ def test_fidelity_scores_ssim_against_references() -> None:
     noisy = (references + 0.2 * torch.randn_like(references)).clamp(0, 1)
     scores = metric.score(torch.stack([references[0], noisy[1], noisy[2]]), ["a"] * 3, references)
     assert scores[0] == pytest.approx(1.0, abs=1e-6) and (scores[1:] < 0.9).all()
-    figures = metric.extra_figures(noisy, references)
+    figures = metric.extra_figures(noisy, ["a"] * len(noisy), references)
     assert 10 < figures["psnr_db_mean"] < 30 and figures["identical_images"] == 0
 
 

@@ -12,10 +12,13 @@ import torch
 
 from ecad_search.metrics.fidelity import psnr, ssim, ssim_window_size
 from ecad_search.metrics.frechet import (
+    FrechetMetric,
+    FrechetReference,
     classifier_features,
     digits_frechet_distance,
     digits_frechet_floor,
     frechet_distance,
+    jackknife_pseudo_values,
 )
 from ecad_search.metrics.reward import (
     CLASSIFIER_DIR,
@@ -153,3 +156,71 @@ def test_real_digits_sit_far_closer_to_real_digits_than_noise(classifier) -> Non
     noise = torch.rand(500, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     assert 0 < floor < digits_frechet_distance(classifier, noise) / 10
     assert math.isfinite(floor)
+
+
+def test_jackknife_pseudo_values_match_the_one_dimensional_closed_form() -> None:
+    """1-D: FD = (μ₁ − μ₂)² + (σ₁ − σ₂)². Reference [−1, 1, −1, 1]: mean 0, variance 4/3 (ddof 1)."""
+    reference = FrechetReference(np.array([[-1.0], [1.0], [-1.0], [1.0]]))
+    groups = np.array([[[0.0], [2.0]], [[1.0], [3.0]]])
+
+    def closed_form(mean: float, variance: float) -> float:
+        return mean**2 + (math.sqrt(variance) - math.sqrt(4 / 3)) ** 2
+
+    everything = closed_form(1.5, 5 / 3)
+    without_first, without_second = closed_form(2.0, 2.0), closed_form(1.0, 2.0)
+    expected = [2 * everything - without_first, 2 * everything - without_second]
+    assert jackknife_pseudo_values(reference, groups) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="at least two groups"):
+        jackknife_pseudo_values(reference, groups[:1])
+
+
+def test_jackknife_removes_most_of_the_small_sample_bias() -> None:
+    """Samples of the reference's own distribution: the plain distance is all bias, the jackknife's is not."""
+    rng = np.random.default_rng(0)
+    reference = FrechetReference(rng.normal(size=(20000, 8)))
+    groups = rng.normal(size=(10, 20, 8))
+    plain = reference.distance(groups.reshape(-1, 8))
+    corrected = jackknife_pseudo_values(reference, groups).mean()
+    assert plain > 0.1 and abs(corrected) < plain / 4
+
+
+def _real_digits_by_prompt(held_out: tuple[torch.Tensor, torch.Tensor], per_digit: int) -> torch.Tensor:
+    """Held-out real digits laid out like an evaluation: `per_digit` consecutive images of each digit."""
+    images, labels = held_out
+    return torch.cat([images[labels == digit][:per_digit] for digit in range(10)])
+
+
+def test_frechet_metric_scores_the_rise_over_the_uncached_images(classifier, held_out) -> None:
+    """Real digits as the "uncached" images: themselves score 0, a blur scores a rise, noise a huge one."""
+    metric = FrechetMetric(classifier)
+    real = _real_digits_by_prompt(held_out, 20)
+    prompts = [f"a handwritten digit {digit}" for digit in range(10) for _ in range(20)]
+    per_seed = classifier_features(classifier, real).double().numpy().reshape(10, 20, -1).transpose(1, 0, 2)
+    corrected = jackknife_pseudo_values(metric.reference(prompts), per_seed).mean()
+    assert corrected == pytest.approx(6.90, abs=0.01) and corrected == pytest.approx(
+        digits_frechet_floor(classifier), abs=1.0
+    ), "the corrected distance of 200 real digits is near the 360-digit floor"
+    same = metric.unit_scores(real.clone(), prompts, real, 20)
+    assert same.shape == (20,) and torch.allclose(same, torch.ones(20, dtype=torch.float64))
+    blurred = torch.nn.functional.avg_pool2d(real, 3, stride=1, padding=1, count_include_pad=False)
+    rise = float(1 - metric.unit_scores(blurred, prompts, real, 20).mean())
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(0))
+    assert rise == pytest.approx(629.74, abs=0.01)
+    assert 1 - metric.unit_scores(noise, prompts, real, 20).mean() > rise
+    figures = metric.extra_figures(blurred, prompts, real)
+    assert figures["frechet_distance_uncached"] == pytest.approx(15.53, abs=0.01)
+    assert figures["frechet_distance"] > figures["frechet_distance_uncached"]
+    with pytest.raises(TypeError, match="unit_scores"):
+        metric.score(real, prompts, None)
+    with pytest.raises(ValueError, match="uncached images"):
+        metric.unit_scores(real, prompts, None, 20)
+
+
+def test_frechet_metric_compares_with_the_prompted_digits_only(classifier, held_out) -> None:
+    """Real even digits against real even digits are close; against all ten digits they are not."""
+    metric = FrechetMetric(classifier)
+    real = _real_digits_by_prompt(held_out, 20).view(10, 20, 1, 8, 8)[::2].reshape(-1, 1, 8, 8)
+    even = [f"a handwritten digit {digit}" for digit in range(0, 10, 2) for _ in range(20)]
+    own = metric.extra_figures(real, even, None)["frechet_distance"]
+    against_all = metric.reference([str(digit) for digit in range(10)]).distance(classifier_features(classifier, real))
+    assert own == pytest.approx(30.38, abs=0.01) and against_all > 15 * own

@@ -172,6 +172,7 @@ def _evaluations(db: Path) -> int:
         (("--db", "nonsense://"), "database"),
         (("--db", "sqlite:////nonexistent/dir/x.db"), "nonexistent"),
         (("--metric", "reward"), "metric 'reward' scores the digits model only"),
+        (("--metric", "frechet"), "metric 'frechet' scores the digits model only"),
         (("--preset", "fast"), "unknown preset 'fast'"),
         (("--guard", "maybe"), "unknown guard 'maybe': use one of both, confirm, paired, none"),
         (("--held-out-images-per-prompt", "0"), "--held-out-images-per-prompt must be a whole number from 1"),
@@ -248,6 +249,31 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     assert all(row.split(" | ")[-1].strip(" |") in ("better", "tie", "worse", "FORA kept", "-") for row in rows)
     assert "held out: 10 images (5 prompts × 2 seeds from 1000000)" in result.output
     assert "vs 5 FORA at ≤ MACs: better" in result.output
+
+
+def test_a_frechet_search_resamples_seeds_and_stores_the_distance(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    prompts = tmp_path / "digits.txt"
+    prompts.write_text("\n".join(f"a handwritten digit {d}" for d in range(0, 10, 2)))
+    db, out = tmp_path / "f.db", tmp_path / "out"
+    args = ["--model", "digits", "--metric", "frechet", "--generations", "1", "--population", "8",
+            "--images-per-prompt", "3", "--held-out-images-per-prompt", "2", "--prompts", str(prompts),
+            "--db", f"sqlite:///{db}", "--out", str(out), "--run", "f"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    store = Store(f"sqlite:///{db}")
+    spec = get_model("digits")
+    no_cache = CacheSchedule.all_compute(block_groups(spec), spec.default_steps).digest()
+    uncached = store.lookup(store.get_run("f").eval_key, [no_cache])[no_cache]
+    units = uncached.scores["prompt_scores"]
+    assert len(units) == 3, "one unit per seed"
+    assert uncached.quality_loss == pytest.approx(1 - sum(units) / 3)
+    assert 0 < uncached.quality_loss < uncached.scores["frechet_distance"] < 200
+    refused = runner.invoke(app, [*args[:8], "1", *args[9:]])
+    assert refused.exit_code == 2
+    assert refused.output.strip() == (
+        "error: metric 'frechet' needs at least 2 seeds per prompt on every split: "
+        "raise --images-per-prompt and --held-out-images-per-prompt"
+    )
 
 
 def record(digest: str, loss: float, macs: float, prompt_losses: list[float] | None = None) -> EvaluationRecord:

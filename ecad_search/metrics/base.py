@@ -4,6 +4,10 @@ The search minimises `1 - mean score` over the calibration prompts and seeds, so
 per-image score on a scale where 1 is "as good as it gets" (a probability, a similarity, SSIM) or, for
 ImageReward, ECAD's convention of using the raw reward. A metric that compares with the uncached output
 says so with `needs_reference`; the evaluator then generates those references once per run.
+
+Paired comparisons (held-out verdicts, the selection guard) resample independent *units* of a candidate's
+images: for a per-image metric one unit per prompt, its seeds averaged. A metric of the whole image set, such
+as a Fréchet distance, overrides `unit_scores` to say what its units are.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ class QualityMetric:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_reference: ClassVar[bool] = False
+    min_images_per_prompt: ClassVar[int] = 1
+    reference_loss: ClassVar[float] = 1.0
+    """The loss that counts as worthless: the hypervolume's reference point (1 for scores in [0, 1])."""
 
     @classmethod
     def check(cls, spec: ModelSpec) -> None:
@@ -40,6 +47,19 @@ class QualityMetric:
         """Per-image scores (N,) for images (N, C, H, W) in [0, 1] generated from `prompts` (one per image)."""
         raise NotImplementedError
 
-    def extra_figures(self, images: torch.Tensor, references: torch.Tensor | None) -> dict[str, Any]:
+    def unit_scores(
+        self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None, images_per_prompt: int
+    ) -> torch.Tensor:
+        """Scores (U,) of the units a paired comparison resamples; the quality loss is 1 − their mean.
+
+        `images` hold `images_per_prompt` consecutive seeds per prompt. Per-image metrics: the mean score of
+        each prompt's images.
+        """
+        scores = self.score(images, prompts, references).double()
+        return scores.view(-1, images_per_prompt).mean(dim=1)
+
+    def extra_figures(
+        self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None
+    ) -> dict[str, Any]:
         """Other figures worth storing with an evaluation (e.g. PSNR next to SSIM)."""
         return {}

@@ -91,7 +91,9 @@ class FidelityMetric(QualityMetric):
             raise ValueError("the fidelity metric needs the uncached reference images")
         return ssim(images, references)
 
-    def extra_figures(self, images: torch.Tensor, references: torch.Tensor | None) -> dict[str, Any]:
+    def extra_figures(
+        self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None
+    ) -> dict[str, Any]:
         if references is None:
             return {}
         values = psnr(images, references)

@@ -5,14 +5,25 @@ form (Σ₁^½ Σ₂ Σ₁^½ is symmetric positive semi-definite), through eige
 eigenvalues clipped to zero. That equals the usual tr((Σ₁Σ₂)^½) but never produces the small imaginary parts
 `scipy.linalg.sqrtm` returns for the non-symmetric product, and it stays defined when the covariances are
 singular (ReLU features, fewer samples than dimensions).
+
+As a search objective (`--metric frechet`, digits) the distance is taken between a candidate's images and
+all real digits, in the bundled classifier's features: the FID analogue ECAD reports, a measure of quality
+against data rather than of distance to the uncached image, so a schedule can do better than no caching.
+A distance belongs to a whole image set, so its paired comparisons resample seeds: the jackknife over seeds
+gives each seed a pseudo-value whose mean is the bias-corrected distance (Fréchet distances shrink as sets
+grow, and the correction removes the first-order part of that).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from ecad_search.metrics.reward import DigitClassifier, digits_split, load_real_digits
+from ..models.base import ModelSpec
+from .base import MetricNotAvailableError, QualityMetric
+from .reward import DigitClassifier, digits_split, load_digit_classifier, load_real_digits
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -21,18 +32,46 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
 
 
+class FrechetReference:
+    """The Gaussian of a reference feature set (N, D), with its covariance's square root computed once, so
+    each distance to it costs one eigendecomposition."""
+
+    def __init__(self, features: torch.Tensor | np.ndarray):
+        values = np.asarray(features, dtype=np.float64)
+        self.mean = values.mean(axis=0)
+        self.cov = np.atleast_2d(np.cov(values, rowvar=False))
+        self.root = _psd_sqrt(self.cov)
+
+    def distance(self, features: torch.Tensor | np.ndarray) -> float:
+        """Fréchet distance of the Gaussian fitted to `features` (M, D) to this one, in float64."""
+        values = np.asarray(features, dtype=np.float64)
+        cov = np.atleast_2d(np.cov(values, rowvar=False))
+        cross = self.root @ cov @ self.root
+        trace_cross = np.sqrt(np.clip(np.linalg.eigvalsh((cross + cross.T) / 2), 0.0, None)).sum()
+        gap = values.mean(axis=0) - self.mean
+        distance = gap @ gap + np.trace(self.cov) + np.trace(cov) - 2.0 * trace_cross
+        return float(max(distance, 0.0))
+
+
 def frechet_distance(features_a: torch.Tensor | np.ndarray, features_b: torch.Tensor | np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (N, D) and (M, D), in float64."""
-    a = np.asarray(features_a, dtype=np.float64)
-    b = np.asarray(features_b, dtype=np.float64)
-    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a = np.atleast_2d(np.cov(a, rowvar=False))
-    cov_b = np.atleast_2d(np.cov(b, rowvar=False))
-    root_a = _psd_sqrt(cov_a)
-    cross = root_a @ cov_b @ root_a
-    trace_cross = np.sqrt(np.clip(np.linalg.eigvalsh((cross + cross.T) / 2), 0.0, None)).sum()
-    distance = np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_cross
-    return float(max(distance, 0.0))
+    return FrechetReference(features_a).distance(features_b)
+
+
+def jackknife_pseudo_values(reference: FrechetReference, groups: np.ndarray) -> np.ndarray:
+    """Leave-one-group-out pseudo-values (G,) of the distance of all features `groups` (G, M, D) to `reference`.
+
+    Pseudo-value g is G·FD(all) − (G−1)·FD(all but g); their mean is the jackknife bias-corrected distance
+    and their spread its standard error, so they serve as the units of a paired bootstrap.
+    """
+    count = groups.shape[0]
+    if count < 2:
+        raise ValueError("a jackknife needs at least two groups of images (seeds per prompt ≥ 2)")
+    everything = reference.distance(groups.reshape(-1, groups.shape[-1]))
+    rest = np.array(
+        [reference.distance(np.delete(groups, g, axis=0).reshape(-1, groups.shape[-1])) for g in range(count)]
+    )
+    return count * everything - (count - 1) * rest
 
 
 @torch.no_grad()
@@ -59,3 +98,88 @@ def digits_frechet_floor(classifier: DigitClassifier) -> float:
     images, _ = load_real_digits()
     train, held_out = digits_split()
     return digits_frechet_distance(classifier, images[held_out], reference=images[train])
+
+
+class FrechetMetric(QualityMetric):
+    """Digits: how much a schedule raises the Fréchet distance to real digits over the uncached model's.
+
+    Both distances are taken on the same seeds (common random numbers), so the seed set's own luck, which moves
+    the distance of 80 images by more than any schedule does, cancels; the loss is 0 for the uncached run and
+    negative for a schedule whose images are closer to real digits than the uncached ones.
+    """
+
+    name = "frechet"
+    description = "digits: rise in Fréchet distance to real digits over the uncached run (FID analogue)"
+    needs_reference = True
+    min_images_per_prompt = 2
+    reference_loss = 100.0
+
+    def __init__(self, classifier: DigitClassifier) -> None:
+        self.classifier = classifier
+        images, labels = load_real_digits()
+        self.real_features = classifier_features(classifier, images).double().numpy()
+        self.real_labels = labels.numpy()
+        self._features_of: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+        self._references: dict[frozenset[int], FrechetReference] = {}
+
+    def reference(self, prompts: list[str]) -> FrechetReference:
+        """The real digits of the prompted classes: the distance compares like with like (a set of even digits
+        is not penalised for lacking odd ones)."""
+        from ..models.digits import parse_digit_prompt
+
+        digits = frozenset(parse_digit_prompt(prompt) for prompt in prompts)
+        if digits not in self._references:
+            chosen = np.isin(self.real_labels, sorted(digits))
+            self._references[digits] = FrechetReference(self.real_features[chosen])
+        return self._references[digits]
+
+    def _features(self, images: torch.Tensor, slot: int) -> np.ndarray:
+        """Classifier features, kept per slot (0: the candidate, 1: the uncached images, which never change)."""
+        kept = self._features_of.get(slot)
+        if kept is None or kept[0] is not images:
+            kept = self._features_of[slot] = (images, classifier_features(self.classifier, images).double().numpy())
+        return kept[1]
+
+    def _pseudo_values(self, images: torch.Tensor, slot: int, prompts: list[str], per_prompt: int) -> np.ndarray:
+        features = self._features(images, slot)
+        per_seed = features.reshape(-1, per_prompt, features.shape[-1]).transpose(1, 0, 2)
+        return jackknife_pseudo_values(self.reference(prompts), per_seed)
+
+    @classmethod
+    def check(cls, spec: ModelSpec) -> None:
+        if spec.family != "digits":
+            raise MetricNotAvailableError(
+                f"metric 'frechet' scores the digits model only; use --metric fidelity or image-reward for {spec.name}"
+            )
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str = "cpu") -> FrechetMetric:
+        cls.check(spec)
+        local = Path(spec.pipeline_id) / "classifier" if spec.pipeline_id else None
+        return cls(load_digit_classifier(local if local is not None and local.is_dir() else None, device=device))
+
+    def score(self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None) -> torch.Tensor:
+        raise TypeError("the Fréchet distance belongs to an image set, not to one image: use unit_scores")
+
+    def unit_scores(
+        self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None, images_per_prompt: int
+    ) -> torch.Tensor:
+        """One unit per seed (that seed's image of every prompt): 1 − the difference of the candidate's and the
+        uncached images' jackknife pseudo-values, so the loss, 1 − the mean, is the bias-corrected rise."""
+        if references is None:
+            raise ValueError("the frechet metric needs the uncached images of the same seeds")
+        candidate = self._pseudo_values(images, 0, prompts, images_per_prompt)
+        uncached = self._pseudo_values(references, 1, prompts, images_per_prompt)
+        return torch.from_numpy(1.0 - (candidate - uncached))
+
+    def extra_figures(
+        self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None
+    ) -> dict[str, float]:
+        """The plain distances of the candidate's and the uncached images, the figures FID tables report."""
+        figures = {"frechet_distance": self.reference(prompts).distance(self._features(images, 0))}
+        if references is not None:
+            figures["frechet_distance_uncached"] = self.reference(prompts).distance(self._features(references, 1))
+        return figures
+
+
+METRICS = (FrechetMetric,)

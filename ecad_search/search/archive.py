@@ -8,8 +8,8 @@ import numpy as np
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-REFERENCE_POINT = np.array([1.0, 1.0])
-"""Fixed for every run: quality loss 1 (every image wrong) and cost 1 (the uncached run)."""
+REFERENCE_COST = 1.0
+"""The uncached run's cost; the reference loss is the metric's (`QualityMetric.reference_loss`)."""
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class Archive:
     comparison); it is sorted again only after a point it has not seen was added.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, reference_loss: float = 1.0) -> None:
+        self.reference_point = np.array([reference_loss, REFERENCE_COST])
         self.points: dict[str, Point] = {}
         self._front: list[Point] | None = None
 
@@ -59,5 +60,5 @@ class Archive:
         front = self.front()
         if not front:
             return 0.0
-        F = np.minimum(np.array([p.objectives for p in front]), REFERENCE_POINT)
-        return float(HV(ref_point=REFERENCE_POINT)(F))
+        F = np.minimum(np.array([p.objectives for p in front]), self.reference_point)
+        return float(HV(ref_point=self.reference_point)(F))

@@ -91,7 +91,7 @@ class Search:
             SplitScorer(confirmation, store, lambda: evaluator.sibling(confirmation)) if confirmation else None
         )
         self.eval_key = self.calibration.key
-        self.state = SearchState(records=self.calibration.records)
+        self.state = SearchState(archive=Archive(evaluator.metric.reference_loss), records=self.calibration.records)
         self.done_before = {g.index: g for g in store.generations(run)}
         length = self.template.genome_length
         self.problem = Problem(

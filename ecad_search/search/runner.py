@@ -114,6 +114,7 @@ def prepare(config: SearchConfig) -> PreparedSearch:
     guidance = spec.guidance_scale if config.guidance is None else check_guidance(config.guidance)
     metric = config.metric or default_metric(spec)
     get_metric(metric).check(spec)
+    _check_images_for_metric(metric, images, held_out_images)
     prompt_file = config.prompts or default_prompt_file(spec.family)
     prompts, notes = _distinct(spec, load_prompts(prompt_file), "calibration")
     held_out_file = config.held_out_prompts or held_out_prompt_file(prompt_file)
@@ -144,6 +145,15 @@ def prepare(config: SearchConfig) -> PreparedSearch:
 
 def _images_per_prompt(option: str, given: int | None, default: int) -> int:
     return default if given is None else check_range(option, given, 1, MAX_IMAGES_PER_PROMPT)
+
+
+def _check_images_for_metric(metric: str, *images_per_prompt: int) -> None:
+    needed = get_metric(metric).min_images_per_prompt
+    if min(images_per_prompt) < needed:
+        raise SearchOptionError(
+            f"metric '{metric}' needs at least {needed} seeds per prompt on every split: "
+            "raise --images-per-prompt and --held-out-images-per-prompt"
+        )
 
 
 def _distinct(spec: ModelSpec, prompts: tuple[str, ...], which: str) -> tuple[tuple[str, ...], list[str]]:

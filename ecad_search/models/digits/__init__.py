@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
     from .pipeline import DigitsPipeline
 
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "digits"
+ASSETS_ROOT = Path(__file__).resolve().parents[2] / "assets"
+ASSETS_DIR = ASSETS_ROOT / "digits"
 NUM_DIGITS = 10
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 1.25
@@ -162,7 +163,7 @@ class DigitsFamily(ModelFamily):
         """Load from `spec.pipeline_id` (a folder) or the bundled weights; never touches the network."""
         from .pipeline import DigitsPipeline
 
-        folder = Path(spec.pipeline_id) if spec.pipeline_id else ASSETS_DIR
+        folder = Path(spec.pipeline_id) if spec.pipeline_id else ASSETS_ROOT / spec.name
         if not (folder / "model_index.json").is_file():
             raise ModelNotAvailableError(
                 f"no digits pipeline in {folder}; rebuild it with `python scripts/train_digits.py --output {folder}`"
@@ -175,35 +176,49 @@ class DigitsFamily(ModelFamily):
         return pipe.to(device)
 
 
-def _shipped_config(component: str, default: dict[str, Any]) -> dict[str, Any]:
+def _shipped_config(name: str, component: str, default: dict[str, Any]) -> dict[str, Any]:
     """The bundled component config, so the registry entry always describes the weights that ship.
 
     Falls back to the training defaults only when the assets are absent (before the first training run);
     loading the pipeline then fails with `ModelNotAvailableError`.
     """
-    path = ASSETS_DIR / component / "config.json"
+    path = ASSETS_ROOT / name / component / "config.json"
     if not path.is_file():
         return default
     return {key: value for key, value in json.loads(path.read_text()).items() if not key.startswith("_")}
 
 
 FAMILY = DigitsFamily()
-SPEC = ModelSpec(
-    name="digits",
-    family="digits",
-    description="bundled: PixArt blocks on 8×8 digits",
-    transformer_config=_shipped_config("transformer", default_transformer_config()),
-    text_tokens=_shipped_config("text_encoder", {"text_tokens": DEFAULT_TEXT_TOKENS})["text_tokens"],
-    default_steps=DEFAULT_STEPS,
-    resolution=8,
-    guidance_scale=DEFAULT_GUIDANCE,
-    dtype="float32",
-    cfg_batch=True,
-    vae_scale_factor=1,
-    pipeline_class="DigitsPipeline",
-    how_to_get="bundled in ecad_search/assets/digits; rebuild with `python scripts/train_digits.py`",
-    resolutions=(8,),
-    calibration_images_per_prompt=4,
-    held_out_images_per_prompt=16,
+
+
+def _bundled_spec(name: str, description: str, training: str, defaults: dict[str, Any]) -> ModelSpec:
+    """A digits model shipped under assets/<name>, described by its own configs."""
+    return ModelSpec(
+        name=name,
+        family="digits",
+        description=description,
+        transformer_config=_shipped_config(name, "transformer", default_transformer_config(**defaults)),
+        text_tokens=_shipped_config(name, "text_encoder", {"text_tokens": DEFAULT_TEXT_TOKENS})["text_tokens"],
+        default_steps=DEFAULT_STEPS,
+        resolution=8,
+        guidance_scale=DEFAULT_GUIDANCE,
+        dtype="float32",
+        cfg_batch=True,
+        vae_scale_factor=1,
+        pipeline_class="DigitsPipeline",
+        how_to_get=f"bundled in ecad_search/assets/{name}; rebuild with `python scripts/train_digits.py{training}`",
+        resolutions=(8,),
+        calibration_images_per_prompt=4,
+        held_out_images_per_prompt=16,
+    )
+
+
+SPEC = _bundled_spec("digits", "bundled: PixArt blocks on 8×8 digits", "", {})
+DEEP_TRAINING = " --depth 28 --width 64 --head-dim 16 --output ecad_search/assets/digits-28"
+DEEP_SPEC = _bundled_spec(
+    "digits-28",
+    "bundled: PixArt-α's 28 blocks on 8×8 digits",
+    DEEP_TRAINING,
+    {"depth": 28, "width": 64, "head_dim": 16},
 )
-SPECS = (SPEC,)
+SPECS = (SPEC, DEEP_SPEC)
