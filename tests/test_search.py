@@ -267,8 +267,15 @@ def test_a_frechet_search_resamples_seeds_and_stores_the_distance(tmp_path) -> N
     units = uncached.scores["prompt_scores"]
     assert len(units) == 3, "one unit per seed"
     assert uncached.quality_loss == pytest.approx(1 - sum(units) / 3)
-    assert 0 < uncached.quality_loss < uncached.scores["frechet_distance"] < 200
-    refused = runner.invoke(app, [*args[:8], "1", *args[9:]])
+    assert units == [1.0, 1.0, 1.0], "the uncached run's rise over itself is zero"
+    digests = [fora(block_groups(spec), spec.default_steps, n).digest() for n in (2, 4)]
+    fora_records = store.lookup(store.get_run("f").eval_key, digests)
+    fora_2, fora_4 = (fora_records[digest] for digest in digests)
+    assert 0 < fora_2.quality_loss < fora_4.quality_loss, "FORA-4 raises the distance more than FORA-2"
+    assert fora_4.scores["frechet_distance"] > fora_4.scores["frechet_distance_uncached"] > 0
+    one_seed = list(args)
+    one_seed[args.index("--images-per-prompt") + 1] = "1"
+    refused = runner.invoke(app, one_seed)
     assert refused.exit_code == 2
     assert refused.output.strip() == (
         "error: metric 'frechet' needs at least 2 seeds per prompt on every split: "

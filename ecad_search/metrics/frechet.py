@@ -7,11 +7,11 @@ eigenvalues clipped to zero. That equals the usual tr((Σ₁Σ₂)^½) but never
 singular (ReLU features, fewer samples than dimensions).
 
 As a search objective (`--metric frechet`, digits) the distance is taken between a candidate's images and
-all real digits, in the bundled classifier's features: the FID analogue ECAD reports, a measure of quality
-against data rather than of distance to the uncached image, so a schedule can do better than no caching.
-A distance belongs to a whole image set, so its paired comparisons resample seeds: the jackknife over seeds
-gives each seed a pseudo-value whose mean is the bias-corrected distance (Fréchet distances shrink as sets
-grow, and the correction removes the first-order part of that).
+the real digits of the prompted classes, in the bundled classifier's features: the FID analogue ECAD
+reports, a measure of quality against data rather than of distance to the uncached image, so a schedule can
+do better than no caching. A distance belongs to a whole image set, so its paired comparisons resample
+seeds: the jackknife over seeds gives each seed a pseudo-value whose mean is the bias-corrected distance
+(Fréchet distances shrink as sets grow, and the correction removes the first-order part of that).
 """
 
 from __future__ import annotations
