@@ -320,9 +320,12 @@ def save_pipeline(models: nn.ModuleDict, output: Path, weights_dtype: str = "flo
         text_encoder=models["text_encoder"].cpu(),
         scheduler=make_scheduler(),
     )
-    pipe.to(dtype=getattr(torch, weights_dtype))
+    modules = (pipe.transformer, pipe.text_encoder)
+    for module in modules:
+        nn.Module.to(module, getattr(torch, weights_dtype))
     pipe.save_pretrained(output)
-    pipe.to(dtype=torch.float32)
+    for module in modules:
+        nn.Module.to(module, torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -214,7 +214,7 @@ def _bundled_spec(name: str, description: str, training: str, defaults: dict[str
 
 
 SPEC = _bundled_spec("digits", "bundled: PixArt blocks on 8×8 digits", "", {})
-DEEP_TRAINING = " --depth 28 --width 64 --head-dim 16 --output ecad_search/assets/digits-28"
+DEEP_TRAINING = " --depth 28 --width 64 --head-dim 16 --weights-dtype float16 --output ecad_search/assets/digits-28"
 DEEP_SPEC = _bundled_spec(
     "digits-28",
     "bundled: PixArt-α's 28 blocks on 8×8 digits",
