@@ -33,6 +33,7 @@ from ecad_search.metrics.reward import (
     digits_split,
     load_digit_classifier,
     load_real_digits,
+    pipeline_classifier,
 )
 from ecad_search.models.digits import ASSETS_DIR, DIGIT_PROMPTS, NUM_DIGITS, DigitsPipeline
 from ecad_search.runtime import apply_schedule
@@ -166,8 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     pipe = DigitsPipeline.from_pretrained(args.model, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    own = args.model / "classifier"
-    classifier = load_digit_classifier(args.classifier or (own if own.is_dir() else None))
+    classifier = load_digit_classifier(args.classifier) if args.classifier else pipeline_classifier(args.model)
     if args.schedule is not None:
         if args.record:
             raise SystemExit("--record stores the uncached model's figures: leave out --schedule")

@@ -320,6 +320,7 @@ def save_pipeline(models: nn.ModuleDict, output: Path, weights_dtype: str = "flo
         text_encoder=models["text_encoder"].cpu(),
         scheduler=make_scheduler(),
     )
+    # torch's own cast: diffusers' ModelMixin.to warns about keep-in-float32 modules, which these have none of.
     modules = (pipe.transformer, pipe.text_encoder)
     for module in modules:
         nn.Module.to(module, getattr(torch, weights_dtype))

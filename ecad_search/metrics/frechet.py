@@ -16,14 +16,12 @@ seeds: the jackknife over seeds gives each seed a pseudo-value whose mean is the
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from ..models.base import ModelSpec
 from .base import MetricNotAvailableError, QualityMetric
-from .reward import DigitClassifier, digits_split, load_digit_classifier, load_real_digits
+from .reward import DigitClassifier, digits_split, load_real_digits, pipeline_classifier
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -100,6 +98,28 @@ def digits_frechet_floor(classifier: DigitClassifier) -> float:
     return digits_frechet_distance(classifier, images[held_out], reference=images[train])
 
 
+class _ImageSet:
+    """One evaluated image set and its figures against its reference, each computed on first use."""
+
+    def __init__(self, images: torch.Tensor, features: np.ndarray, reference: FrechetReference) -> None:
+        self.images, self.features, self.reference = images, features, reference
+        self._pseudo_values: np.ndarray | None = None
+        self._distance: float | None = None
+
+    def pseudo_values(self, per_prompt: int) -> np.ndarray:
+        """Jackknife pseudo-values, one per seed (that seed's image of every prompt)."""
+        if self._pseudo_values is None:
+            per_seed = self.features.reshape(-1, per_prompt, self.features.shape[-1]).transpose(1, 0, 2)
+            self._pseudo_values = jackknife_pseudo_values(self.reference, per_seed)
+        return self._pseudo_values
+
+    def distance(self) -> float:
+        """The plain distance of the whole set."""
+        if self._distance is None:
+            self._distance = self.reference.distance(self.features)
+        return self._distance
+
+
 class FrechetMetric(QualityMetric):
     """Digits: how much a schedule raises the Fréchet distance to real digits over the uncached model's.
 
@@ -119,7 +139,7 @@ class FrechetMetric(QualityMetric):
         images, labels = load_real_digits()
         self.real_features = classifier_features(classifier, images).double().numpy()
         self.real_labels = labels.numpy()
-        self._features_of: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+        self._image_sets: dict[int, _ImageSet] = {}
         self._references: dict[frozenset[int], FrechetReference] = {}
 
     def reference(self, prompts: list[str]) -> FrechetReference:
@@ -133,17 +153,14 @@ class FrechetMetric(QualityMetric):
             self._references[digits] = FrechetReference(self.real_features[chosen])
         return self._references[digits]
 
-    def _features(self, images: torch.Tensor, slot: int) -> np.ndarray:
-        """Classifier features, kept per slot (0: the candidate, 1: the uncached images, which never change)."""
-        kept = self._features_of.get(slot)
-        if kept is None or kept[0] is not images:
-            kept = self._features_of[slot] = (images, classifier_features(self.classifier, images).double().numpy())
-        return kept[1]
-
-    def _pseudo_values(self, images: torch.Tensor, slot: int, prompts: list[str], per_prompt: int) -> np.ndarray:
-        features = self._features(images, slot)
-        per_seed = features.reshape(-1, per_prompt, features.shape[-1]).transpose(1, 0, 2)
-        return jackknife_pseudo_values(self.reference(prompts), per_seed)
+    def _image_set(self, images: torch.Tensor, slot: int, prompts: list[str]) -> _ImageSet:
+        """What is known of `images`, kept per slot (0: the candidate, 1: the uncached images, which stay the same
+        for an evaluator's life, so their features, pseudo-values and distance are computed once)."""
+        kept = self._image_sets.get(slot)
+        if kept is None or kept.images is not images:
+            features = classifier_features(self.classifier, images).double().numpy()
+            kept = self._image_sets[slot] = _ImageSet(images, features, self.reference(prompts))
+        return kept
 
     @classmethod
     def check(cls, spec: ModelSpec) -> None:
@@ -155,8 +172,7 @@ class FrechetMetric(QualityMetric):
     @classmethod
     def load(cls, spec: ModelSpec, device: str = "cpu") -> FrechetMetric:
         cls.check(spec)
-        local = Path(spec.pipeline_id) / "classifier" if spec.pipeline_id else None
-        return cls(load_digit_classifier(local if local is not None and local.is_dir() else None, device=device))
+        return cls(pipeline_classifier(spec.pipeline_id, device))
 
     def score(self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None) -> torch.Tensor:
         raise TypeError("the Fréchet distance belongs to an image set, not to one image: use unit_scores")
@@ -168,17 +184,17 @@ class FrechetMetric(QualityMetric):
         uncached images' jackknife pseudo-values, so the loss, 1 − the mean, is the bias-corrected rise."""
         if references is None:
             raise ValueError("the frechet metric needs the uncached images of the same seeds")
-        candidate = self._pseudo_values(images, 0, prompts, images_per_prompt)
-        uncached = self._pseudo_values(references, 1, prompts, images_per_prompt)
+        candidate = self._image_set(images, 0, prompts).pseudo_values(images_per_prompt)
+        uncached = self._image_set(references, 1, prompts).pseudo_values(images_per_prompt)
         return torch.from_numpy(1.0 - (candidate - uncached))
 
     def extra_figures(
         self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None
     ) -> dict[str, float]:
         """The plain distances of the candidate's and the uncached images, the figures FID tables report."""
-        figures = {"frechet_distance": self.reference(prompts).distance(self._features(images, 0))}
+        figures = {"frechet_distance": self._image_set(images, 0, prompts).distance()}
         if references is not None:
-            figures["frechet_distance_uncached"] = self.reference(prompts).distance(self._features(references, 1))
+            figures["frechet_distance_uncached"] = self._image_set(references, 1, prompts).distance()
         return figures
 
 

@@ -128,6 +128,12 @@ def save_digit_classifier(classifier: DigitClassifier, folder: str | Path, extra
     save_file(state, folder / "model.safetensors")
 
 
+def pipeline_classifier(pipeline_folder: str | Path | None, device: str = "cpu") -> DigitClassifier:
+    """The classifier saved with a digits pipeline folder (its classifier/), else the bundled one."""
+    own = Path(pipeline_folder) / "classifier" if pipeline_folder else None
+    return load_digit_classifier(own if own is not None and own.is_dir() else None, device=device)
+
+
 def load_digit_classifier(folder: str | Path | None = None, device: str = "cpu") -> DigitClassifier:
     """Load a classifier written by `save_digit_classifier`; defaults to the one bundled with the model."""
     folder = Path(folder) if folder is not None else CLASSIFIER_DIR
@@ -160,9 +166,7 @@ class DigitRewardMetric(QualityMetric):
     @classmethod
     def load(cls, spec: ModelSpec, device: str = "cpu") -> DigitRewardMetric:
         cls.check(spec)
-        local = Path(spec.pipeline_id) / "classifier" if spec.pipeline_id else None
-        folder = local if local is not None and local.is_dir() else None
-        return cls(load_digit_classifier(folder, device=device))
+        return cls(pipeline_classifier(spec.pipeline_id, device))
 
     def score(self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None) -> torch.Tensor:
         from ..models.digits import parse_digit_prompt
