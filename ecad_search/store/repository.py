@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +54,29 @@ _INSTALL_HINT = {
     "pymysql": "pip install pymysql",
     "mysqldb": "pip install mysqlclient",
 }
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until a write transaction has committed or rolled back, then arrive as usual.
+
+    Interrupted inside one, SQLite can stay locked, and the run's final status could not be recorded. Only the
+    main thread can handle signals; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in previous:
+        signal.signal(number, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in received:
+            signal.raise_signal(number)
 
 
 class StoreError(ValueError):
@@ -144,6 +170,12 @@ class Store:
         finally:
             engine.dispose()
 
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """One write transaction, never cut short by a signal (`_signals_held`)."""
+        with _signals_held(), self._sessions.begin() as session:
+            yield session
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -176,7 +208,7 @@ class Store:
             "metric": metric,
             "seed": int(seed),
         }
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             run = _find_run(session, name)
             if run is None:
                 run = Run(
@@ -211,7 +243,7 @@ class Store:
     def set_status(self, run_name: str, status: str) -> None:
         if status not in RUN_STATUSES:
             raise StoreError(f"unknown run status {status!r}; use one of {', '.join(RUN_STATUSES)}")
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             run = _require_run(session, run_name)
             run.status = status
             run.updated_at = utc_now()
@@ -251,7 +283,7 @@ class Store:
             first.setdefault(record.digest, record)
         unique = list(first.values())
         rows = [_evaluation_row(record) for record in unique]
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             candidates = _upsert_candidates(session, unique)
             stored = _evaluated_ids(session, eval_key, [candidate.id for candidate in candidates.values()])
             new = [
@@ -286,7 +318,7 @@ class Store:
             "wall_time_s": _real(wall_time_s, "wall_time_s"),
             "confirmed": int(confirmed),
         }
-        with self._sessions.begin() as session:
+        with self._writing() as session:
             run = _require_run(session, run_name)
             exists = session.scalar(select(Generation.id).where(Generation.run_id == run.id, Generation.index == index))
             if exists is None:
