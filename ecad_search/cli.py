@@ -109,7 +109,7 @@ def main_form(
     metric: Annotated[
         str | None,
         typer.Option(
-            help="fidelity, frechet, reward, image-reward, clip (default: fidelity on digits, else image-reward)"
+            help="fidelity, frechet, reward, image-reward, clip (default: the model's; `ecad-search models`)"
         ),
     ] = None,
     prompts: Annotated[Path | None, typer.Option(help="calibration prompt file (.txt, .json, .csv)")] = None,
@@ -123,14 +123,20 @@ def main_form(
         int | None, typer.Option(help="held-out seeds per prompt (default: the model's)")
     ] = None,
     guard: Annotated[
-        str, typer.Option(help="selection-bias guard: both (confirm + paired), confirm (fresh seeds), paired, none")
-    ] = "both",
+        str | None,
+        typer.Option(help="selection-bias guard: both (confirm + paired), confirm (fresh seeds), paired, none"),
+    ] = None,
+    held_out: Annotated[
+        str, typer.Option(help="held-out scoring: rivals (FORA and the front's best at its MACs) or front (all)")
+    ] = "rivals",
     steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
     resolution: Annotated[int | None, typer.Option(help="square image size in pixels")] = None,
     guidance: Annotated[float | None, typer.Option(help="guidance scale (default: the model's)")] = None,
     cost: Annotated[str, typer.Option(help="'macs' (analytic) or 'latency' (measured)")] = "macs",
     seed: Annotated[int, typer.Option(help="seed of the search and of the calibration images")] = 0,
-    batch_size: Annotated[int, typer.Option(help="images per pipeline call (0: all at once)")] = 0,
+    batch_size: Annotated[
+        int | None, typer.Option(help="images per pipeline call (0: all at once; default: the model's)")
+    ] = None,
     db: Annotated[str, typer.Option(help="SQLAlchemy URL of the run database")] = "sqlite:///ecad-search.db",
     run: Annotated[str | None, typer.Option(help="run name (default: derived from the options)")] = None,
     out: Annotated[Path, typer.Option(help="output folder; the run writes into OUT/RUN")] = Path("runs"),
@@ -159,6 +165,7 @@ def main_form(
             held_out_prompts=str(held_out_prompts) if held_out_prompts else None,
             held_out_images_per_prompt=held_out_images_per_prompt,
             guard=guard,
+            held_out=held_out,
             steps=steps,
             resolution=resolution,
             guidance=guidance,
@@ -221,11 +228,11 @@ def export(
     require_run(db, run)
     if sum(x is not None and x is not False for x in (max_loss, max_macs, knee_point or None)) != 1:
         raise UsageError("choose exactly one of --max-loss, --max-macs, --knee")
-    schedule = export_from_run(db, run, max_loss=max_loss, max_macs=max_macs, knee_point=knee_point)
+    schedule, on_held_out = export_from_run(db, run, max_loss=max_loss, max_macs=max_macs, knee_point=knee_point)
     save_schedule(schedule, out)
     metrics = schedule.metrics
     held_out = metrics.get("held_out_loss", {}).get("value")
-    judged = "chosen on held-out images" if held_out is not None else "chosen on the search's images"
+    judged = "chosen on held-out images" if on_held_out else "chosen on the search's images"
     console.print(
         f"wrote {out}: {metrics['macs_fraction']['value']:.1%} of MACs, search loss "
         f"{metrics['quality_loss']['value']:.4f}"
@@ -237,8 +244,9 @@ def export(
 @app.command()
 @friendly
 def models() -> None:
-    """List the registered models."""
-    table = Table("name", "steps", "size", "guidance", "dtype", "what")
+    """List the registered models and the search's defaults for each."""
+    table = Table("name", "steps", "size", "cfg", "metric", "what")
+    table.columns[0].no_wrap = table.columns[4].no_wrap = True
     for name in model_names():
         spec = get_model(name)
         table.add_row(
@@ -246,8 +254,8 @@ def models() -> None:
             str(spec.default_steps),
             f"{spec.resolution} px",
             f"{spec.guidance_scale:g}",
-            spec.dtype,
-            spec.description,
+            spec.metric,
+            f"{spec.description} ({spec.dtype})",
         )
     console.print(table)
 

@@ -43,10 +43,10 @@ CANDIDATES = {
 }
 
 
-def run_preset(preset: Preset, seed: int, images: int, evaluator: Evaluator, model: str, folder: Path) -> dict:
+def run_preset(preset: Preset, seed: int, images: int, evaluator: Evaluator, base: SearchConfig, folder: Path) -> dict:
     """One search until `images` images were generated; the curve and the time split."""
-    config = SearchConfig(
-        model=model, generations=1, preset="default", population=preset.population, seed=seed,
+    config = replace(
+        base, preset="default", population=preset.population, seed=seed,
         db=f"sqlite:///{folder / f'{preset.name}-{seed}.db'}", out=str(folder / "out"), run=f"{preset.name}-{seed}",
     )  # fmt: skip
     search_run = SearchRun(prepare(config), Console(quiet=True), evaluator=evaluator, preset=preset)
@@ -70,18 +70,20 @@ def run_preset(preset: Preset, seed: int, images: int, evaluator: Evaluator, mod
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="digits")
+    parser.add_argument("--metric", default="fidelity", help="the objective the presets were compared on")
     parser.add_argument("--images", type=int, default=12000, help="images generated per preset and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--presets", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     parser.add_argument("--out", type=Path, default=Path("bench_search.png"))
     args = parser.parse_args()
-    prepared = prepare(SearchConfig(model=args.model, generations=1))
+    base = SearchConfig(model=args.model, generations=1, metric=args.metric, guard="both")
+    prepared = prepare(base)
     evaluator = Evaluator(prepared.spec, prepared.settings)
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.presets:
             results[name] = [
-                run_preset(CANDIDATES[name], seed, args.images, evaluator, args.model, Path(tmp)) for seed in args.seeds
+                run_preset(CANDIDATES[name], seed, args.images, evaluator, base, Path(tmp)) for seed in args.seeds
             ]
     plot(results, args.out)
     args.out.with_suffix(".json").write_text(json.dumps({"images": args.images, "results": results}, indent=1))

@@ -4,7 +4,7 @@ The more MACs a family of schedules saves (FORA every N, whole-step skipping), t
 from real ones (Fréchet distance) and from the uncached samples (PSNR). The classifier reward does not fall:
 the digit a sample shows is fixed by the class conditioning before any step can be cached, and reused outputs
 pull each sample towards its class mean (within-class variance shrinks), which the classifier reads at
-least as confidently. That is why the digits search defaults to `--metric fidelity`.
+least as confidently. That is why the digits search never defaults to `--metric reward`.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def final_archive(db: Path, run: str = "t") -> tuple[str, ...]:
 
 def test_short_search_writes_front_plot_and_tables(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
     db, out = tmp_path / "s.db", tmp_path / "out"
-    result = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 3))
+    result = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 3, "--held-out", "front"))
     assert result.exit_code == 0, result.output
     run_dir = out / "t"
     fronts = sorted((run_dir / "front").glob("*.json"))
@@ -175,6 +175,8 @@ def _evaluations(db: Path) -> int:
         (("--metric", "frechet"), "metric 'frechet' scores the digits model only"),
         (("--preset", "fast"), "unknown preset 'fast'"),
         (("--guard", "maybe"), "unknown guard 'maybe': use one of both, confirm, paired, none"),
+        (("--held-out", "all"), "unknown held-out scope 'all': use one of rivals, front"),
+        (("--batch-size", "-1"), "--batch-size must be a whole number from 0"),
         (("--held-out-images-per-prompt", "0"), "--held-out-images-per-prompt must be a whole number from 1"),
         (("--device", "gpu"), "unknown device 'gpu'"),
     ],
@@ -198,7 +200,7 @@ def test_bad_options_are_one_line_and_leave_the_database_untouched(tmp_path, tin
 
 def test_export_picks_from_the_front(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
     db, out = tmp_path / "s.db", tmp_path / "out"
-    assert runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 2)).exit_code == 0
+    assert runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 2, "--held-out", "front")).exit_code == 0
     store = Store(f"sqlite:///{db}")
     held_out_key = load_schedule(next((out / "t" / "front").glob("*.json"))).provenance["held_out_key"]
     front = store.evaluations_for(held_out_key, list(final_archive(db)))
@@ -228,7 +230,7 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     prompts.write_text("\n".join(f"a handwritten digit {d}" for d in range(0, 10, 2)))
     db, out = tmp_path / "d.db", tmp_path / "out"
     args = ["--model", "digits", "--generations", "2", "--population", "8", "--prompts", str(prompts),
-            "--images-per-prompt", "1", "--held-out-images-per-prompt", "2",
+            "--images-per-prompt", "2", "--held-out-images-per-prompt", "2",
             "--db", f"sqlite:///{db}", "--out", str(out), "--run", "d"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -237,9 +239,10 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     spec = get_model("digits")
     no_cache = CacheSchedule.all_compute(block_groups(spec), spec.default_steps).digest()
     uncached = store.lookup(store.get_run("d").eval_key, [no_cache])[no_cache]
-    assert uncached.quality_loss == pytest.approx(0.0, abs=1e-6), "digits default to fidelity to the uncached run"
-    assert store.get_run("d").metric == "fidelity"
-    assert len(uncached.scores["prompt_scores"]) == 5
+    assert uncached.quality_loss == pytest.approx(0.0, abs=1e-6), "the Fréchet rise is over the uncached run"
+    run = store.get_run("d")
+    assert (run.metric, run.config["guard"], run.config["batch_size"]) == ("frechet", "confirm", 100)
+    assert len(uncached.scores["prompt_scores"]) == 2, "one Fréchet unit per seed"
     assert min(r.quality_loss for r in front) <= uncached.quality_loss + 1e-6
     assert min(r.cost for r in front) < 0.5
     versus = (out / "d" / "vs_fora.md").read_text().splitlines()
@@ -247,6 +250,9 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     assert [row.split(" | ")[0] for row in rows] == [f"| fora-{n}" for n in range(2, 7)]
     assert "Held-out images: 10 (5 prompts × 2 seeds from 1000000)" in versus[0]
     assert all(row.split(" | ")[-1].strip(" |") in ("better", "tie", "worse", "FORA kept", "-") for row in rows)
+    rivals = {(cells[2], cells[4]) for cells in (row.split(" | ") for row in rows) if cells[4] != "-"}
+    held_out_key = load_schedule(next((out / "d" / "front").glob("*.json"))).provenance["held_out_key"]
+    assert store.count_evaluations(held_out_key) == 5 + len(rivals), "held out: each FORA and its rival, no more"
     assert "held out: 10 images (5 prompts × 2 seeds from 1000000)" in result.output
     assert "vs 5 FORA at ≤ MACs: better" in result.output
 
@@ -372,7 +378,7 @@ def test_prompts_the_model_sees_alike_count_once(tmp_path) -> None:  # type: ign
     prepared = prepare(SearchConfig(model="digits", generations=1, prompts=str(prompts), out=str(tmp_path)))
     assert prepared.settings.prompts == ("seven", "Digit 3")
     assert prepared.splits.held_out.prompts == ("seven", "Digit 3"), "digits: the same digits, other seeds"
-    assert prepared.settings.num_images == 2 * 4 and prepared.splits.held_out.num_images == 2 * 16
+    assert prepared.settings.num_images == 2 * 8 and prepared.splits.held_out.num_images == 2 * 100
     (note,) = prepared.notes
     assert "4 calibration prompts give only 2 distinct images per seed on digits" in note
 

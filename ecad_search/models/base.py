@@ -34,8 +34,9 @@ class ModelSpec:
     `max_sequence_length` for FLUX). `cfg_batch` says whether a generation step runs the guidance pair as one
     batched transformer call (PixArt), which doubles the transformer batch. `resolutions` lists the only sizes
     the model generates (empty: any whole number of tokens). `calibration_images_per_prompt` and
-    `held_out_images_per_prompt` are the search's default seeds per prompt on its two splits, chosen by
-    measurement (docs/search.md).
+    `held_out_images_per_prompt` are the search's default seeds per prompt on its two splits; `metric`,
+    `guard` and `batch_size` its default objective, selection-bias guard and images per pipeline call (0: all
+    at once). Each is chosen by measurement for the model (docs/search.md).
     """
 
     name: str
@@ -58,6 +59,9 @@ class ModelSpec:
     resolutions: tuple[int, ...] = ()
     calibration_images_per_prompt: int = 1
     held_out_images_per_prompt: int = 1
+    metric: str = "image-reward"
+    guard: str = "both"
+    batch_size: int = 0
 
     @property
     def hub_repos(self) -> tuple[str, ...]:

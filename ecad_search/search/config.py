@@ -11,9 +11,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Everything a run is; all but `generations`, `db`, `out` and `device` identify the run in the database.
+    """Everything a run is; all but `generations`, `held_out`, `db`, `out` and `device` identify the run in the
+    database.
 
-    `None` means the model's default (its registry entry) or the prompt set's held-out companion. `guard` is
+    `None` means the model's default (its registry entry) or the prompt set's held-out companion. `held_out`
+    says which schedules the run scores on the held-out images: "rivals" (each FORA baseline and the front's
+    best schedule at no more MACs: the schedules its claims are about) or "front" (the whole final front as
+    well). `guard` is
     the selection-bias guard (docs/search.md): "confirm" re-scores every would-be front member on fresh seeds
     and pools the scores; "paired" puts a schedule forward against a FORA baseline only when its lead on the
     search's images is beyond noise (a paired 95 % interval); "both" does both; "none" trusts the calibration
@@ -29,23 +33,25 @@ class SearchConfig:
     images_per_prompt: int | None = None
     held_out_prompts: str | None = None
     held_out_images_per_prompt: int | None = None
-    guard: str = "both"
+    guard: str | None = None
+    held_out: str = "rivals"
     steps: int | None = None
     resolution: int | None = None
     guidance: float | None = None
     cost: str = "macs"
     seed: int = 0
-    batch_size: int = 0
+    batch_size: int | None = None
     db: str = "sqlite:///ecad-search.db"
     run: str | None = None
     out: str = "runs"
     device: str = "auto"
 
     def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("generations", "db", "out", "device")}
+        return {k: v for k, v in asdict(self).items() if k not in ("generations", "held_out", "db", "out", "device")}
 
 
 GUARDS = ("both", "confirm", "paired", "none")
+HELD_OUT_SCOPES = ("rivals", "front")
 
 
 class SearchOptionError(ValueError):

@@ -1,19 +1,20 @@
 """Export one schedule from a stored run's front, without loading any model weights.
 
-Held-out figures decide when the run has scored its whole final front on them: they are the only losses
-the search did not tune on.
+Held-out figures decide when the run has scored its whole final front on them (`--held-out front`): they are
+the only losses the search did not tune on. Otherwise the search's own losses decide (pooled with the
+confirmation seeds where the run has them), as they did for the front itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 
 from ..cost import estimate_macs
 from ..models import block_groups, schedule_metadata
 from ..schedule import CacheSchedule
-from ..store import RunInfo, Store
+from ..store import EvaluationRecord, RunInfo, Store
 from .report import ScoredRecord, describe
 from .runner import SearchConfig, prepare
 from .select import best_within, cheapest_within, knee
@@ -31,9 +32,9 @@ def require_run(db: str, run: str) -> RunInfo:
 
 def export_from_run(
     db: str, run: str, *, max_loss: float | None = None, max_macs: float | None = None, knee_point: bool = False
-) -> CacheSchedule:
-    """One schedule of the run's last front, chosen on held-out losses when the whole front has them (else on
-    the search's calibration losses), saved with both figures."""
+) -> tuple[CacheSchedule, bool]:
+    """One schedule of the run's last front, saved with both figures, and whether held-out losses chose it
+    (they do when the whole front has them; else the search's losses do)."""
     info = require_run(db, run)
     store = Store(db, create=False)
     generations = store.generations(run)
@@ -48,7 +49,8 @@ def export_from_run(
     confirmation = store.lookup(splits.confirmation.key(), digests) if splits.confirmation else {}
     held_out = store.lookup(splits.held_out.key(), digests)
     front = [calibration[d] for d in digests]
-    judged = [held_out[d] for d in digests] if all(d in held_out for d in digests) else front
+    on_held_out = all(d in held_out for d in digests)
+    judged = [held_out[d] if on_held_out else _search_record(calibration[d], confirmation) for d in digests]
     if max_loss is not None:
         record = cheapest_within(judged, max_loss)
     elif max_macs is not None:
@@ -56,15 +58,15 @@ def export_from_run(
     else:
         record = knee(judged)
     digest = record.digest
-    loss = pooled_loss(calibration[digest], confirmation[digest]) if digest in confirmation else None
-    scored = ScoredRecord(calibration[digest], loss or calibration[digest].quality_loss, held_out.get(digest))
+    search_loss = _search_record(calibration[digest], confirmation).quality_loss
+    scored = ScoredRecord(calibration[digest], search_loss, held_out.get(digest))
     settings = prepared.settings
     template = CacheSchedule.all_compute(
         block_groups(prepared.spec), settings.steps, **schedule_metadata(prepared.spec)
     ).with_metadata(height=settings.resolution, width=settings.resolution, guidance_scale=settings.guidance_scale)
     schedule = template.with_genome(np.frombuffer(record.genome.encode(), dtype=np.uint8) == ord("1"))
     rank = [r.digest for r in sorted(front, key=lambda r: (r.cost, r.quality_loss))].index(digest)
-    return describe(
+    described = describe(
         schedule,
         scored,
         prepared,
@@ -72,3 +74,10 @@ def export_from_run(
         rank=rank,
         full_macs=estimate_macs(template, prepared.spec),
     )
+    return described, on_held_out
+
+
+def _search_record(record: EvaluationRecord, confirmation: dict[str, EvaluationRecord]) -> EvaluationRecord:
+    """The record with the loss the search ranked it by: pooled with its confirmation seeds when it has them."""
+    confirmed = confirmation.get(record.digest)
+    return record if confirmed is None else replace(record, quality_loss=pooled_loss(record, confirmed))

@@ -37,7 +37,7 @@ from ..options import (
 from ..prompts import default_prompt_file, held_out_prompt_file, load_prompts
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
-from .config import GUARDS, SearchConfig, SearchOptionError
+from .config import GUARDS, HELD_OUT_SCOPES, SearchConfig, SearchOptionError
 from .driver import GenerationReport, Search
 from .presets import Preset, get_preset
 from .progress import SearchProgress, Standing
@@ -79,31 +79,28 @@ class PreparedSearch:
         return self.splits.calibration
 
 
-def default_metric(spec: ModelSpec) -> str:
-    """ECAD's ImageReward for real models; fidelity for digits, whose classifier reward caching cannot move.
-
-    The digit a sample shows is fixed by the class conditioning before any step can be cached (the first
-    x₀ estimate already reads as the prompted digit), and reuse pulls samples towards their class mean, which
-    a classifier reads more confidently, not less. So a `reward` front is flat while SSIM to the uncached
-    image falls with every cached step (measured in tests/test_digits_caching.py and the README).
-    """
-    return "fidelity" if spec.family == "digits" else "image-reward"
-
-
 def prepare(config: SearchConfig) -> PreparedSearch:
-    """Validate every option and derive the run's settings; raises one-line errors, writes nothing."""
+    """Validate every option and derive the run's settings; raises one-line errors, writes nothing.
+
+    The model's defaults fill the options left unset, so the run's identity names what actually ran.
+    """
     check_range("--generations", config.generations, 1, MAX_GENERATIONS)
-    check_range("--batch-size", config.batch_size, 0, MAX_BATCH_SIZE, "0 puts all images in one call")
     check_seed(config.seed)
     if config.cost not in COSTS:
         raise SearchOptionError(f"unknown cost '{config.cost}': use one of {', '.join(COSTS)}")
-    if config.guard not in GUARDS:
-        raise SearchOptionError(f"unknown guard '{config.guard}': use one of {', '.join(GUARDS)}")
+    _check_choice("guard", config.guard, GUARDS)
+    _check_choice("held-out scope", config.held_out, HELD_OUT_SCOPES)
+    spec = get_model(config.model)
+    config = replace(
+        config,
+        guard=spec.guard if config.guard is None else config.guard,
+        batch_size=spec.batch_size if config.batch_size is None else config.batch_size,
+    )
+    check_range("--batch-size", config.batch_size, 0, MAX_BATCH_SIZE, "0 puts all images in one call")
     preset = get_preset(config.preset)
     population = check_range(
         "--population", preset.population if config.population is None else config.population, 4, MAX_POPULATION
     )
-    spec = get_model(config.model)
     images = _images_per_prompt("--images-per-prompt", config.images_per_prompt, spec.calibration_images_per_prompt)
     held_out_images = _images_per_prompt(
         "--held-out-images-per-prompt", config.held_out_images_per_prompt, spec.held_out_images_per_prompt
@@ -112,7 +109,7 @@ def prepare(config: SearchConfig) -> PreparedSearch:
     resolution = spec.resolution if config.resolution is None else config.resolution
     get_family(spec).check_resolution(spec, resolution)
     guidance = spec.guidance_scale if config.guidance is None else check_guidance(config.guidance)
-    metric = config.metric or default_metric(spec)
+    metric = config.metric or spec.metric
     get_metric(metric).check(spec)
     _check_images_for_metric(metric, images, held_out_images)
     prompt_file = config.prompts or default_prompt_file(spec.family)
@@ -141,6 +138,11 @@ def prepare(config: SearchConfig) -> PreparedSearch:
     check_writable_folder(out, "--out")
     splits = make_splits(settings, held_out, held_out_images, confirm=config.guard in ("both", "confirm"))
     return PreparedSearch(config, spec, splits, population, run, out, tuple(notes + held_out_notes))
+
+
+def _check_choice(what: str, value: str | None, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        raise SearchOptionError(f"unknown {what} '{value}': use one of {', '.join(choices)}")
 
 
 def _images_per_prompt(option: str, given: int | None, default: int) -> int:
@@ -273,10 +275,14 @@ class SearchRun:
         return self.reports
 
     def score_held_out(self, progress: SearchProgress | None = None) -> None:
-        """The final front and the FORA baselines on the held-out images; what was scored before is not paid
-        for again."""
-        schedules = {p.digest: self.search.schedule(p.genome) for p in self.search.state.archive.front()}
-        schedules.update({record.digest: self.search.schedule(_genome(record)) for record in self.baselines.values()})
+        """The FORA baselines and their rivals (or the whole final front) on the held-out images; what was
+        scored before is not paid for again."""
+        if self.prepared.config.held_out == "front":
+            records = [self.search.state.records[p.digest] for p in self.search.state.archive.front()]
+        else:
+            records = [c.rival for c in self.versus_baselines() if c.rival is not None]
+        records += list(self.baselines.values())
+        schedules = {record.digest: self.search.schedule(_genome(record)) for record in records}
         settings = self.prepared.splits.held_out
         if progress:
             progress.phase(f"held out: scoring up to {len(schedules)} schedules, {settings.num_images} images each")

@@ -208,8 +208,11 @@ def _bundled_spec(name: str, description: str, training: str, defaults: dict[str
         pipeline_class="DigitsPipeline",
         how_to_get=f"bundled in ecad_search/assets/{name}; rebuild with `python scripts/train_digits.py{training}`",
         resolutions=(8,),
-        calibration_images_per_prompt=4,
-        held_out_images_per_prompt=16,
+        calibration_images_per_prompt=8,
+        held_out_images_per_prompt=100,
+        metric="frechet",
+        guard="confirm",
+        batch_size=100,
     )
 
 
