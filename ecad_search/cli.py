@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .metrics import MetricNotAvailableError
@@ -83,7 +84,7 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _error(message: str) -> None:
-    errors.print(f"[red]error:[/red] {' '.join(message.split())}", highlight=False, markup=True)
+    errors.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, markup=True)
 
 
 def _spec(model: str, resolution: int | None = None) -> ModelSpec:
@@ -108,9 +109,7 @@ def main_form(
     preset: Annotated[str, typer.Option(help="'default' (ours) or 'ecad' (the paper's settings)")] = "default",
     metric: Annotated[
         str | None,
-        typer.Option(
-            help="fidelity, frechet, reward, image-reward, clip (default: the model's; `ecad-search models`)"
-        ),
+        typer.Option(help="fidelity, frechet, reward, image-reward, clip (default: the model's; `ecad-search models`)"),
     ] = None,
     prompts: Annotated[Path | None, typer.Option(help="calibration prompt file (.txt, .json, .csv)")] = None,
     images_per_prompt: Annotated[
@@ -141,6 +140,13 @@ def main_form(
     run: Annotated[str | None, typer.Option(help="run name (default: derived from the options)")] = None,
     out: Annotated[Path, typer.Option(help="output folder; the run writes into OUT/RUN")] = Path("runs"),
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N")] = "auto",
+    workers: Annotated[
+        int, typer.Option(help="Ray workers, each with its own pipeline (0: score in this process, no Ray)")
+    ] = 0,
+    ray_address: Annotated[
+        str | None, typer.Option(help="join a Ray cluster: auto or ray://host:port (default: start a local one)")
+    ] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker on a GPU cluster (0.5: two per GPU)")] = 1.0,
 ) -> None:
     """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
 
@@ -176,6 +182,9 @@ def main_form(
             run=run,
             out=str(out),
             device=device,
+            workers=workers,
+            ray_address=ray_address,
+            gpus_per_worker=gpus_per_worker,
         )
     )
 
@@ -184,11 +193,15 @@ def _search(config: Any) -> None:
     from .models.hub import require_model
 
     require_model(_spec(config.model, config.resolution))
+    from .pool import PoolError
     from .search.runner import prepare, run_search
 
     prepared = prepare(config)
     _quiet_libraries()
-    search_run = run_search(prepared, console)
+    try:
+        search_run = run_search(prepared, console)
+    except PoolError as err:
+        raise UsageError(str(err)) from None
     console.print(search_run.summary())
 
 

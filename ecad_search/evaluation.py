@@ -20,7 +20,7 @@ import torch
 from .cost import estimate_macs
 from .generation import GenerationSettings, load_pipeline, pipeline_kwargs
 from .metrics import QualityMetric, get_metric
-from .models import ModelSpec, get_family, schedule_metadata
+from .models import ModelSpec, block_groups, get_family, schedule_metadata
 from .models.blocks import discover_block_groups
 from .runtime import ScheduleHandle, apply_schedule
 from .schedule import CacheSchedule
@@ -50,6 +50,25 @@ class EvaluationSettings:
     @property
     def num_images(self) -> int:
         return len(self.prompts) * self.images_per_prompt
+
+
+def run_template(spec: ModelSpec, settings: EvaluationSettings) -> CacheSchedule:
+    """The all-compute schedule of a run, from the registry entry alone: the search builds every candidate
+    from it without loading a pipeline (workers load theirs)."""
+    return CacheSchedule.all_compute(block_groups(spec), settings.steps, **schedule_metadata(spec)).with_metadata(
+        height=settings.resolution, width=settings.resolution, guidance_scale=settings.guidance_scale
+    )
+
+
+def schedule_macs(schedule: CacheSchedule, spec: ModelSpec, settings: EvaluationSettings) -> float:
+    """MACs per image at the run's resolution and guidance (the schedule's own metadata is not used)."""
+    return estimate_macs(
+        schedule,
+        spec,
+        height=settings.resolution,
+        width=settings.resolution,
+        batch_size=spec.transformer_rows(settings.guidance_scale),
+    )
 
 
 @dataclass(frozen=True)
@@ -161,14 +180,7 @@ class Evaluator:
         return torch.cat(outputs), time.perf_counter() - start
 
     def macs(self, schedule: CacheSchedule) -> float:
-        """MACs per image at the run's resolution and guidance (the candidate's own metadata is not used)."""
-        return estimate_macs(
-            schedule,
-            self.spec,
-            height=self.settings.resolution,
-            width=self.settings.resolution,
-            batch_size=self.spec.transformer_rows(self.settings.guidance_scale),
-        )
+        return schedule_macs(schedule, self.spec, self.settings)
 
     def evaluate(self, schedule: CacheSchedule) -> Evaluation:
         start = time.perf_counter()

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 from rich.console import Console
 from rich.table import Table
 
-from ecad_search.evaluation import Evaluator
+from ecad_search.pool import LocalPool
 from ecad_search.search.presets import PRESETS, Preset
 from ecad_search.search.runner import SearchConfig, SearchRun, prepare
 
@@ -43,15 +43,15 @@ CANDIDATES = {
 }
 
 
-def run_preset(preset: Preset, seed: int, images: int, evaluator: Evaluator, base: SearchConfig, folder: Path) -> dict:
+def run_preset(preset: Preset, seed: int, images: int, pool: LocalPool, base: SearchConfig, folder: Path) -> dict:
     """One search until `images` images were generated; the curve and the time split."""
     config = replace(
         base, preset="default", population=preset.population, seed=seed,
         db=f"sqlite:///{folder / f'{preset.name}-{seed}.db'}", out=str(folder / "out"), run=f"{preset.name}-{seed}",
     )  # fmt: skip
-    search_run = SearchRun(prepare(config), Console(quiet=True), evaluator=evaluator, preset=preset)
+    search_run = SearchRun(prepare(config), Console(quiet=True), pool=pool, preset=preset)
     search_run.evaluate_baselines()
-    per_eval = evaluator.settings.num_images
+    per_eval = search_run.prepared.settings.num_images
     curve, generated, generating, start, index = [], 0, 0.0, time.perf_counter(), 0
     while generated < images:
         report = search_run.search.step(index)
@@ -78,12 +78,12 @@ def main() -> None:
     args = parser.parse_args()
     base = SearchConfig(model=args.model, generations=1, metric=args.metric, guard="both")
     prepared = prepare(base)
-    evaluator = Evaluator(prepared.spec, prepared.settings)
+    pool = LocalPool(prepared.spec)
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.presets:
             results[name] = [
-                run_preset(CANDIDATES[name], seed, args.images, evaluator, base, Path(tmp)) for seed in args.seeds
+                run_preset(CANDIDATES[name], seed, args.images, pool, base, Path(tmp)) for seed in args.seeds
             ]
     plot(results, args.out)
     args.out.with_suffix(".json").write_text(json.dumps({"images": args.images, "results": results}, indent=1))

@@ -69,7 +69,9 @@ def test_tables_are_prefixed(url: str) -> None:
     engine = create_engine(url)
     names = set(inspect(engine).get_table_names())
     engine.dispose()
-    assert names == {"ecad_runs", "ecad_candidates", "ecad_evaluations", "ecad_generations", "ecad_schema_version"}
+    assert names == {
+        "ecad_runs", "ecad_candidates", "ecad_evaluations", "ecad_failures", "ecad_generations", "ecad_schema_version"
+    }
 
 
 def test_floats_round_trip_bit_exactly(url: str) -> None:

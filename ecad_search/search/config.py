@@ -11,8 +11,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Everything a run is; all but `generations`, `held_out`, `db`, `out` and `device` identify the run in the
-    database.
+    """Everything a run is; all but `WHERE_IT_RUNS` (how long, what is reported, where it runs: in-process or
+    on `workers` Ray actors, locally or at `ray_address`) identify the run in the database.
 
     `None` means the model's default (its registry entry) or the prompt set's held-out companion. `held_out`
     says which schedules the run scores on the held-out images: "rivals" (each FORA baseline and the front's
@@ -45,11 +45,16 @@ class SearchConfig:
     run: str | None = None
     out: str = "runs"
     device: str = "auto"
+    workers: int = 0
+    ray_address: str | None = None
+    gpus_per_worker: float = 1.0
 
     def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("generations", "held_out", "db", "out", "device")}
+        return {k: v for k, v in asdict(self).items() if k not in WHERE_IT_RUNS}
 
 
+# What a run does not depend on: how long it goes, what it reports, and where it runs.
+WHERE_IT_RUNS = ("generations", "held_out", "db", "out", "device", "workers", "ray_address", "gpus_per_worker")
 GUARDS = ("both", "confirm", "paired", "none")
 HELD_OUT_SCOPES = ("rivals", "front")
 

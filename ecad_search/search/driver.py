@@ -1,9 +1,11 @@
-"""The NSGA-II loop: pymoo asks, we evaluate (or find the evaluation in the database), pymoo is told.
+"""The NSGA-II loop: pymoo asks, the pool scores what is new (or the database has it), pymoo is told.
 
 Resuming needs no checkpoint: the algorithm is seeded, so replaying it from generation 0 with every
 evaluation served from the database reproduces exactly the same populations and archive, and only masks
-never evaluated before cost any time. Every new evaluation is written as soon as it exists, so a crash loses
-at most the candidate being generated.
+never evaluated before cost any time. Every new evaluation is written as soon as it arrives, so a crash loses
+at most the candidates in flight. Results are used in population order, never in arrival order, so the
+archive is the same whatever the number of workers. A candidate that could not be scored (it killed its
+workers) is infeasible for NSGA-II (one inequality constraint) and never enters the archive.
 
 With a confirmation split (the selection-bias guard, `splits.py`), every schedule on the archive's front has
 been scored again on fresh seeds and its loss is the pooled one; NSGA-II itself sees calibration losses.
@@ -20,7 +22,8 @@ from pymoo.core.problem import Problem
 from pymoo.core.termination import NoTermination
 from pymoo.problems.static import StaticProblem
 
-from ..evaluation import EvaluationSettings, Evaluator
+from ..evaluation import EvaluationSettings
+from ..pool import EvaluationPool
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
 from .archive import Archive
@@ -50,6 +53,7 @@ class GenerationReport:
     replayed: bool
     wall_time_s: float
     confirmed: int = 0
+    failed: int = 0
 
 
 @dataclass
@@ -66,37 +70,37 @@ class SearchState:
         return self.pooled.get(digest, self.records[digest].quality_loss)
 
 
-ProgressCallback = Callable[[str, int, int], None]
+# Called as each candidate of a generation is settled: (settled so far, population size).
+ProgressCallback = Callable[[int, int], None]
 
 
 class Search:
-    """One run of the search on one evaluator and one store."""
+    """One run of the search: candidates go to a pool, records to a store; no pipeline is loaded here."""
 
     def __init__(
         self,
         *,
         run: str,
-        evaluator: Evaluator,
+        pool: EvaluationPool,
         store: Store,
+        template: CacheSchedule,
+        settings: EvaluationSettings,
+        reference_loss: float,
         preset: Preset,
         population: int,
         seed: int,
         confirmation: EvaluationSettings | None = None,
     ) -> None:
-        self.run, self.evaluator, self.store = run, evaluator, store
+        self.run, self.pool, self.store, self.template = run, pool, store, template
         self.preset, self.population, self.seed = preset, population, seed
-        self.template: CacheSchedule = evaluator.template
-        self.calibration = SplitScorer(evaluator.settings, store, lambda: evaluator)
-        self.confirmation = (
-            SplitScorer(confirmation, store, lambda: evaluator.sibling(confirmation)) if confirmation else None
-        )
+        self.reference_loss = reference_loss
+        self.calibration = SplitScorer(settings, store, pool)
+        self.confirmation = SplitScorer(confirmation, store, pool) if confirmation else None
         self.eval_key = self.calibration.key
-        self.state = SearchState(archive=Archive(evaluator.metric.reference_loss), records=self.calibration.records)
+        self.state = SearchState(archive=Archive(reference_loss), records=self.calibration.records)
         self.done_before = {g.index: g for g in store.generations(run)}
         length = self.template.genome_length
-        self.problem = Problem(
-            n_var=length, n_obj=2, n_ieq_constr=1 if preset.forbid_no_cache else 0, xl=0, xu=1, vtype=bool
-        )
+        self.problem = Problem(n_var=length, n_obj=2, n_ieq_constr=1, xl=0, xu=1, vtype=bool)
         initial = initial_population(self.template, population, seed)
         self.algorithm = preset.algorithm(initial, population)
         self.algorithm.setup(self.problem, termination=NoTermination(), seed=seed, verbose=False)
@@ -113,29 +117,33 @@ class Search:
             genomes = self._with_refinements(genomes, index)
             population.set("X", genomes)
         schedules = [self.schedule(g) for g in genomes]
-        digests = [s.digest() for s in schedules]
-        scored_before = set(self.state.records)
-        known = self.store.lookup(self.eval_key, sorted(set(digests) - scored_before))
-        self.state.records.update(known)
-        evaluated = from_database = 0
-        counted: set[str] = set()
-        for position, (digest, schedule) in enumerate(zip(digests, schedules, strict=True)):
+        digests = [schedule.digest() for schedule in schedules]
+        unique = dict(zip(digests, schedules, strict=True))
+        calibration = self.calibration
+        seen_before = {digest for digest in unique if calibration.known(digest)}
+        calibration.load([digest for digest in unique if digest not in seen_before])
+        new = {digest: schedule for digest, schedule in unique.items() if not calibration.known(digest)}
+        from_database = len(unique) - len(seen_before) - len(new)
+        settled = len(digests) - len(new)
+
+        def on_outcome(_: object) -> None:
+            nonlocal settled
+            settled += 1
             if on_candidate:
-                on_candidate(digest, position, len(digests))
-            if digest in counted or digest in scored_before:
-                pass
-            elif digest in known:
-                from_database += 1
-            else:
-                self.calibration.evaluate_and_record(digest, schedule)
-                evaluated += 1
-            counted.add(digest)
-        F = np.array([[self.state.records[d].quality_loss, self.state.records[d].cost] for d in digests])
-        G = (1.0 - (~genomes).sum(axis=1, keepdims=True)).astype(float) if self.preset.forbid_no_cache else None
+                on_candidate(settled, len(digests))
+
+        if on_candidate:
+            on_candidate(settled, len(digests))
+        failed_before = len(calibration.failures)
+        calibration.scores(new, on_outcome)
+        failed = len(calibration.failures) - failed_before
+        evaluated = len(new) - failed
+        F, G = self._objectives(digests, genomes)
         self.algorithm.evaluator.eval(StaticProblem(self.problem, F=F, G=G), population)
         self.algorithm.tell(infills=population)
         for digest, genome, objectives in zip(digests, genomes, F, strict=True):
-            self.state.archive.add(digest, genome, (self.state.search_loss(digest), float(objectives[1])))
+            if digest in self.state.records:
+                self.state.archive.add(digest, genome, (self.state.search_loss(digest), float(objectives[1])))
         confirmed = self.confirm_front()
         front = self.state.archive.front()
         hypervolume = self.state.archive.hypervolume()
@@ -155,7 +163,7 @@ class Search:
         if earlier is not None:
             evaluated, from_database, seconds = earlier.evaluated, earlier.memo_hits, earlier.wall_time_s
             confirmed = earlier.confirmed
-        duplicates = len(digests) - evaluated - from_database
+        duplicates = len(digests) - evaluated - from_database - failed
         return GenerationReport(
             index,
             evaluated,
@@ -166,7 +174,20 @@ class Search:
             earlier is not None,
             seconds,
             confirmed,
+            failed,
         )
+
+    def _objectives(self, digests: list[str], genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """NSGA-II's objectives and constraint: a failed candidate is infeasible at the worst loss and full cost;
+        with `forbid_no_cache`, so is the no-cache mask (at least one computation must be reused)."""
+        records = self.state.records
+        failed = np.array([d not in records for d in digests])
+        worst = (self.reference_loss, 1.0)
+        F = np.array([(records[d].quality_loss, records[d].cost) if d in records else worst for d in digests])
+        G = np.where(failed, 1.0, 0.0)
+        if self.preset.forbid_no_cache:
+            G = np.maximum(G, 1.0 - (~genomes).sum(axis=1))
+        return F, G[:, None]
 
     def search_scores(self, digest: str, pooled: bool) -> list[float]:
         """The per-prompt scores the search knows for a mask: calibration, averaged with confirmation (the
@@ -185,16 +206,18 @@ class Search:
 
     def confirm_front(self) -> int:
         """Score every unconfirmed front member on the confirmation seeds and pool its loss, until the whole
-        front is confirmed (a member whose pooled loss rises can let another in). Returns how many were
-        scored now; without a confirmation split, nothing happens."""
+        front is confirmed (a member whose pooled loss rises can let another in; one that could not be scored
+        takes the worst loss). Returns how many were scored now; without a confirmation split, nothing happens."""
         if self.confirmation is None:
             return 0
         before = self.confirmation.evaluated
         while pending := {
             p.digest: self.schedule(p.genome) for p in self.state.archive.front() if p.digest not in self.state.pooled
         }:
-            for digest, record in self.confirmation.scores(pending).items():
-                loss = pooled_loss(self.state.records[digest], record)
+            confirmed = self.confirmation.scores(pending)
+            for digest in pending:
+                record = confirmed.get(digest)
+                loss = self.reference_loss if record is None else pooled_loss(self.state.records[digest], record)
                 self.state.pooled[digest] = loss
                 self.state.archive.rescore(digest, (loss, self.state.archive.points[digest].objectives[1]))
         return self.confirmation.evaluated - before

@@ -8,6 +8,7 @@ and the log can be read with grep.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -16,6 +17,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from ..pool import PoolStatus
 from .driver import GenerationReport
 
 BAR_WIDTH = 28
@@ -42,17 +44,27 @@ class Standing:
 
 
 def counts(report: GenerationReport) -> str:
-    return f"new {report.evaluated} · database {report.from_database} · duplicates {report.duplicates}"
+    failed = f" · failed {report.failed}" if report.failed else ""
+    return f"new {report.evaluated} · database {report.from_database} · duplicates {report.duplicates}{failed}"
 
 
 class SearchProgress:
     """Progress of one search invocation; use as a context manager around the generations."""
 
-    def __init__(self, console: Console, generations: int, population: int, first: int = 0) -> None:
+    def __init__(
+        self,
+        console: Console,
+        generations: int,
+        population: int,
+        first: int = 0,
+        workers: Callable[[], PoolStatus] | None = None,
+    ) -> None:
         self.console = console
         self.generations = generations
+        self.workers = workers
         self.live = console.is_terminal and not console.quiet
         self._status = Text("", no_wrap=True, overflow="ellipsis")
+        self._workers = Text("", no_wrap=True, overflow="ellipsis")
         self._standing = ""
         self._bars = Progress(
             TextColumn("{task.description:<10}"),
@@ -64,7 +76,9 @@ class SearchProgress:
         )
         self._generation_task = self._bars.add_task("generation", total=generations, completed=first)
         self._candidate_task = self._bars.add_task("candidate", total=population)
-        self._display = Live(Group(self._bars, self._status), console=console, transient=False, auto_refresh=True)
+        self._display = Live(
+            Group(self._bars, self._workers, self._status), console=console, transient=False, auto_refresh=True
+        )
 
     def __enter__(self) -> SearchProgress:
         if self.live:
@@ -92,9 +106,12 @@ class SearchProgress:
             self._bars.update(self._candidate_task, visible=True)
             self._status.plain = self._standing
 
-    def candidate(self, position: int, total: int) -> None:
+    def candidate(self, settled: int, total: int) -> None:
+        """`settled` of the generation's `total` candidates are scored (or found, or failed)."""
         if self.live:
-            self._bars.update(self._candidate_task, completed=position + 1, total=total)
+            self._bars.update(self._candidate_task, completed=settled, total=total)
+            if self.workers:
+                self._workers.plain = self.workers().line()
 
     def generation(self, report: GenerationReport, standing: Standing) -> None:
         head, trade = standing.lines()
@@ -105,9 +122,10 @@ class SearchProgress:
             self._status.plain = self._standing
             return
         replayed = " (from the database)" if report.replayed else ""
+        workers = f" · {self.workers().line()}" if self.workers else ""
         self.console.print(
             f"generation {report.index + 1}/{self.generations}{replayed}: {head} · {counts(report)} · "
-            f"{report.wall_time_s:.1f} s · {trade}",
+            f"{report.wall_time_s:.1f} s · {trade}{workers}",
             soft_wrap=True,
             highlight=False,
         )

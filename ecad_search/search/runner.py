@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 
 from .. import __version__
-from ..evaluation import COSTS, EvaluationSettings, Evaluator
+from ..evaluation import COSTS, EvaluationSettings, run_template, schedule_macs
 from ..files import write_atomic
 from ..generation import resolve_device
 from ..metrics import get_metric
@@ -29,11 +29,13 @@ from ..options import (
     MAX_GENERATIONS,
     MAX_IMAGES_PER_PROMPT,
     MAX_POPULATION,
+    MAX_WORKERS,
     check_guidance,
     check_range,
     check_schedule_steps,
     check_seed,
 )
+from ..pool import RAY_EXTRA, EvaluationPool, make_pool
 from ..prompts import default_prompt_file, held_out_prompt_file, load_prompts
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
@@ -86,6 +88,7 @@ def prepare(config: SearchConfig) -> PreparedSearch:
     """
     check_range("--generations", config.generations, 1, MAX_GENERATIONS)
     check_seed(config.seed)
+    _check_workers(config)
     if config.cost not in COSTS:
         raise SearchOptionError(f"unknown cost '{config.cost}': use one of {', '.join(COSTS)}")
     _check_choice("guard", config.guard, GUARDS)
@@ -138,6 +141,19 @@ def prepare(config: SearchConfig) -> PreparedSearch:
     check_writable_folder(out, "--out")
     splits = make_splits(settings, held_out, held_out_images, confirm=config.guard in ("both", "confirm"))
     return PreparedSearch(config, spec, splits, population, run, out, tuple(notes + held_out_notes))
+
+
+def _check_workers(config: SearchConfig) -> None:
+    check_range("--workers", config.workers, 0, MAX_WORKERS)
+    if not 0 < config.gpus_per_worker <= 8:
+        raise SearchOptionError(f"--gpus-per-worker must be above 0 and at most 8, got {config.gpus_per_worker}")
+    if config.workers or config.ray_address:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise SearchOptionError(
+                f"--workers and --ray-address need Ray, which is not installed: {RAY_EXTRA}"
+            ) from None
 
 
 def _check_choice(what: str, value: str | None, choices: tuple[str, ...]) -> None:
@@ -193,31 +209,41 @@ def _safe(name: str) -> str:
 class SearchRun:
     """Runs a prepared search, keeps its outputs current, and records how the run ended, however it ends.
 
-    The evaluator (pipeline, metric weights) is built before the database is opened, so a model or metric
-    that cannot load leaves no trace in the database. From the moment the run is marked `running`, every way
-    out (finished, an error, Ctrl-C, SIGTERM) sets its status. The confirmation and held-out splits share the
-    evaluator's pipeline, and each builds its prompt embeddings and references only when it has something
-    to score that the database does not already hold.
+    The pool loads the calibration split (pipeline, metric weights, uncached references) before the database
+    is opened, so a model or metric that cannot load leaves no trace in the database. From the moment the run
+    is marked `running`, every way out (finished, an error, Ctrl-C, SIGTERM) sets its status. The
+    confirmation and held-out splits go to the same pool, which loads each only when it has something to
+    score that the database does not already hold. The run itself loads no pipeline: its schedules and their
+    MACs come from the registry entry.
     """
 
     def __init__(
         self,
         prepared: PreparedSearch,
         console: Console | None = None,
-        evaluator: Evaluator | None = None,
+        pool: EvaluationPool | None = None,
         preset: Preset | None = None,
     ):
         self.prepared = prepared
         self.console = console or Console()
-        config = prepared.config
-        self.evaluator = evaluator or Evaluator(prepared.spec, prepared.settings, device=config.device)
+        config, settings = prepared.config, prepared.settings
+        self.pool = pool or make_pool(
+            prepared.spec,
+            config.device,
+            workers=config.workers,
+            address=config.ray_address,
+            gpus_per_worker=config.gpus_per_worker,
+        )
+        self.seconds_per_image = self.pool.prepare(settings)
+        template = run_template(prepared.spec, settings)
+        self.full_macs = schedule_macs(template, prepared.spec, settings)
         self.store = Store(config.db)
         self.store.start_run(
             prepared.run,
             prepared.config.identity(),
-            prepared.settings.key(),
+            settings.key(),
             prepared.spec.name,
-            prepared.settings.metric,
+            settings.metric,
             config.seed,
             __version__,
         )
@@ -225,8 +251,11 @@ class SearchRun:
         with self._ending_recorded():
             self.search = Search(
                 run=prepared.run,
-                evaluator=self.evaluator,
+                pool=self.pool,
                 store=self.store,
+                template=template,
+                settings=settings,
+                reference_loss=get_metric(settings.metric).reference_loss,
                 preset=preset or get_preset(config.preset),
                 population=prepared.population,
                 seed=config.seed,
@@ -235,18 +264,24 @@ class SearchRun:
         self.reports: list[GenerationReport] = []
         self.baselines: dict[str, EvaluationRecord] = {}
         self.baselines_evaluated = 0
-        held_out = prepared.splits.held_out
-        self.held_out = SplitScorer(held_out, self.store, lambda: self.evaluator.sibling(held_out))
+        self.held_out = SplitScorer(prepared.splits.held_out, self.store, self.pool)
 
     def evaluate_baselines(self, progress: SearchProgress | None = None) -> None:
-        """FORA every-N up to N=6, scored once (memoised like any candidate): the front's yardstick."""
-        schedules = fora_reference(self.search.template)
+        """FORA every-N up to N=6, scored once (memoised like any candidate): the front's yardstick. A baseline
+        that could not be scored is left out of the comparisons."""
+        schedules = {schedule.digest(): schedule for schedule in fora_reference(self.search.template)}
         calibration = self.search.calibration
         before = calibration.evaluated
-        for position, schedule in enumerate(schedules):
+        settled = 0
+
+        def on_outcome(_: object) -> None:
+            nonlocal settled
+            settled += 1
             if progress:
-                progress.phase(f"FORA baselines: {position + 1}/{len(schedules)} ({schedule.name})")
-            self.baselines[schedule.name] = calibration.scores({schedule.digest(): schedule})[schedule.digest()]
+                progress.phase(f"FORA baselines: {settled}/{len(schedules)}")
+
+        records = calibration.scores(schedules, on_outcome)
+        self.baselines = {s.name: records[d] for d, s in schedules.items() if d in records}
         self.baselines_evaluated = calibration.evaluated - before
 
     def run(self) -> list[GenerationReport]:
@@ -255,7 +290,8 @@ class SearchRun:
         with self._ending_recorded():
             self.prepared.out.mkdir(parents=True, exist_ok=True)
             self._announce_cost()
-            with SearchProgress(self.console, generations, self.prepared.population) as progress:
+            workers = (lambda: self.pool.status) if self.pool.workers else None
+            with SearchProgress(self.console, generations, self.prepared.population, workers=workers) as progress:
                 self.evaluate_baselines(progress)
                 stored = len(self.baselines) - self.baselines_evaluated
                 progress.note(
@@ -264,7 +300,7 @@ class SearchRun:
                 )
                 for index in range(generations):
                     self.generation = index
-                    report = self.search.step(index, lambda _, position, total: progress.candidate(position, total))
+                    report = self.search.step(index, progress.candidate)
                     self.reports.append(report)
                     if not report.replayed and index < generations - 1:
                         self.write_outputs(index)
@@ -318,7 +354,7 @@ class SearchRun:
 
     def _announce_cost(self) -> None:
         """What a generation will take, once the uncached run was timed (metrics with references, latency)."""
-        seconds = self.evaluator.full_seconds_per_image * self.prepared.settings.num_images
+        seconds = self.seconds_per_image * self.prepared.settings.num_images
         if seconds:
             population = self.prepared.population
             self.console.print(
@@ -349,7 +385,8 @@ class SearchRun:
             f"run {self.prepared.run}: {len(self.reports)} generations ({len(done)} now), "
             f"HV {self.reports[-1].hypervolume:.4f}",
             f"{evaluated} new evaluations · {sum(r.from_database for r in done)} from the database · "
-            f"{sum(r.duplicates for r in done)} duplicates · {sum(r.confirmed for r in done)} confirmed",
+            f"{sum(r.duplicates for r in done)} duplicates · {sum(r.confirmed for r in done)} confirmed"
+            + (f" · {failed} failed" if (failed := sum(r.failed for r in done)) else ""),
             f"held out: {held_out.num_images} images ({_describe_images(held_out)})",
             f"vs {len(comparisons)} FORA at ≤ MACs: better {len(verdicts['better'])}"
             + (f" ({', '.join(verdicts['better'])})" if verdicts["better"] else "")
@@ -357,6 +394,8 @@ class SearchRun:
             f"{len(verdicts['FORA kept'])}",
             f"outputs: {self.prepared.out}/ (vs_fora.md compares)",
         ]
+        if self.pool.workers:
+            lines.insert(2, self.pool.status.line())
         return "\n".join(lines)
 
     def front_entries(self, index: int) -> list[FrontEntry]:
@@ -372,7 +411,7 @@ class SearchRun:
                 self.prepared,
                 generation=index,
                 rank=rank,
-                full_macs=self.evaluator.full_macs,
+                full_macs=self.full_macs,
             )
             name = f"rank{rank:02d}-loss{scored.loss:.4f}-macs{record.cost:.3f}.json"
             entries.append(FrontEntry(schedule, scored, name))
@@ -393,10 +432,10 @@ class SearchRun:
         out = self.prepared.out
         entries = self.front_entries(index)
         write_front(out, entries)
-        write_tables(out, entries, self.evaluator.full_macs)
+        write_tables(out, entries, self.full_macs)
         write_atomic(
             out / "vs_fora.md",
-            baseline_table(self.versus_baselines(), self.evaluator.full_macs, self.prepared.splits),
+            baseline_table(self.versus_baselines(), self.full_macs, self.prepared.splits),
         )
         write_history(out, self.reports)
         hv = self.reports[-1].hypervolume if self.reports else 0.0
@@ -406,7 +445,7 @@ class SearchRun:
             entries,
             self.baselines,
             self.held_out.records,
-            self.evaluator.full_macs,
+            self.full_macs,
             f"{self.prepared.run}: generation {index + 1}, hypervolume {hv:.4f}",
             self.search.state.search_loss,
         )
@@ -448,5 +487,8 @@ def run_search(prepared: PreparedSearch, console: Console | None = None) -> Sear
         highlight=False,
     )
     search_run = SearchRun(prepared, console)
-    search_run.run()
+    try:
+        search_run.run()
+    finally:
+        search_run.pool.close()
     return search_run

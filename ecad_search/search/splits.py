@@ -19,9 +19,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..evaluation import EvaluationSettings, Evaluator
+from ..evaluation import EvaluationSettings
+from ..pool import EvaluationPool, OnOutcome, Outcome
 from ..schedule import CacheSchedule
-from ..store import EvaluationRecord, Store
+from ..store import EvaluationRecord, FailureRecord, Store
 
 CONFIRMATION_SEED_OFFSET = 500_000
 HELD_OUT_SEED_OFFSET = 1_000_000
@@ -61,57 +62,56 @@ def distinct_prompts(prompts: tuple[str, ...], key: Callable[[str], str]) -> tup
     return tuple(kept.values()), len(prompts) - len(kept)
 
 
-def record_of(digest: str, schedule: CacheSchedule, evaluator: Evaluator) -> EvaluationRecord:
-    """Score one schedule and describe it as the store keeps it."""
-    result = evaluator.evaluate(schedule)
-    return EvaluationRecord(
-        digest=digest,
-        genome="".join("1" if bit else "0" for bit in schedule.genome()),
-        quality_loss=result.quality_loss,
-        cost=result.cost,
-        macs=result.macs,
-        latency_s=result.latency_s,
-        scores={"prompt_scores": result.prompt_scores, **result.figures},
-        wall_time_s=result.wall_time_s,
-    )
-
-
 class SplitScorer:
-    """Scores on one split: from memory, else from the database, else generated now and stored at once.
+    """Scores on one split: from memory, else from the database, else by the pool now, each outcome stored
+    the moment it arrives (a crash loses at most the candidates in flight).
 
-    The evaluator is built on first need (`make_evaluator`), so a resumed run whose scores are all in the
-    database never generates this split's prompt embeddings or uncached references.
+    The pool loads a split (prompt embeddings, uncached references) only when it is given something to score,
+    so a resumed run whose scores are all in the database never pays for them. A candidate that could not be
+    scored is a failure, stored too, and never tried again on this split.
     """
 
-    def __init__(self, settings: EvaluationSettings, store: Store, make_evaluator: Callable[[], Evaluator]) -> None:
-        self.settings, self.store, self._make_evaluator = settings, store, make_evaluator
-        self._evaluator: Evaluator | None = None
+    def __init__(self, settings: EvaluationSettings, store: Store, pool: EvaluationPool) -> None:
+        self.settings, self.store, self.pool = settings, store, pool
         self.key = settings.key()
         self.records: dict[str, EvaluationRecord] = {}
+        self.failures: dict[str, FailureRecord] = {}
         self.evaluated = 0
 
-    @property
-    def evaluator(self) -> Evaluator:
-        if self._evaluator is None:
-            self._evaluator = self._make_evaluator()
-        return self._evaluator
+    def known(self, digest: str) -> bool:
+        return digest in self.records or digest in self.failures
 
-    def scores(self, schedules: Mapping[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
-        """The record of every digest given; only masks never scored on this split cost anything."""
-        missing = [digest for digest in schedules if digest not in self.records]
-        self.records.update(self.store.lookup(self.key, missing))
-        for digest in missing:
-            if digest not in self.records:
-                self.evaluate_and_record(digest, schedules[digest])
-        return {digest: self.records[digest] for digest in schedules}
+    def load(self, digests: list[str]) -> dict[str, EvaluationRecord]:
+        """Read what the database holds for these digests (evaluations and failures); returns the evaluations."""
+        unknown = [digest for digest in digests if not self.known(digest)]
+        found = self.store.lookup(self.key, unknown)
+        self.records.update(found)
+        self.failures.update(self.store.failures(self.key, [digest for digest in unknown if digest not in found]))
+        return found
 
-    def evaluate_and_record(self, digest: str, schedule: CacheSchedule) -> EvaluationRecord:
-        """Generate and score now, and store at once (a crash loses at most this one)."""
-        record = record_of(digest, schedule, self.evaluator)
-        self.store.record_evaluations(self.key, [record])
-        self.records[digest] = record
+    def scores(
+        self, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome | None = None
+    ) -> dict[str, EvaluationRecord]:
+        """The record of every digest given that could be scored; only masks this split never saw cost anything."""
+        self.load(list(schedules))
+        todo = {digest: schedule for digest, schedule in schedules.items() if not self.known(digest)}
+
+        def record(outcome: Outcome) -> None:
+            self._record(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+
+        self.pool.evaluate(self.settings, todo, record)
+        return {digest: self.records[digest] for digest in schedules if digest in self.records}
+
+    def _record(self, outcome: Outcome) -> None:
+        if isinstance(outcome, FailureRecord):
+            self.store.record_failure(self.key, outcome)
+            self.failures[outcome.digest] = outcome
+            return
+        self.store.record_evaluations(self.key, [outcome])
+        self.records[outcome.digest] = outcome
         self.evaluated += 1
-        return record
 
 
 def pooled_loss(first: EvaluationRecord, second: EvaluationRecord) -> float:

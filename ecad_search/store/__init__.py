@@ -6,6 +6,7 @@ Any SQLAlchemy URL works (SQLite by default); tables are prefixed `ecad_` so the
 from .repository import (
     RUN_STATUSES,
     EvaluationRecord,
+    FailureRecord,
     GenerationRecord,
     RunInfo,
     Store,
@@ -15,6 +16,7 @@ from .repository import (
 __all__ = [
     "RUN_STATUSES",
     "EvaluationRecord",
+    "FailureRecord",
     "GenerationRecord",
     "RunInfo",
     "Store",

@@ -117,6 +117,22 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
 
 
+class Failure(Base):
+    """A candidate that could not be scored under one set of evaluation settings: it killed its worker (or
+    raised) on every try. A resumed search counts it as infeasible and never tries it again."""
+
+    __tablename__ = "ecad_failures"
+    # Added by a later revision: a database written before it lacks the table until it is migrated.
+    __table_args__ = (UniqueConstraint("candidate_id", "eval_key"), {"info": {"added_in": "0003"}})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("ecad_candidates.id"))
+    eval_key: Mapped[str] = mapped_column(String(128), index=True)
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
 class Generation(Base):
     """One finished generation of a run: enough to replay the search and to plot its progress.
 

@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrations
-from .models import Base, Candidate, Evaluation, Generation, Run, utc_now
+from .models import Base, Candidate, Evaluation, Failure, Generation, Run, utc_now
 
 _T = TypeVar("_T")
 
@@ -110,6 +110,16 @@ class EvaluationRecord:
     latency_s: float | None
     scores: dict[str, Any]
     wall_time_s: float
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """A candidate that could not be scored: what went wrong on its last try, and how many tries it had."""
+
+    digest: str
+    genome: str
+    error: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -272,6 +282,34 @@ class Store:
             query = select(func.count()).select_from(Evaluation).where(Evaluation.eval_key == eval_key)
             return int(session.scalar(query) or 0)
 
+    def record_failure(self, eval_key: str, failure: FailureRecord) -> None:
+        """Store a candidate that could not be scored under `eval_key` (once: a stored failure stays)."""
+        with self._writing() as session:
+            candidate = _upsert_candidates(session, [failure])[failure.digest]
+            known = select(Failure.id).where(Failure.eval_key == eval_key, Failure.candidate_id == candidate.id)
+            if session.scalar(known) is None:
+                session.add(
+                    Failure(
+                        candidate_id=candidate.id, eval_key=eval_key, error=failure.error, attempts=failure.attempts
+                    )
+                )
+
+    def failures(self, eval_key: str, digests: Sequence[str]) -> dict[str, FailureRecord]:
+        """The stored failures of those digests under `eval_key`."""
+        found: dict[str, FailureRecord] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(list(dict.fromkeys(digests))):
+                query = (
+                    select(Candidate, Failure)
+                    .join(Failure, Failure.candidate_id == Candidate.id)
+                    .where(Failure.eval_key == eval_key, Candidate.digest.in_(chunk))
+                )
+                for candidate, failure in session.execute(query):
+                    found[candidate.digest] = FailureRecord(
+                        candidate.digest, candidate.genome, failure.error, failure.attempts
+                    )
+        return found
+
     def record_evaluations(self, eval_key: str, records: Sequence[EvaluationRecord]) -> int:
         """Store new evaluations and their candidates; ones already stored are left as they are.
 
@@ -416,7 +454,8 @@ def _check_own_tables(engine: Engine, shown: str) -> bool:
 
     Other tables are fine (one database can be shared with Optuna and others), and so is a database with
     none of ours yet; but either all our tables are there, each with the columns every version had (a
-    column added by a later revision is nullable or has a default, so older databases may lack it), or none.
+    column added by a later revision is nullable or has a default, and a table added later says so in its
+    `info`, so older databases may lack them), or none.
     """
     inspector = inspect(engine)
     present = set(inspector.get_table_names())
@@ -440,7 +479,7 @@ def _check_own_tables(engine: Engine, shown: str) -> bool:
         if missing:
             problem = f"its table {table.name} has no column {', '.join(missing[:4])}"
             break
-    absent = [table.name for table in ours if table.name not in present]
+    absent = [table.name for table in ours if table.name not in present and "added_in" not in table.info]
     if not problem and absent:
         problem = f"it has {found[0].name} but no {absent[0]}"
     if not problem:
@@ -534,7 +573,7 @@ def _check_same_options(run: Run, wanted: dict[str, Any]) -> None:
     )
 
 
-def _upsert_candidates(session: Session, records: list[EvaluationRecord]) -> dict[str, Candidate]:
+def _upsert_candidates(session: Session, records: Sequence[EvaluationRecord | FailureRecord]) -> dict[str, Candidate]:
     """The candidates of `records` by digest, inserting the missing ones; a digest's genome must never change."""
     candidates: dict[str, Candidate] = {}
     for chunk in _chunks([record.digest for record in records]):

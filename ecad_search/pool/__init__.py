@@ -1,0 +1,37 @@
+"""Where candidates are scored: in this process (`LocalPool`), or on Ray workers that each keep a pipeline
+loaded (`RayPool`, imported only when asked for, so an in-process search never imports Ray)."""
+
+from __future__ import annotations
+
+from ..models import ModelSpec
+from .base import RAY_EXTRA, EvaluationPool, OnOutcome, Outcome, PoolError, PoolStatus, record_of
+from .local import LocalPool
+
+
+def make_pool(
+    spec: ModelSpec,
+    device: str = "cpu",
+    *,
+    workers: int = 0,
+    address: str | None = None,
+    gpus_per_worker: float = 1.0,
+) -> EvaluationPool:
+    """In-process with no workers and no address; else Ray workers (a local Ray sized to them without one)."""
+    if workers == 0 and not address:
+        return LocalPool(spec, device)
+    from .ray_pool import RayPool
+
+    return RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker)
+
+
+__all__ = [
+    "RAY_EXTRA",
+    "EvaluationPool",
+    "LocalPool",
+    "OnOutcome",
+    "Outcome",
+    "PoolError",
+    "PoolStatus",
+    "make_pool",
+    "record_of",
+]

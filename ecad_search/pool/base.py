@@ -1,0 +1,85 @@
+"""What every evaluation pool does: score masks on one split and hand back each outcome as it arrives.
+
+The search never calls an evaluator itself; it gives a pool the masks a split still needs and records each
+outcome the moment the pool reports it, so the same search code runs in-process and on Ray workers, and a
+driver crash loses at most the candidates in flight.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ..evaluation import EvaluationSettings, Evaluator
+from ..schedule import CacheSchedule
+from ..store import EvaluationRecord, FailureRecord
+
+RAY_EXTRA = "pip install 'ecad-search[ray]'"
+
+
+class PoolError(RuntimeError):
+    """A pool that cannot start (Ray missing, no cluster at the address); reported in one line."""
+
+
+# A mask that killed its worker (or raised) on every try is a failure, stored as the store keeps it.
+Outcome = EvaluationRecord | FailureRecord
+OnOutcome = Callable[[Outcome], None]
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """What the progress display shows about the workers: how many are alive, how many are busy (one candidate
+    in flight each) and how many times one was restarted."""
+
+    workers: int
+    alive: int
+    busy: int
+    restarted: int
+
+    def line(self) -> str:
+        return f"workers {self.alive}/{self.workers} alive · {self.busy} busy · {self.restarted} restarted"
+
+
+def genome_text(schedule: CacheSchedule) -> str:
+    return "".join("1" if bit else "0" for bit in schedule.genome())
+
+
+def record_of(digest: str, schedule: CacheSchedule, evaluator: Evaluator) -> EvaluationRecord:
+    """Score one schedule and describe it as the store keeps it."""
+    result = evaluator.evaluate(schedule)
+    return EvaluationRecord(
+        digest=digest,
+        genome=genome_text(schedule),
+        quality_loss=result.quality_loss,
+        cost=result.cost,
+        macs=result.macs,
+        latency_s=result.latency_s,
+        scores={"prompt_scores": result.prompt_scores, **result.figures},
+        wall_time_s=result.wall_time_s,
+    )
+
+
+class EvaluationPool(ABC):
+    """Scores masks on a split; `evaluate` returns when every mask given has an outcome."""
+
+    workers = 0
+
+    @abstractmethod
+    def prepare(self, settings: EvaluationSettings) -> float:
+        """Load what the split needs (pipeline, prompt embeddings, uncached references) and return the uncached
+        run's seconds per image (0 when the metric needs no uncached run and the cost is analytic)."""
+
+    @abstractmethod
+    def evaluate(
+        self, settings: EvaluationSettings, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome
+    ) -> None:
+        """Score every mask (digest → schedule), calling `on_outcome` once per mask as soon as it is known."""
+
+    @property
+    def status(self) -> PoolStatus:
+        return PoolStatus(self.workers, self.workers, 0, 0)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the workers, or the resident pipeline in-process."""

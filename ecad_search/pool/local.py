@@ -1,0 +1,45 @@
+"""The in-process pool: one resident pipeline, an evaluator per split on it, masks scored in order.
+
+It is also what each Ray worker runs inside its actor, so a mask is scored by the same code everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..evaluation import EvaluationSettings, Evaluator
+from ..models import ModelSpec
+from ..schedule import CacheSchedule
+from .base import EvaluationPool, OnOutcome, record_of
+
+
+class LocalPool(EvaluationPool):
+    """Evaluators built on first need; the first loads the pipeline and the metric, the others share them."""
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu") -> None:
+        self.spec, self.device = spec, device
+        self._evaluators: dict[str, Evaluator] = {}
+
+    def evaluator(self, settings: EvaluationSettings) -> Evaluator:
+        key = settings.key()
+        if key not in self._evaluators:
+            first = next(iter(self._evaluators.values()), None)
+            self._evaluators[key] = (
+                Evaluator(self.spec, settings, device=self.device) if first is None else first.sibling(settings)
+            )
+        return self._evaluators[key]
+
+    def prepare(self, settings: EvaluationSettings) -> float:
+        return self.evaluator(settings).full_seconds_per_image
+
+    def evaluate(
+        self, settings: EvaluationSettings, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome
+    ) -> None:
+        if not schedules:
+            return
+        evaluator = self.evaluator(settings)
+        for digest, schedule in schedules.items():
+            on_outcome(record_of(digest, schedule, evaluator))
+
+    def close(self) -> None:
+        self._evaluators.clear()

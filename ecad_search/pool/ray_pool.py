@@ -1,0 +1,227 @@
+"""Ray workers that each keep a pipeline loaded, fed by our own dispatch loop over `ray.wait`.
+
+Not `ray.util.ActorPool`: in Ray 2.60 it drops an actor for good when it dies, even one Ray is restarting.
+Every worker is an actor with unlimited restarts (a restart re-runs `__init__`, so the pipeline is loaded
+again) and no task retries (a task that kills its process must not burn restarts); this loop decides what
+happens next:
+
+- a candidate goes to whichever worker is free, in the order the search gave them;
+- a worker that dies mid-candidate is restarted by Ray and takes work again once it answers; its candidate
+  goes back to the head of the queue, so the next free worker takes it;
+- a candidate that killed its worker or raised on `max_attempts` tries is a failure: reported, not retried;
+- a candidate running past `hang_factor` × the median candidate time (never less than `min_timeout_s`) is
+  a hang: its worker is killed, which Ray turns into a restart and this loop into a death.
+
+Which worker scored a candidate never changes its record: every worker generates from the same seeds.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..evaluation import EvaluationSettings
+from ..models import ModelSpec, get_model
+from ..schedule import CacheSchedule
+from ..store import EvaluationRecord, FailureRecord
+from .base import RAY_EXTRA, EvaluationPool, OnOutcome, PoolError, PoolStatus, genome_text, record_of
+from .local import LocalPool
+
+# Digests whose evaluation ends the worker's process: how tests and drills show a mask that kills workers.
+FAULT_VARIABLE = "ECAD_SEARCH_FAULT_DIGESTS"
+POLL_S = 1.0
+
+
+def import_ray() -> Any:
+    """Ray, or a one-line error that names the extra to install."""
+    try:
+        import ray
+    except ImportError as err:
+        raise PoolError(f"workers need Ray, which is not installed: {RAY_EXTRA}") from err
+    return ray
+
+
+class EvaluationWorker:
+    """What runs inside one actor: a `LocalPool` on the actor's own pipeline. It never touches the database."""
+
+    def __init__(self, model: str, device: str) -> None:
+        self.pool = LocalPool(get_model(model), device)
+        self.faults = set(filter(None, os.environ.get(FAULT_VARIABLE, "").split(",")))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def prepare(self, settings: EvaluationSettings) -> float:
+        return self.pool.prepare(settings)
+
+    def evaluate(self, settings: EvaluationSettings, digest: str, genome: str) -> EvaluationRecord:
+        if digest in self.faults:
+            os._exit(3)
+        evaluator = self.pool.evaluator(settings)
+        schedule = evaluator.template.with_genome(np.frombuffer(genome.encode(), dtype=np.uint8) == ord("1"))
+        return record_of(digest, schedule, evaluator)
+
+
+@dataclass
+class _Task:
+    worker: int
+    digest: str
+    started: float
+    killed: bool = False
+
+
+class RayPool(EvaluationPool):
+    """`workers` actors on a Ray cluster: joined at `address` ("auto", "ray://host:port"), or a local one
+    started for them. GPU actors take `gpus_per_worker` each where the cluster has GPUs, else one CPU each."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        workers: int,
+        address: str | None = None,
+        gpus_per_worker: float = 1.0,
+        max_attempts: int = 3,
+        hang_factor: float = 10.0,
+        min_timeout_s: float = 60.0,
+    ) -> None:
+        self.ray = import_ray()
+        self.max_attempts, self.hang_factor, self.min_timeout_s = max_attempts, hang_factor, min_timeout_s
+        _connect(self.ray, address, workers)
+        gpus = self.ray.cluster_resources().get("GPU", 0.0)
+        self.workers = workers or int(gpus // gpus_per_worker)
+        if self.workers < 1:
+            raise PoolError(f"the Ray cluster at {address} has no GPU for a worker: give --workers N for CPU workers")
+        on_gpu = gpus >= gpus_per_worker
+        options: dict[str, Any] = {
+            "num_gpus": gpus_per_worker if on_gpu else 0,
+            "num_cpus": 0 if on_gpu else 1,
+            "max_restarts": -1,
+            "max_task_retries": 0,
+        }
+        if FAULT_VARIABLE in os.environ:
+            options["runtime_env"] = {"env_vars": {FAULT_VARIABLE: os.environ[FAULT_VARIABLE]}}
+        actor_class = self.ray.remote(EvaluationWorker).options(**options)
+        self.actors = [actor_class.remote(spec.name, "cuda" if on_gpu else "cpu") for _ in range(self.workers)]
+        self.idle = deque(range(self.workers))
+        self.restarting: dict[Any, int] = {}
+        self.running: dict[Any, _Task] = {}
+        self.restarts = 0
+        self.durations: list[float] = []
+
+    def pids(self) -> list[int]:
+        return self.ray.get([actor.pid.remote() for actor in self.actors])
+
+    def prepare(self, settings: EvaluationSettings) -> float:
+        """Every worker loads the split at once; the first answer times the uncached run."""
+        seconds = self.ray.get([actor.prepare.remote(settings) for actor in self.actors])
+        return float(seconds[0])
+
+    @property
+    def status(self) -> PoolStatus:
+        alive = self.workers - len(self.restarting)
+        return PoolStatus(self.workers, alive, len(self.running), self.restarts)
+
+    def evaluate(
+        self, settings: EvaluationSettings, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome
+    ) -> None:
+        queue = deque(schedules)
+        genomes = {digest: genome_text(schedule) for digest, schedule in schedules.items()}
+        attempts: Counter[str] = Counter()
+        while queue or self.running:
+            while queue and self.idle:
+                worker, digest = self.idle.popleft(), queue.popleft()
+                ref = self.actors[worker].evaluate.remote(settings, digest, genomes[digest])
+                self.running[ref] = _Task(worker, digest, time.monotonic())
+            ready, _ = self.ray.wait([*self.running, *self.restarting], num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                if ref in self.restarting:
+                    self._back_from_restart(ref)
+                    continue
+                task = self.running.pop(ref)
+                error = self._result(ref, task, on_outcome)
+                if error is None:
+                    continue
+                attempts[task.digest] += 1
+                if attempts[task.digest] >= self.max_attempts:
+                    on_outcome(FailureRecord(task.digest, genomes[task.digest], error, attempts[task.digest]))
+                else:
+                    queue.appendleft(task.digest)
+            self._kill_hung()
+            if len(self.restarting) == self.workers and not self.running and queue:
+                self._wait_for_a_worker()
+
+    def _result(self, ref: Any, task: _Task, on_outcome: OnOutcome) -> str | None:
+        """Report a finished candidate; on a death or an error, say what happened (the caller retries)."""
+        exceptions = self.ray.exceptions
+        try:
+            record = self.ray.get(ref)
+        except exceptions.RayActorError as err:
+            self.restarts += 1
+            self.restarting[self.actors[task.worker].pid.remote()] = task.worker
+            return "its worker was hung and killed" if task.killed else f"its worker died: {_first_line(err)}"
+        except exceptions.RayTaskError as err:
+            self.idle.append(task.worker)
+            return _first_line(err)
+        self.idle.append(task.worker)
+        self.durations.append(time.monotonic() - task.started)
+        on_outcome(record)
+        return None
+
+    def _back_from_restart(self, probe: Any) -> None:
+        worker = self.restarting.pop(probe)
+        try:
+            self.ray.get(probe)
+        except self.ray.exceptions.RayActorError:
+            self.restarting[self.actors[worker].pid.remote()] = worker
+            return
+        self.idle.append(worker)
+
+    def _wait_for_a_worker(self) -> None:
+        """Every worker is restarting: block until one answers (Ray restarts them without limit)."""
+        ready, _ = self.ray.wait(list(self.restarting), num_returns=1)
+        self._back_from_restart(ready[0])
+
+    def _kill_hung(self) -> None:
+        if not self.durations:
+            return
+        timeout = max(self.min_timeout_s, self.hang_factor * statistics.median(self.durations))
+        now = time.monotonic()
+        for task in self.running.values():
+            if not task.killed and now - task.started > timeout:
+                task.killed = True
+                self.ray.kill(self.actors[task.worker], no_restart=False)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
+
+
+def _connect(ray: Any, address: str | None, workers: int) -> None:
+    """Join the cluster at `address`, or start a local one sized to the workers (token auth off: it listens
+    on this machine only). An existing connection in this process is reused."""
+    if ray.is_initialized():
+        return
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    except ConnectionError as err:
+        raise PoolError(
+            f"no Ray cluster at {address}: start one with `ray start --head`, or leave out --ray-address"
+        ) from err
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return next((line for line in reversed(text) if line.strip()), type(error).__name__)[:500]

@@ -1,0 +1,147 @@
+"""Ray workers on a real local Ray cluster (CPU actors, the bundled digits model): the same archive and stored
+evaluations as in-process, a worker killed mid-candidate, a mask that kills every worker it reaches, and
+the one-line refusal without Ray."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from typer.testing import CliRunner
+
+from ecad_search.cli import app
+from ecad_search.evaluation import run_template
+from ecad_search.pool.ray_pool import FAULT_VARIABLE
+from ecad_search.search.config import SearchConfig
+from ecad_search.search.runner import prepare
+from ecad_search.search.seeding import FORA_BASELINES, initial_population
+from ecad_search.store import Store
+
+runner = CliRunner()
+BUSY_WORKER = "ray::EvaluationWorker.evaluate"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """One local cluster for the module: two CPUs, so two single-threaded CPU workers."""
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "digits.txt"
+    path.write_text("a handwritten digit 1\na handwritten digit 4\na handwritten digit 7\n")
+    return path
+
+
+def search_args(prompts: Path, db: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--model", "digits", "--generations", "2", "--population", "8", "--images-per-prompt", "4",
+        "--held-out-images-per-prompt", "2", "--prompts", str(prompts), "--db", f"sqlite:///{db}",
+        "--out", str(out), "--run", "w", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory, prompts: Path) -> Path:
+    """The reference: the same search in this process with one torch thread, as a CPU worker has."""
+    folder = tmp_path_factory.mktemp("in_process")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = runner.invoke(app, search_args(prompts, folder / "w.db", folder / "out"))
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    assert "workers" not in result.output
+    return folder / "w.db"
+
+
+def stored(db: Path) -> tuple[list[tuple], list[tuple]]:
+    """Every stored evaluation (without its timings) and every generation's population and archive."""
+    with sqlite3.connect(db) as connection:
+        evaluations = connection.execute(
+            "SELECT c.digest, e.eval_key, e.quality_loss, e.cost, e.macs, e.scores FROM ecad_evaluations e "
+            "JOIN ecad_candidates c ON c.id = e.candidate_id ORDER BY c.digest, e.eval_key"
+        ).fetchall()
+        generations = connection.execute(
+            'SELECT "index", population, archive, hypervolume FROM ecad_generations ORDER BY "index"'
+        ).fetchall()
+    return evaluations, generations
+
+
+def test_two_workers_store_what_one_process_stores(tmp_path, ray_cluster, prompts, in_process) -> None:  # type: ignore[no-untyped-def]
+    result = runner.invoke(app, search_args(prompts, tmp_path / "w.db", tmp_path / "out", "--workers", "2"))
+    assert result.exit_code == 0, result.output
+    assert "workers 2/2 alive · 0 busy · 0 restarted" in result.output
+    evaluations, generations = stored(tmp_path / "w.db")
+    assert (evaluations, generations) == stored(in_process)
+    assert len(evaluations) > 20 and len(generations) == 2
+
+
+def kill_the_first_busy_worker(killed: list[int], deadline_s: float = 120) -> None:
+    """Kill, by its pid, the first worker process seen scoring a candidate."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        busy = [int(line.split()[0]) for line in listing.splitlines()[1:] if BUSY_WORKER in line]
+        if busy:
+            subprocess.run(["kill", "-9", str(busy[0])], check=True)
+            killed.append(busy[0])
+            return
+        time.sleep(0.02)
+
+
+def test_a_worker_killed_mid_candidate_loses_and_duplicates_nothing(tmp_path, ray_cluster, prompts, in_process) -> None:  # type: ignore[no-untyped-def]
+    killed: list[int] = []
+    killer = threading.Thread(target=kill_the_first_busy_worker, args=(killed,), daemon=True)
+    killer.start()
+    result = runner.invoke(app, search_args(prompts, tmp_path / "w.db", tmp_path / "out", "--workers", "2"))
+    killer.join(timeout=5)
+    assert result.exit_code == 0, result.output
+    assert len(killed) == 1, "a worker was seen busy and killed"
+    assert "workers 2/2 alive · 0 busy · 1 restarted" in result.output
+    assert stored(tmp_path / "w.db") == stored(in_process), "the killed candidate was scored again, once"
+
+
+def test_a_mask_that_kills_every_worker_is_recorded_as_failed(tmp_path, ray_cluster, prompts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, out = tmp_path / "w.db", tmp_path / "out"
+    config = SearchConfig(model="digits", generations=1, population=8, images_per_prompt=4, prompts=str(prompts))
+    prepared = prepare(config)
+    template = run_template(prepared.spec, prepared.settings)
+    first = initial_population(template, 8, seed=0)
+    deadly = template.with_genome(first[len(FORA_BASELINES)]).digest()
+    monkeypatch.setenv(FAULT_VARIABLE, deadly)
+    result = runner.invoke(app, search_args(prompts, db, out, "--workers", "2"))
+    assert result.exit_code == 0, result.output
+    assert "failed 1" in result.output and "3 restarted" in result.output
+    store = Store(f"sqlite:///{db}")
+    (failure,) = store.failures(prepared.settings.key(), [deadly]).values()
+    assert failure.attempts == 3 and "died" in failure.error
+    assert store.lookup(prepared.settings.key(), [deadly]) == {}
+    assert deadly not in store.generations("w")[-1].archive, "a failed mask is infeasible, never on the front"
+    assert store.get_run("w").status == "finished"
+
+
+def test_workers_without_ray_is_one_line(tmp_path, prompts) -> None:  # type: ignore[no-untyped-def]
+    code = (
+        "import sys; sys.modules['ray'] = None; from ecad_search.cli import main; "
+        f"main({search_args(prompts, tmp_path / 'w.db', tmp_path / 'out', '--workers', '2')!r})"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and result.stdout == ""
+    assert lines == [
+        "error: --workers and --ray-address need Ray, which is not installed: pip install 'ecad-search[ray]'"
+    ]
+    assert not (tmp_path / "w.db").exists() and not (tmp_path / "out").exists()
