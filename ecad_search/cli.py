@@ -224,6 +224,105 @@ def runs(db: Annotated[str, typer.Option(help="SQLAlchemy URL")] = "sqlite:///ec
         )
 
 
+# The dashboard of the cluster's head, where Ray's job server listens.
+DEFAULT_JOB_SERVER = "http://127.0.0.1:8265"
+JobServerOption = Annotated[str, typer.Option("--address", help="the cluster's job server (its dashboard URL)")]
+
+
+@app.command()
+@friendly
+def status(
+    run: Annotated[str | None, typer.Argument(help="run name (default: every run in the database)")] = None,
+    db: Annotated[str, typer.Option(help="SQLAlchemy URL")] = "sqlite:///ecad-search.db",
+) -> None:
+    """Where runs stand, from the database: local runs and cluster jobs alike."""
+    from .search.export import require_run
+    from .search.status import standing
+    from .store import Store
+
+    infos = [require_run(db, run)] if run else Store(db, create=False).list_runs() if _has_db(db) else []
+    if not infos:
+        console.print(f"no runs in {db}")
+        return
+    store = Store(db, create=False)
+    table = Table("run", "status", "gen", "evals", "failed", "HV", "front", "ETA")
+    table.columns[0].overflow = "ellipsis"
+    for info in infos:
+        row = standing(store, info)
+        hv = "-" if row.hypervolume is None else f"{row.hypervolume:.4g}"
+        table.add_row(
+            row.name,
+            row.status,
+            row.generation(),
+            str(row.evaluations),
+            str(row.failed),
+            hv,
+            str(row.front_size),
+            row.eta(),
+        )
+    console.print(table)
+
+
+def _has_db(db: str) -> bool:
+    from .store import Store
+
+    Store.validate_url(db)
+    return True
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly
+def submit(
+    ctx: typer.Context,
+    address: JobServerOption = DEFAULT_JOB_SERVER,
+) -> None:
+    """Submit a search as a Ray job: `ecad-search submit --address http://head:8265 -- --model M ...`.
+
+    The job runs the same command; watch it with `ecad-search status --db URL`. Resubmitting it with the same
+    options resumes it from the database.
+    """
+    from . import jobs
+
+    if "--model" not in ctx.args and "-m" not in ctx.args:
+        raise UsageError("give the search's options after `--`, at least --model (and --db on a shared database)")
+    try:
+        job = jobs.submit(address, list(ctx.args))
+    except jobs.JobError as err:
+        raise UsageError(str(err)) from None
+    console.print(job, highlight=False)
+
+
+@app.command()
+@friendly
+def logs(
+    job: Annotated[str, typer.Argument(help="job id, as `submit` printed it")],
+    address: JobServerOption = DEFAULT_JOB_SERVER,
+) -> None:
+    """Print a search job's logs (Ray's job logs)."""
+    from . import jobs
+
+    try:
+        console.print(jobs.logs(address, job), highlight=False, markup=False, end="")
+    except jobs.JobError as err:
+        raise UsageError(str(err)) from None
+
+
+@app.command()
+@friendly
+def stop(
+    job: Annotated[str, typer.Argument(help="job id, as `submit` printed it")],
+    address: JobServerOption = DEFAULT_JOB_SERVER,
+) -> None:
+    """Stop a search job; its run is left `interrupted` and resumes when resubmitted."""
+    from . import jobs
+
+    try:
+        outcome = jobs.stop(address, job)
+    except jobs.JobError as err:
+        raise UsageError(str(err)) from None
+    console.print(f"job {job} {outcome}", highlight=False)
+
+
 @app.command()
 @friendly
 def export(

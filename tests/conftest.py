@@ -1,5 +1,8 @@
 """Shared test setup: offline mode, and tiny random-weight pipelines saved once per session.
 
+PostgreSQL tests run where `ECAD_SEARCH_TEST_POSTGRES` names a server (CI starts one); each test gets a fresh
+database on it, dropped afterwards. Without a server they are skipped with the command that starts one.
+
 The environment variables are set at import, before any test module imports diffusers, transformers or ray,
 so that nothing ever tries the network (the test machines have none), a local ray cluster needs no token, and
 the user cache folder (cost tables) is a fresh one of this session's, never the user's own.
@@ -19,11 +22,14 @@ os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["ECAD_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="ecad-search-cache-")
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from diffusers import DiffusionPipeline, FluxPipeline, PixArtAlphaPipeline
+from sqlalchemy import create_engine, make_url, text
 
 from ecad_search.tiny import (
     TINY_FLUX_CALL_KWARGS,
@@ -73,3 +79,36 @@ def pixart_call_kwargs() -> dict[str, Any]:
 def flux_call_kwargs() -> dict[str, Any]:
     """A mutable copy of `TINY_FLUX_CALL_KWARGS`."""
     return dict(TINY_FLUX_CALL_KWARGS)
+
+
+POSTGRES_VARIABLE = "ECAD_SEARCH_TEST_POSTGRES"
+POSTGRES_HOW_TO = (
+    f"no PostgreSQL server for the tests: run `export {POSTGRES_VARIABLE}=$(scripts/postgres_for_tests.sh)` "
+    "(Debian: apt-get install postgresql first)"
+)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh, empty database on the test server (dropped after the test)."""
+    server = os.environ.get(POSTGRES_VARIABLE)
+    if not server:
+        pytest.skip(POSTGRES_HOW_TO)
+    name = f"ecad_test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on each backend: an SQLite file, and a PostgreSQL database where a server runs."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ecad.db'}"
+    return request.getfixturevalue("postgres_url")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from ecad_search.store import EvaluationRecord, Store, StoreError
+from ecad_search.store import EvaluationRecord, FailureRecord, Store, StoreError
+from ecad_search.store.claims import HOST
 from ecad_search.store.repository import CHUNK_SIZE
 
 KEY = "eval-key-a"
@@ -42,7 +45,13 @@ def _bits(value: float) -> bytes:
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
+def url(db_url: str) -> str:
+    """Every store test runs on SQLite and on PostgreSQL (`db_url` in conftest)."""
+    return db_url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ecad.db'}"
 
 
@@ -70,7 +79,8 @@ def test_tables_are_prefixed(url: str) -> None:
     names = set(inspect(engine).get_table_names())
     engine.dispose()
     assert names == {
-        "ecad_runs", "ecad_candidates", "ecad_evaluations", "ecad_failures", "ecad_generations", "ecad_schema_version"
+        "ecad_runs", "ecad_candidates", "ecad_evaluations", "ecad_failures", "ecad_claims", "ecad_generations",
+        "ecad_schema_version",
     }
 
 
@@ -316,9 +326,10 @@ def test_a_database_from_before_migrations_is_upgraded_in_place(url: str) -> Non
     engine.dispose()
 
 
-def test_a_database_from_a_newer_version_is_refused(url: str, tmp_path: Path) -> None:
+def test_a_database_from_a_newer_version_is_refused(sqlite_url: str, tmp_path: Path) -> None:
     from sqlalchemy import text
 
+    url = sqlite_url
     Store(url).close()
     engine = create_engine(url)
     with engine.begin() as connection:
@@ -330,3 +341,37 @@ def test_a_database_from_a_newer_version_is_refused(url: str, tmp_path: Path) ->
     with pytest.raises(StoreError, match="written by a newer ecad-search"):
         Store.validate_url(url)
     assert (tmp_path / "ecad.db").read_bytes() == before
+
+
+def test_a_failure_is_stored_once(url: str) -> None:
+    store = Store(url)
+    failure = FailureRecord(_record("0110").digest, "0110", "its worker died", 3)
+    store.record_failure(KEY, failure)
+    store.record_failure(KEY, replace(failure, error="again", attempts=5))
+    assert store.failures(KEY, [failure.digest, _record("1").digest]) == {failure.digest: failure}
+    assert store.failures("other", [failure.digest]) == {}
+    assert store.lookup(KEY, [failure.digest]) == {}
+
+
+def test_claims_keep_drivers_apart_until_a_result_or_a_lapse(url: str) -> None:
+    first, second = Store(url), Store(url)
+    a, b, c = (_record(bits).digest for bits in ("01", "10", "11"))
+    assert first.claim(KEY, [a, b]) == {a, b}
+    assert second.claim(KEY, [a, b, c]) == {c}, "claimed masks are left to their holder"
+    assert second.claim("other", [a]) == {a}, "claims are per evaluation settings"
+    first.record_evaluations(KEY, [_record("01")])
+    assert second.claim(KEY, [a]) == {a}, "recording a result releases its claim"
+    first.release_claims(KEY, [b])
+    assert second.claim(KEY, [b]) == {b}
+    assert first.claim(KEY, [c], ttl_s=-1.0) == set()
+    second.claim(KEY, [c], ttl_s=-1.0)
+    assert first.claim(KEY, [c]) == {c}, "a lapsed claim is taken over"
+
+
+def test_the_claims_of_a_dead_process_lapse_at_once(url: str) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = Store(url), Store(url)
+    dead.holder = f"{HOST}:{int(gone.stdout)}:x"
+    digest = _record("0101").digest
+    assert dead.claim(KEY, [digest]) == {digest}
+    assert alive.claim(KEY, [digest]) == {digest}

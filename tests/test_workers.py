@@ -32,7 +32,9 @@ BUSY_WORKER = "ray::EvaluationWorker.evaluate"
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
     """One local cluster for the module: two CPUs, so two single-threaded CPU workers."""
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, logging_level="WARNING")
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, logging_level="WARNING"
+    )
     yield
     ray.shutdown()
 

@@ -4,7 +4,7 @@ loaded (`RayPool`, imported only when asked for, so an in-process search never i
 from __future__ import annotations
 
 from ..models import ModelSpec
-from .base import RAY_EXTRA, EvaluationPool, OnOutcome, Outcome, PoolError, PoolStatus, record_of
+from .base import EvaluationPool, OnOutcome, Outcome, PoolError, PoolStatus, record_of
 from .local import LocalPool
 
 
@@ -25,7 +25,6 @@ def make_pool(
 
 
 __all__ = [
-    "RAY_EXTRA",
     "EvaluationPool",
     "LocalPool",
     "OnOutcome",

@@ -15,8 +15,6 @@ from ..evaluation import EvaluationSettings, Evaluator
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, FailureRecord
 
-RAY_EXTRA = "pip install 'ecad-search[ray]'"
-
 
 class PoolError(RuntimeError):
     """A pool that cannot start (Ray missing, no cluster at the address); reported in one line."""

@@ -29,9 +29,10 @@ import numpy as np
 
 from ..evaluation import EvaluationSettings
 from ..models import ModelSpec, get_model
+from ..options import RAY_EXTRA
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, FailureRecord
-from .base import RAY_EXTRA, EvaluationPool, OnOutcome, PoolError, PoolStatus, genome_text, record_of
+from .base import EvaluationPool, OnOutcome, PoolError, PoolStatus, genome_text, record_of
 from .local import LocalPool
 
 # Digests whose evaluation ends the worker's process: how tests and drills show a mask that kills workers.
@@ -206,16 +207,23 @@ class RayPool(EvaluationPool):
 
 
 def _connect(ray: Any, address: str | None, workers: int) -> None:
-    """Join the cluster at `address`, or start a local one sized to the workers (token auth off: it listens
-    on this machine only). An existing connection in this process is reused."""
+    """Join the cluster at `address` (or the one a Ray job runs in), else start a local one sized to the
+    workers (token auth off: it listens on this machine only). An existing connection is reused."""
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level="WARNING")
         else:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+            ray.init(
+                address="local",
+                num_cpus=workers,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level="WARNING",
+            )
     except ConnectionError as err:
         raise PoolError(
             f"no Ray cluster at {address}: start one with `ray start --head`, or leave out --ray-address"

@@ -123,7 +123,6 @@ class Search:
         seen_before = {digest for digest in unique if calibration.known(digest)}
         calibration.load([digest for digest in unique if digest not in seen_before])
         new = {digest: schedule for digest, schedule in unique.items() if not calibration.known(digest)}
-        from_database = len(unique) - len(seen_before) - len(new)
         settled = len(digests) - len(new)
 
         def on_outcome(_: object) -> None:
@@ -134,10 +133,11 @@ class Search:
 
         if on_candidate:
             on_candidate(settled, len(digests))
-        failed_before = len(calibration.failures)
+        evaluated_before, failed_before = calibration.evaluated, len(calibration.failed_here)
         calibration.scores(new, on_outcome)
-        failed = len(calibration.failures) - failed_before
-        evaluated = len(new) - failed
+        evaluated = calibration.evaluated - evaluated_before
+        failed = len(calibration.failed_here) - failed_before
+        from_database = len(unique) - len(seen_before) - evaluated - failed
         F, G = self._objectives(digests, genomes)
         self.algorithm.evaluator.eval(StaticProblem(self.problem, F=F, G=G), population)
         self.algorithm.tell(infills=population)

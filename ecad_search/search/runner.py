@@ -30,12 +30,13 @@ from ..options import (
     MAX_IMAGES_PER_PROMPT,
     MAX_POPULATION,
     MAX_WORKERS,
+    RAY_EXTRA,
     check_guidance,
     check_range,
     check_schedule_steps,
     check_seed,
 )
-from ..pool import RAY_EXTRA, EvaluationPool, make_pool
+from ..pool import EvaluationPool, make_pool
 from ..prompts import default_prompt_file, held_out_prompt_file, load_prompts
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
@@ -246,6 +247,7 @@ class SearchRun:
             settings.metric,
             config.seed,
             __version__,
+            generations_planned=config.generations,
         )
         self.generation: int | None = None
         with self._ending_recorded():

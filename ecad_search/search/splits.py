@@ -14,6 +14,7 @@ evaluation and are never paid for twice. `SplitScorer` scores masks on one split
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -25,6 +26,8 @@ from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, FailureRecord, Store
 
 CONFIRMATION_SEED_OFFSET = 500_000
+# How often a driver looks for the results of masks another driver is scoring.
+CLAIM_POLL_S = 1.0
 HELD_OUT_SEED_OFFSET = 1_000_000
 
 
@@ -76,6 +79,7 @@ class SplitScorer:
         self.key = settings.key()
         self.records: dict[str, EvaluationRecord] = {}
         self.failures: dict[str, FailureRecord] = {}
+        self.failed_here: set[str] = set()
         self.evaluated = 0
 
     def known(self, digest: str) -> bool:
@@ -92,22 +96,40 @@ class SplitScorer:
     def scores(
         self, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome | None = None
     ) -> dict[str, EvaluationRecord]:
-        """The record of every digest given that could be scored; only masks this split never saw cost anything."""
+        """The record of every digest given that could be scored; only masks this split never saw cost anything.
+
+        Masks another driver on the same database is scoring right now (its claims) are left to it: their
+        records are read from the database when they arrive, so no mask is ever scored twice at once.
+        """
         self.load(list(schedules))
-        todo = {digest: schedule for digest, schedule in schedules.items() if not self.known(digest)}
+        waiting = [digest for digest in schedules if not self.known(digest)]
+        if not waiting:
+            return {digest: self.records[digest] for digest in schedules if digest in self.records}
 
         def record(outcome: Outcome) -> None:
             self._record(outcome)
             if on_outcome:
                 on_outcome(outcome)
 
-        self.pool.evaluate(self.settings, todo, record)
+        with self.store.claims_kept():
+            while waiting:
+                mine = self.store.claim(self.key, waiting)
+                self.load(sorted(mine))
+                self.pool.evaluate(
+                    self.settings, {d: schedules[d] for d in waiting if d in mine and not self.known(d)}, record
+                )
+                self.store.release_claims(self.key, sorted(mine))
+                if not mine:
+                    time.sleep(CLAIM_POLL_S)
+                self.load(waiting)
+                waiting = [digest for digest in waiting if not self.known(digest)]
         return {digest: self.records[digest] for digest in schedules if digest in self.records}
 
     def _record(self, outcome: Outcome) -> None:
         if isinstance(outcome, FailureRecord):
             self.store.record_failure(self.key, outcome)
             self.failures[outcome.digest] = outcome
+            self.failed_here.add(outcome.digest)
             return
         self.store.record_evaluations(self.key, [outcome])
         self.records[outcome.digest] = outcome

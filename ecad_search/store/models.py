@@ -81,6 +81,8 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     tool_version: Mapped[str] = mapped_column(String(64))
+    # Added by revision 0003: how many generations the latest invocation runs to.
+    generations_planned: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Candidate(Base):
@@ -131,6 +133,21 @@ class Failure(Base):
     error: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class Claim(Base):
+    """A driver scoring a candidate under one set of evaluation settings right now, so that another driver on
+    the same database waits for the result instead of computing it too. `holder` is "host:pid:nonce"; a
+    claim lapses at `expires_at` unless its holder renews it, and at once when its holder's process is gone."""
+
+    __tablename__ = "ecad_claims"
+    __table_args__ = (UniqueConstraint("digest", "eval_key"), {"info": {"added_in": "0003"}})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    eval_key: Mapped[str] = mapped_column(String(128))
+    holder: Mapped[str] = mapped_column(String(255), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Generation(Base):

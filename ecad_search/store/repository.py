@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import migrations
+from . import claims, migrations
 from .models import Base, Candidate, Evaluation, Failure, Generation, Run, utc_now
 
 _T = TypeVar("_T")
@@ -38,6 +38,8 @@ CHUNK_SIZE = 500
 
 # Seconds to wait for a database server: an unreachable host must fail fast, not hang the CLI.
 CONNECT_TIMEOUT_S = 10
+# A claim lapses this long after its holder last renewed it (renewed four times per period while held).
+CLAIM_TTL_S = 120.0
 
 _TIMEOUT_ARG = {
     "psycopg2": "connect_timeout",
@@ -96,6 +98,7 @@ class RunInfo:
     created_at: datetime
     updated_at: datetime
     tool_version: str
+    generations_planned: int | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ class Store:
             self._engine.dispose()
             raise
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self.holder = claims.new_holder()
 
     @staticmethod
     def validate_url(url: str) -> None:
@@ -204,8 +208,10 @@ class Store:
         metric: str,
         seed: int,
         tool_version: str,
+        generations_planned: int | None = None,
     ) -> RunInfo:
-        """Create the run, or resume the one of that name if it was started with the same options."""
+        """Create the run, or resume the one of that name if it was started with the same options;
+        `generations_planned` is how many generations this invocation runs to (for `status`'s ETA)."""
         if not name:
             raise StoreError("the run name is empty; give one with --run")
         if not isinstance(config, dict):
@@ -231,12 +237,14 @@ class Store:
                     status="running",
                     generations_done=0,
                     tool_version=tool_version,
+                    generations_planned=generations_planned,
                 )
                 session.add(run)
             else:
                 _check_same_options(run, wanted)
                 run.status = "running"
                 run.updated_at = utc_now()
+                run.generations_planned = generations_planned
             session.flush()
             return _run_info(run)
 
@@ -282,9 +290,50 @@ class Store:
             query = select(func.count()).select_from(Evaluation).where(Evaluation.eval_key == eval_key)
             return int(session.scalar(query) or 0)
 
-    def record_failure(self, eval_key: str, failure: FailureRecord) -> None:
-        """Store a candidate that could not be scored under `eval_key` (once: a stored failure stays)."""
+    def count_failures(self, eval_key: str) -> int:
+        with self._sessions() as session:
+            return int(
+                session.scalar(select(func.count()).select_from(Failure).where(Failure.eval_key == eval_key)) or 0
+            )
+
+    def claim(self, eval_key: str, digests: Sequence[str], ttl_s: float = CLAIM_TTL_S) -> set[str]:
+        """Claim the digests no live driver holds under `eval_key`; returns those this store holds now. Each
+        `Store` is one holder (`claims`); recording a result releases its claim."""
+        mine: set[str] = set()
         with self._writing() as session:
+            for chunk in _chunks(list(dict.fromkeys(digests))):
+                mine |= claims.claim(session, eval_key, chunk, self.holder, ttl_s)
+        return mine
+
+    def release_claims(self, eval_key: str, digests: Sequence[str]) -> None:
+        with self._writing() as session:
+            for chunk in _chunks(list(dict.fromkeys(digests))):
+                claims.release(session, eval_key, chunk, self.holder)
+
+    @contextmanager
+    def claims_kept(self, ttl_s: float = CLAIM_TTL_S) -> Iterator[None]:
+        """Renew this store's claims in the background while the block runs (a long candidate keeps its
+        claim); when the process dies, its claims lapse."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl_s / 4):
+                with self._writing() as session:
+                    claims.renew(session, self.holder, ttl_s)
+
+        keeper = threading.Thread(target=renew, name="ecad-search-claims", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
+
+    def record_failure(self, eval_key: str, failure: FailureRecord) -> None:
+        """Store a candidate that could not be scored under `eval_key` (once: a stored failure stays), and
+        release this store's claim on it in the same transaction."""
+        with self._writing() as session:
+            claims.release(session, eval_key, [failure.digest], self.holder)
             candidate = _upsert_candidates(session, [failure])[failure.digest]
             known = select(Failure.id).where(Failure.eval_key == eval_key, Failure.candidate_id == candidate.id)
             if session.scalar(known) is None:
@@ -311,7 +360,8 @@ class Store:
         return found
 
     def record_evaluations(self, eval_key: str, records: Sequence[EvaluationRecord]) -> int:
-        """Store new evaluations and their candidates; ones already stored are left as they are.
+        """Store new evaluations and their candidates; ones already stored are left as they are. This store's
+        claims on them are released in the same transaction.
 
         Returns how many evaluations were new. Everything is checked before anything is written, and the whole
         batch is one transaction, so a bad record or a crash leaves the store as it was.
@@ -322,6 +372,7 @@ class Store:
         unique = list(first.values())
         rows = [_evaluation_row(record) for record in unique]
         with self._writing() as session:
+            claims.release(session, eval_key, [record.digest for record in unique], self.holder)
             candidates = _upsert_candidates(session, unique)
             stored = _evaluated_ids(session, eval_key, [candidate.id for candidate in candidates.values()])
             new = [
@@ -635,6 +686,7 @@ def _run_info(run: Run) -> RunInfo:
         created_at=run.created_at,
         updated_at=run.updated_at,
         tool_version=run.tool_version,
+        generations_planned=run.generations_planned,
     )
 
 

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, inspect, text
 
 FIRST_REVISION = "0001"
 # Not alembic's default `alembic_version`: Optuna keeps its own schema revision there, in a database we share.
@@ -44,10 +44,24 @@ def _context(connection: Connection) -> MigrationContext:
     return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
 
 
+# The advisory lock's key on PostgreSQL: any fixed number; this one spells "ecad".
+MIGRATION_LOCK = 0x65636164
+
+
 def upgrade(engine: Engine, has_tables: bool, destination: str = "head") -> None:
-    """Bring the database to the newest revision (or to `destination`) in one transaction."""
+    """Bring the database to the newest revision (or to `destination`) in one transaction.
+
+    Two searches opening a new database at once migrate it one after the other, and the second finds it at
+    the newest revision: on PostgreSQL the transaction first takes an advisory lock; on SQLite it takes the
+    file's write lock first (BEGIN IMMEDIATE), since the driver would otherwise run each CREATE TABLE on its
+    own and let the other search see half a schema.
+    """
     scripts = _scripts()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        elif connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         if has_tables and not inspect(connection).has_table(VERSION_TABLE):
             _context(connection).stamp(scripts, FIRST_REVISION)
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Start a throwaway PostgreSQL server on 127.0.0.1 for the tests and print its URL:
+#   export ECAD_SEARCH_TEST_POSTGRES=$(scripts/postgres_for_tests.sh)
+# Needs PostgreSQL's server programs (Debian: apt-get install postgresql). initdb and pg_ctl refuse to run as
+# root, so as root they run as the `postgres` user. Stop the server with: pg_ctl -D <data folder> stop
+# (the folder is printed on stderr).
+set -euo pipefail
+port="${ECAD_SEARCH_TEST_POSTGRES_PORT:-55432}"
+bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+if [ -z "$bin" ]; then
+    echo "no PostgreSQL server programs under /usr/lib/postgresql: apt-get install postgresql" >&2
+    exit 1
+fi
+data="$(mktemp -d /tmp/ecad-search-postgres.XXXXXX)"
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi
+}
+if [ "$(id -u)" = 0 ]; then chown postgres "$data"; fi
+as_owner "'$bin/initdb' -D '$data' -U postgres --auth=trust -E UTF8" >/dev/null
+as_owner "'$bin/pg_ctl' -D '$data' -l '$data/server.log' -w -o \"-c listen_addresses=127.0.0.1 -p $port -k '$data'\" start" >/dev/null
+echo "PostgreSQL data folder: $data" >&2
+echo "postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
