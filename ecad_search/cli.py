@@ -236,38 +236,27 @@ def status(
     db: Annotated[str, typer.Option(help="SQLAlchemy URL")] = "sqlite:///ecad-search.db",
 ) -> None:
     """Where runs stand, from the database: local runs and cluster jobs alike."""
-    from .search.export import require_run
     from .search.status import standing
     from .store import Store
 
-    infos = [require_run(db, run)] if run else Store(db, create=False).list_runs() if _has_db(db) else []
+    Store.validate_url(db)
+    store = Store(db, create=False)
+    infos = store.list_runs()
+    if run is not None:
+        infos = [info for info in infos if info.name == run]
+        if not infos:
+            raise UsageError(f"no run named '{run}' in {db}; list them with `ecad-search status --db {db}`")
     if not infos:
         console.print(f"no runs in {db}")
         return
-    store = Store(db, create=False)
     table = Table("run", "status", "gen", "evals", "failed", "HV", "front", "ETA")
     table.columns[0].overflow = "ellipsis"
     for info in infos:
         row = standing(store, info)
         hv = "-" if row.hypervolume is None else f"{row.hypervolume:.4g}"
-        table.add_row(
-            row.name,
-            row.status,
-            row.generation(),
-            str(row.evaluations),
-            str(row.failed),
-            hv,
-            str(row.front_size),
-            row.eta(),
-        )
+        cells = (row.generation(), str(row.evaluations), str(row.failed), hv, str(row.front_size), row.eta())
+        table.add_row(row.name, row.status, *cells)
     console.print(table)
-
-
-def _has_db(db: str) -> bool:
-    from .store import Store
-
-    Store.validate_url(db)
-    return True
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

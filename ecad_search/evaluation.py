@@ -72,6 +72,21 @@ def schedule_macs(schedule: CacheSchedule, spec: ModelSpec, settings: Evaluation
 
 
 @dataclass(frozen=True)
+class SplitInputs:
+    """What every evaluator of one split needs besides the pipeline: prompt embeddings per pipeline call, the
+    uncached reference images and the uncached seconds per image. Computed once per search and kept on the
+    CPU, so one worker can compute them and the others receive them (Ray's object store)."""
+
+    chunks: list[dict[str, Any]]
+    references: torch.Tensor | None
+    seconds_per_image: float
+
+
+def _on(value: Any, device: str | torch.device) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """The objectives of one schedule and the figures behind them.
 
@@ -104,6 +119,7 @@ class Evaluator:
         pipe: Any = None,
         metric: QualityMetric | None = None,
         handle: ScheduleHandle | None = None,
+        inputs: SplitInputs | None = None,
     ):
         if settings.cost not in COSTS:
             raise ValueError(f"unknown cost '{settings.cost}': use one of {', '.join(COSTS)}")
@@ -114,28 +130,44 @@ class Evaluator:
             settings.steps, settings.guidance_scale, settings.resolution, settings.resolution, settings.seed
         )
         self.call_kwargs = pipeline_kwargs(self.pipe, spec, self.generation)
-        self.chunks = self._encode_chunks()
+        execution_device = self.pipe._execution_device
+        self.chunks = (
+            self._encode_chunks()
+            if inputs is None
+            else [{k: _on(v, execution_device) for k, v in chunk.items()} for chunk in inputs.chunks]
+        )
         self.image_prompts = [p for p in settings.prompts for _ in range(settings.images_per_prompt)]
         self.template = CacheSchedule.all_compute(
             discover_block_groups(self.pipe.transformer), settings.steps, **schedule_metadata(spec)
         ).with_metadata(height=settings.resolution, width=settings.resolution, guidance_scale=settings.guidance_scale)
         self.full_macs = self.macs(self.template)
         self.handle = handle if handle is not None else apply_schedule(self.pipe, self.template)
-        self.references: torch.Tensor | None = None
-        self.full_seconds_per_image = 0.0
-        if self.metric.needs_reference or settings.cost == "latency":
+        self.references: torch.Tensor | None = None if inputs is None else inputs.references
+        self.full_seconds_per_image = 0.0 if inputs is None else inputs.seconds_per_image
+        if inputs is None and (self.metric.needs_reference or settings.cost == "latency"):
             self.references, seconds = self.generate(None)
             self.full_seconds_per_image = seconds / settings.num_images
 
-    def sibling(self, settings: EvaluationSettings) -> Evaluator:
+    def inputs(self) -> SplitInputs:
+        """This split's prompt embeddings and references, on the CPU, for evaluators elsewhere."""
+        chunks = [{k: _on(v, "cpu") for k, v in chunk.items()} for chunk in self.chunks]
+        return SplitInputs(chunks, self.references, self.full_seconds_per_image)
+
+    def sibling(self, settings: EvaluationSettings, inputs: SplitInputs | None = None) -> Evaluator:
         """An evaluator for other prompts or seeds (a held-out split) on the same resident pipeline, metric and
-        hooks: only its prompt embeddings and uncached references are computed anew."""
+        hooks: only its prompt embeddings and uncached references are computed anew (or taken from `inputs`)."""
         same = ("model", "metric", "steps", "guidance_scale", "resolution", "cost")
         differing = [name for name in same if getattr(settings, name) != getattr(self.settings, name)]
         if differing:
             raise ValueError(f"a sibling evaluator shares the pipeline; these settings differ: {', '.join(differing)}")
         return Evaluator(
-            self.spec, settings, device=self.device, pipe=self.pipe, metric=self.metric, handle=self.handle
+            self.spec,
+            settings,
+            device=self.device,
+            pipe=self.pipe,
+            metric=self.metric,
+            handle=self.handle,
+            inputs=inputs,
         )
 
     def _encode_chunks(self) -> list[dict[str, Any]]:

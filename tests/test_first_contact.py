@@ -25,7 +25,7 @@ from ecad_search.store import Store
 
 runner = CliRunner()
 
-HEAVY = ("torch", "diffusers", "transformers")
+HEAVY = ("torch", "diffusers", "transformers", "ray")
 
 # Runs the command in this interpreter, then reports (on stderr's last line) which heavy packages it imported.
 PROBE = """
@@ -36,7 +36,7 @@ try:
     main()
 except SystemExit:
     pass
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "diffusers", "transformers"})
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "diffusers", "transformers", "ray"})
 print(json.dumps(heavy), file=sys.stderr)
 """
 
@@ -85,6 +85,17 @@ def test_light_commands_import_neither_torch_nor_diffusers(tmp_path) -> None:  #
     assert heavy_imports("convert", str(schedule), str(tmp_path / "cd.json"), "--to", "cache-dit", cwd=tmp_path) == []
     Store(f"sqlite:///{tmp_path / 'r.db'}").close()
     assert heavy_imports("runs", "--db", f"sqlite:///{tmp_path / 'r.db'}", cwd=tmp_path) == []
+    assert heavy_imports("status", "--db", f"sqlite:///{tmp_path / 'r.db'}", cwd=tmp_path) == []
+
+
+def test_a_search_without_workers_imports_no_ray(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a handwritten digit 1\na handwritten digit 2\n")
+    search = ("--model", "digits", "--generations", "1", "--population", "6", "--images-per-prompt", "2",
+              "--held-out-images-per-prompt", "2", "--prompts", str(prompts), "--db", f"sqlite:///{tmp_path / 's.db'}",
+              "--out", str(tmp_path / "out"))  # fmt: skip
+    assert heavy_imports(*search, cwd=tmp_path) == ["diffusers", "torch", "transformers"]
+    assert (tmp_path / "out").is_dir(), "the search ran"
 
 
 def test_help_shows_no_type_noise(tmp_path) -> None:  # type: ignore[no-untyped-def]

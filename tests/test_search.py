@@ -255,6 +255,12 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     assert store.count_evaluations(held_out_key) == 5 + len(rivals), "held out: each FORA and its rival, no more"
     assert "held out: 10 images (5 prompts × 2 seeds from 1000000)" in result.output
     assert "vs 5 FORA at ≤ MACs: better" in result.output
+    status = runner.invoke(app, ["status", "--db", f"sqlite:///{db}"], terminal_width=80)
+    (row,) = [line for line in status.output.splitlines() if "finished" in line]
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    evaluations = store.count_evaluations(run.eval_key)
+    assert cells[:5] == ["d", "finished", "2/2", str(evaluations), "0"], status.output
+    assert cells[6] == str(len(final_archive(db, "d"))) and cells[7] == "-"
 
 
 def test_a_frechet_search_resamples_seeds_and_stores_the_distance(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,27 @@ def test_workers_without_ray_is_one_line(tmp_path, prompts) -> None:  # type: ig
         "error: --workers and --ray-address need Ray, which is not installed: pip install 'ecad-search[ray]'"
     ]
     assert not (tmp_path / "w.db").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("folder", ["tiny_pixart_dir", "tiny_flux_dir"])
+def test_a_worker_given_the_inputs_scores_the_same_without_its_text_encoders(folder, request, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ecad_search.heuristics import fora
+    from ecad_search.pool import LocalPool
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cat\na blue house\n")
+    model = str(request.getfixturevalue(folder))
+    config = SearchConfig(model=model, generations=1, metric="fidelity", steps=4, prompts=str(prompts))
+    prepared = prepare(config)
+    settings = prepared.settings
+    schedule = fora(run_template(prepared.spec, settings).groups, settings.steps, 2)
+    computing, receiving = LocalPool(prepared.spec), LocalPool(prepared.spec)
+    inputs = computing.split_inputs(settings)
+    receiving.evaluator(settings, inputs)
+    dropped = receiving.release_text_encoders()
+    assert dropped and all(getattr(receiving.evaluator(settings).pipe, name) is None for name in dropped)
+    records = []
+    for pool in (computing, receiving):
+        pool.evaluate(settings, {schedule.digest(): schedule}, records.append)
+    assert records[0] == replace(records[1], wall_time_s=records[0].wall_time_s, latency_s=records[0].latency_s)
+    assert records[0].quality_loss > 0, "FORA-2 differs from the uncached references the receiver was given"

@@ -89,6 +89,16 @@ class ModelFamily:
     default_text_tokens: int = 0
     # Latent pixels a transformer token covers beyond the patch size (FLUX packs 2×2 latents into one token).
     latent_packing: int = 1
+    # Pipeline components only `encode_prompts` uses: a worker given its embeddings can drop them.
+    text_encoders: tuple[str, ...] = ()
+
+    def release_text_encoders(self, pipe: Any) -> list[str]:
+        """Drop the text encoders of a pipeline that is only called with prompt embeddings (PixArt's T5-XXL
+        is far larger than its transformer); returns the components dropped."""
+        dropped = [name for name in self.text_encoders if getattr(pipe, name, None) is not None]
+        if dropped:
+            pipe.register_modules(**dict.fromkeys(dropped))
+        return dropped
 
     def check_resolution(self, spec: ModelSpec, resolution: int) -> None:
         """Refuse a size the model cannot generate: off its published checkpoints, or not a whole number of

@@ -32,6 +32,7 @@ _ARCHITECTURE: dict[str, Any] = {
 class FluxFamily(ModelFamily):
     name = "flux"
     pipeline_classes = ("FluxPipeline",)
+    text_encoders = ("text_encoder", "text_encoder_2")
     default_text_tokens = 512
     latent_packing = 2
 

@@ -50,6 +50,7 @@ BINNED_SAMPLE_SIZES = (32, 64, 128, 256)
 class PixArtFamily(ModelFamily):
     name = "pixart"
     pipeline_classes = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
+    text_encoders = ("text_encoder",)
     default_text_tokens = 120
 
     def transformer_class(self) -> type[torch.nn.Module]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..evaluation import EvaluationSettings, Evaluator
-from ..models import ModelSpec
+from ..evaluation import EvaluationSettings, Evaluator, SplitInputs
+from ..models import ModelSpec, get_family
 from ..schedule import CacheSchedule
 from .base import EvaluationPool, OnOutcome, record_of
 
@@ -20,14 +20,25 @@ class LocalPool(EvaluationPool):
         self.spec, self.device = spec, device
         self._evaluators: dict[str, Evaluator] = {}
 
-    def evaluator(self, settings: EvaluationSettings) -> Evaluator:
+    def evaluator(self, settings: EvaluationSettings, inputs: SplitInputs | None = None) -> Evaluator:
+        """The split's evaluator, built on first need: from `inputs` when given, else computing them."""
         key = settings.key()
         if key not in self._evaluators:
             first = next(iter(self._evaluators.values()), None)
             self._evaluators[key] = (
-                Evaluator(self.spec, settings, device=self.device) if first is None else first.sibling(settings)
+                Evaluator(self.spec, settings, device=self.device, inputs=inputs)
+                if first is None
+                else first.sibling(settings, inputs)
             )
         return self._evaluators[key]
+
+    def split_inputs(self, settings: EvaluationSettings) -> SplitInputs:
+        return self.evaluator(settings).inputs()
+
+    def release_text_encoders(self) -> list[str]:
+        """Drop the pipeline's text encoders: every split from here on must come with its inputs."""
+        first = next(iter(self._evaluators.values()), None)
+        return [] if first is None else get_family(self.spec).release_text_encoders(first.pipe)
 
     def prepare(self, settings: EvaluationSettings) -> float:
         return self.evaluator(settings).full_seconds_per_image

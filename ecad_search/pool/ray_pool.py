@@ -5,12 +5,17 @@ Every worker is an actor with unlimited restarts (a restart re-runs `__init__`, 
 again) and no task retries (a task that kills its process must not burn restarts); this loop decides what
 happens next:
 
-- a candidate goes to whichever worker is free, in the order the search gave them;
+- a candidate goes to whichever worker is free, the costliest first (results are used in the search's order,
+  so the order of dispatch changes no record and no archive);
 - a worker that dies mid-candidate is restarted by Ray and takes work again once it answers; its candidate
   goes back to the head of the queue, so the next free worker takes it;
 - a candidate that killed its worker or raised on `max_attempts` tries is a failure: reported, not retried;
 - a candidate running past `hang_factor` × the median candidate time (never less than `min_timeout_s`) is
   a hang: its worker is killed, which Ray turns into a restart and this loop into a death.
+
+Each split's prompt embeddings and uncached references are computed once, by worker 0, and reach the other
+workers through the object store; those then drop their text encoders (PixArt's T5-XXL is about 9.5 GB in
+fp16, its transformer 0.6 B parameters). Worker 0 keeps its encoders for the next split.
 
 Which worker scored a candidate never changes its record: every worker generates from the same seeds.
 """
@@ -23,11 +28,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..evaluation import EvaluationSettings
+from ..evaluation import EvaluationSettings, SplitInputs
 from ..models import ModelSpec, get_model
 from ..options import RAY_EXTRA
 from ..schedule import CacheSchedule
@@ -61,6 +67,20 @@ class EvaluationWorker:
 
     def prepare(self, settings: EvaluationSettings) -> float:
         return self.pool.prepare(settings)
+
+    def split_inputs(self, settings: EvaluationSettings) -> SplitInputs:
+        return self.pool.split_inputs(settings)
+
+    def adopt(self, settings: EvaluationSettings, inputs: SplitInputs, release_text_encoders: bool) -> None:
+        """Take a split's inputs from the worker that computed them; then the text encoders can go."""
+        self.pool.evaluator(settings, inputs)
+        if release_text_encoders:
+            self.pool.release_text_encoders()
+
+    def resident_mib(self) -> float:
+        """This worker process's resident memory."""
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def evaluate(self, settings: EvaluationSettings, digest: str, genome: str) -> EvaluationRecord:
         if digest in self.faults:
@@ -112,6 +132,10 @@ class RayPool(EvaluationPool):
         actor_class = self.ray.remote(EvaluationWorker).options(**options)
         self.actors = [actor_class.remote(spec.name, "cuda" if on_gpu else "cpu") for _ in range(self.workers)]
         self.idle = deque(range(self.workers))
+        # Each split's inputs, computed once by worker 0 (which keeps its text encoders for the next split),
+        # and which splits each worker holds.
+        self.inputs: dict[str, Any] = {}
+        self.loaded: list[set[str]] = [set() for _ in range(self.workers)]
         self.restarting: dict[Any, int] = {}
         self.running: dict[Any, _Task] = {}
         self.restarts = 0
@@ -121,9 +145,26 @@ class RayPool(EvaluationPool):
         return self.ray.get([actor.pid.remote() for actor in self.actors])
 
     def prepare(self, settings: EvaluationSettings) -> float:
-        """Every worker loads the split at once; the first answer times the uncached run."""
-        seconds = self.ray.get([actor.prepare.remote(settings) for actor in self.actors])
-        return float(seconds[0])
+        """Every worker loads the split (its inputs computed once); returns the uncached seconds per image."""
+        for worker in range(self.workers):
+            self._load(worker, settings)
+        return float(self.ray.get(self.actors[0].prepare.remote(settings)))
+
+    def resident_mib(self) -> list[float]:
+        return [float(mib) for mib in self.ray.get([actor.resident_mib.remote() for actor in self.actors])]
+
+    def _load(self, worker: int, settings: EvaluationSettings) -> None:
+        """Queue the split on the worker before its first candidate of it: worker 0 computes the inputs, the
+        others receive them through the object store (a task on an actor runs after those queued before)."""
+        key = settings.key()
+        if key in self.loaded[worker]:
+            return
+        if key not in self.inputs:
+            self.inputs[key] = self.actors[0].split_inputs.remote(settings)
+            self.loaded[0].add(key)
+        if worker != 0:
+            self.actors[worker].adopt.remote(settings, self.inputs[key], True)
+        self.loaded[worker].add(key)
 
     @property
     def status(self) -> PoolStatus:
@@ -133,12 +174,14 @@ class RayPool(EvaluationPool):
     def evaluate(
         self, settings: EvaluationSettings, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome
     ) -> None:
-        queue = deque(schedules)
+        # Costliest first (by compute fraction), so that a generation does not end waiting on one slow mask.
+        queue = deque(sorted(schedules, key=lambda digest: -schedules[digest].compute_fraction))
         genomes = {digest: genome_text(schedule) for digest, schedule in schedules.items()}
         attempts: Counter[str] = Counter()
         while queue or self.running:
             while queue and self.idle:
                 worker, digest = self.idle.popleft(), queue.popleft()
+                self._load(worker, settings)
                 ref = self.actors[worker].evaluate.remote(settings, digest, genomes[digest])
                 self.running[ref] = _Task(worker, digest, time.monotonic())
             ready, _ = self.ray.wait([*self.running, *self.restarting], num_returns=1, timeout=POLL_S)
@@ -166,6 +209,7 @@ class RayPool(EvaluationPool):
             record = self.ray.get(ref)
         except exceptions.RayActorError as err:
             self.restarts += 1
+            self._forget(task.worker)
             self.restarting[self.actors[task.worker].pid.remote()] = task.worker
             return "its worker was hung and killed" if task.killed else f"its worker died: {_first_line(err)}"
         except exceptions.RayTaskError as err:
@@ -175,6 +219,12 @@ class RayPool(EvaluationPool):
         self.durations.append(time.monotonic() - task.started)
         on_outcome(record)
         return None
+
+    def _forget(self, worker: int) -> None:
+        """A restarted worker holds no split; worker 0's results may be lost with it, so they are recomputed."""
+        self.loaded[worker].clear()
+        if worker == 0:
+            self.inputs.clear()
 
     def _back_from_restart(self, probe: Any) -> None:
         worker = self.restarting.pop(probe)
