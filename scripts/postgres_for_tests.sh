@@ -6,6 +6,8 @@
 # (the folder is printed on stderr).
 set -euo pipefail
 port="${ECAD_SEARCH_TEST_POSTGRES_PORT:-55432}"
+# The next free port if that one is taken (another server for the tests, say).
+while (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
 bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
 if [ -z "$bin" ]; then
     echo "no PostgreSQL server programs under /usr/lib/postgresql: apt-get install postgresql" >&2

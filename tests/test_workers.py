@@ -136,6 +136,28 @@ def test_a_mask_that_kills_every_worker_is_recorded_as_failed(tmp_path, ray_clus
     assert store.get_run("w").status == "finished"
 
 
+def test_a_hung_candidate_is_killed_retried_and_recorded_as_failed(tmp_path, ray_cluster, prompts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ecad_search.pool.ray_pool import RayPool
+    from ecad_search.search.splits import SplitScorer
+
+    config = SearchConfig(model="digits", generations=1, images_per_prompt=2, prompts=str(prompts))
+    prepared = prepare(config)
+    template = run_template(prepared.spec, prepared.settings)
+    schedules = {s.digest(): s for s in map(template.with_genome, initial_population(template, 6, seed=0))}
+    hung = list(schedules)[5]
+    monkeypatch.setenv(FAULT_VARIABLE, f"hang:{hung}")
+    pool = RayPool(prepared.spec, workers=2, max_attempts=2, hang_factor=3.0, min_timeout_s=3.0)
+    try:
+        scorer = SplitScorer(prepared.settings, Store(f"sqlite:///{tmp_path / 'h.db'}"), pool)
+        records = scorer.scores(schedules)
+        assert set(records) == set(schedules) - {hung}
+        failure = scorer.failures[hung]
+        assert failure.attempts == 2 and failure.error == "its worker was hung and killed"
+        assert pool.status.restarted == 2
+    finally:
+        pool.close()
+
+
 def test_workers_without_ray_is_one_line(tmp_path, prompts) -> None:  # type: ignore[no-untyped-def]
     code = (
         "import sys; sys.modules['ray'] = None; from ecad_search.cli import main; "

@@ -41,7 +41,8 @@ from ..store import EvaluationRecord, FailureRecord
 from .base import EvaluationPool, OnOutcome, PoolError, PoolStatus, genome_text, record_of
 from .local import LocalPool
 
-# Digests whose evaluation ends the worker's process: how tests and drills show a mask that kills workers.
+# Comma-separated digests whose evaluation ends the worker's process ("hang:DIGEST": never returns): how
+# tests and drills show a mask that kills or hangs its workers.
 FAULT_VARIABLE = "ECAD_SEARCH_FAULT_DIGESTS"
 POLL_S = 1.0
 
@@ -60,7 +61,8 @@ class EvaluationWorker:
 
     def __init__(self, model: str, device: str) -> None:
         self.pool = LocalPool(get_model(model), device)
-        self.faults = set(filter(None, os.environ.get(FAULT_VARIABLE, "").split(",")))
+        faults = [entry.partition(":") for entry in os.environ.get(FAULT_VARIABLE, "").split(",") if entry]
+        self.faults = {(rest or kind): ("hang" if rest and kind == "hang" else "crash") for kind, _, rest in faults}
 
     def pid(self) -> int:
         return os.getpid()
@@ -83,8 +85,10 @@ class EvaluationWorker:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def evaluate(self, settings: EvaluationSettings, digest: str, genome: str) -> EvaluationRecord:
-        if digest in self.faults:
+        if self.faults.get(digest) == "crash":
             os._exit(3)
+        while self.faults.get(digest) == "hang":
+            time.sleep(1)
         evaluator = self.pool.evaluator(settings)
         schedule = evaluator.template.with_genome(np.frombuffer(genome.encode(), dtype=np.uint8) == ord("1"))
         return record_of(digest, schedule, evaluator)
