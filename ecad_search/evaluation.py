@@ -81,6 +81,24 @@ class SplitInputs:
     references: torch.Tensor | None
     seconds_per_image: float
 
+    @classmethod
+    def on_cpu(cls, chunks: list[dict[str, Any]], references: torch.Tensor | None, seconds: float) -> SplitInputs:
+        return cls([{k: _on(v, "cpu") for k, v in chunk.items()} for chunk in chunks], references, seconds)
+
+
+def encode_chunks(pipe: Any, spec: ModelSpec, settings: EvaluationSettings) -> list[dict[str, Any]]:
+    """A split's prompt embeddings per pipeline call (a call holds at most `batch_size` images): the only
+    use of the text encoders, so a pipeline given them can drop its encoders."""
+    per_call = max(1, settings.batch_size // settings.images_per_prompt) if settings.batch_size else 0
+    prompts = list(settings.prompts)
+    groups = [prompts[i : i + per_call] for i in range(0, len(prompts), per_call)] if per_call else [prompts]
+    family = get_family(spec)
+    with torch.no_grad():
+        return [
+            {"count": len(group), **family.encode_prompts(pipe, spec, group, settings.guidance_scale)}
+            for group in groups
+        ]
+
 
 def _on(value: Any, device: str | torch.device) -> Any:
     return value.to(device) if isinstance(value, torch.Tensor) else value
@@ -132,7 +150,7 @@ class Evaluator:
         self.call_kwargs = pipeline_kwargs(self.pipe, spec, self.generation)
         execution_device = self.pipe._execution_device
         self.chunks = (
-            self._encode_chunks()
+            encode_chunks(self.pipe, spec, settings)
             if inputs is None
             else [{k: _on(v, execution_device) for k, v in chunk.items()} for chunk in inputs.chunks]
         )
@@ -144,14 +162,13 @@ class Evaluator:
         self.handle = handle if handle is not None else apply_schedule(self.pipe, self.template)
         self.references: torch.Tensor | None = None if inputs is None else inputs.references
         self.full_seconds_per_image = 0.0 if inputs is None else inputs.seconds_per_image
-        if inputs is None and (self.metric.needs_reference or settings.cost == "latency"):
+        if self.references is None and (self.metric.needs_reference or settings.cost == "latency"):
             self.references, seconds = self.generate(None)
             self.full_seconds_per_image = seconds / settings.num_images
 
     def inputs(self) -> SplitInputs:
         """This split's prompt embeddings and references, on the CPU, for evaluators elsewhere."""
-        chunks = [{k: _on(v, "cpu") for k, v in chunk.items()} for chunk in self.chunks]
-        return SplitInputs(chunks, self.references, self.full_seconds_per_image)
+        return SplitInputs.on_cpu(self.chunks, self.references, self.full_seconds_per_image)
 
     def sibling(self, settings: EvaluationSettings, inputs: SplitInputs | None = None) -> Evaluator:
         """An evaluator for other prompts or seeds (a held-out split) on the same resident pipeline, metric and
@@ -169,23 +186,6 @@ class Evaluator:
             handle=self.handle,
             inputs=inputs,
         )
-
-    def _encode_chunks(self) -> list[dict[str, Any]]:
-        """Prompt embeddings per pipeline call, computed once; a call holds at most `batch_size` images."""
-        per_call = (
-            max(1, self.settings.batch_size // self.settings.images_per_prompt) if self.settings.batch_size else 0
-        )
-        prompts = list(self.settings.prompts)
-        groups = [prompts[i : i + per_call] for i in range(0, len(prompts), per_call)] if per_call else [prompts]
-        family = get_family(self.spec)
-        with torch.no_grad():
-            return [
-                {
-                    "count": len(group),
-                    **family.encode_prompts(self.pipe, self.spec, group, self.generation.guidance_scale),
-                }
-                for group in groups
-            ]
 
     def _generators(self, count: int) -> list[torch.Generator]:
         """One generator per image, seeded by its index within its prompt: the same noise for every mask."""

@@ -55,18 +55,22 @@ def search_args(prompts: Path, db: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def in_process(tmp_path_factory: pytest.TempPathFactory, prompts: Path) -> Path:
-    """The reference: the same search in this process with one torch thread, as a CPU worker has."""
-    folder = tmp_path_factory.mktemp("in_process")
+def in_one_thread(args: list[str]) -> None:
+    """The reference: a search in this process with one torch thread, as a CPU worker has."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = runner.invoke(app, search_args(prompts, folder / "w.db", folder / "out"))
+        result = runner.invoke(app, args)
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
-    assert "workers" not in result.output
+    assert " alive · " not in result.output, "no workers in-process"
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory, prompts: Path) -> Path:
+    folder = tmp_path_factory.mktemp("in_process")
+    in_one_thread(search_args(prompts, folder / "w.db", folder / "out"))
     return folder / "w.db"
 
 
@@ -90,6 +94,24 @@ def test_two_workers_store_what_one_process_stores(tmp_path, ray_cluster, prompt
     evaluations, generations = stored(tmp_path / "w.db")
     assert (evaluations, generations) == stored(in_process)
     assert len(evaluations) > 20 and len(generations) == 2
+
+
+def test_pixart_workers_store_what_one_process_stores(tmp_path, ray_cluster, tiny_pixart_dir) -> None:  # type: ignore[no-untyped-def]
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cat\na blue house\n")
+
+    def args(name: str, *extra: str) -> list[str]:
+        return [
+            "--model", str(tiny_pixart_dir), "--metric", "fidelity", "--steps", "4", "--generations", "2",
+            "--population", "6", "--prompts", str(prompts), "--db", f"sqlite:///{tmp_path / name}",
+            "--out", str(tmp_path / "out"), "--run", name, *extra,
+        ]  # fmt: skip
+
+    in_one_thread(args("local.db"))
+    result = runner.invoke(app, args("ray.db", "--workers", "2"))
+    assert result.exit_code == 0, result.output
+    local, ray_run = stored(tmp_path / "local.db"), stored(tmp_path / "ray.db")
+    assert ray_run == local and len(local[0]) > 10
 
 
 def kill_the_first_busy_worker(killed: list[int], deadline_s: float = 120) -> None:

@@ -8,7 +8,7 @@ driver crash loses at most the candidates in flight.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..evaluation import EvaluationSettings, Evaluator
@@ -64,9 +64,10 @@ class EvaluationPool(ABC):
     workers = 0
 
     @abstractmethod
-    def prepare(self, settings: EvaluationSettings) -> float:
+    def prepare(self, settings: EvaluationSettings, upcoming: Sequence[EvaluationSettings] = ()) -> float:
         """Load what the split needs (pipeline, prompt embeddings, uncached references) and return the uncached
-        run's seconds per image (0 when the metric needs no uncached run and the cost is analytic)."""
+        run's seconds per image (0 when the metric needs no uncached run and the cost is analytic). `upcoming`
+        are the splits the run may need later: a pool may encode their prompts now, to drop its text encoders."""
 
     @abstractmethod
     def evaluate(

@@ -5,9 +5,9 @@ It is also what each Ray worker runs inside its actor, so a mask is scored by th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from ..evaluation import EvaluationSettings, Evaluator, SplitInputs
+from ..evaluation import EvaluationSettings, Evaluator, SplitInputs, encode_chunks
 from ..models import ModelSpec, get_family
 from ..schedule import CacheSchedule
 from .base import EvaluationPool, OnOutcome, record_of
@@ -35,12 +35,19 @@ class LocalPool(EvaluationPool):
     def split_inputs(self, settings: EvaluationSettings) -> SplitInputs:
         return self.evaluator(settings).inputs()
 
+    def encode(self, settings: EvaluationSettings) -> SplitInputs:
+        """Another split's prompt embeddings alone, on the loaded pipeline (its references come later, with
+        no text encoder needed)."""
+        pipe = next(iter(self._evaluators.values())).pipe
+        return SplitInputs.on_cpu(encode_chunks(pipe, self.spec, settings), None, 0.0)
+
     def release_text_encoders(self) -> list[str]:
         """Drop the pipeline's text encoders: every split from here on must come with its inputs."""
         first = next(iter(self._evaluators.values()), None)
         return [] if first is None else get_family(self.spec).release_text_encoders(first.pipe)
 
-    def prepare(self, settings: EvaluationSettings) -> float:
+    def prepare(self, settings: EvaluationSettings, upcoming: Sequence[EvaluationSettings] = ()) -> float:
+        """In-process the text encoders stay: later splits are encoded when first needed."""
         return self.evaluator(settings).full_seconds_per_image
 
     def evaluate(

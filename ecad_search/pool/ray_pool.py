@@ -15,7 +15,8 @@ happens next:
 
 Each split's prompt embeddings and uncached references are computed once, by worker 0, and reach the other
 workers through the object store; those then drop their text encoders (PixArt's T5-XXL is about 9.5 GB in
-fp16, its transformer 0.6 B parameters). Worker 0 keeps its encoders for the next split.
+fp16, its transformer 0.6 B parameters). Worker 0 encodes the prompts of every split the run may need at the
+start and then drops its encoders too; a worker restarted by Ray loads them again.
 
 Which worker scored a candidate never changes its record: every worker generates from the same seeds.
 """
@@ -26,7 +27,7 @@ import os
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,15 @@ class EvaluationWorker:
     def prepare(self, settings: EvaluationSettings) -> float:
         return self.pool.prepare(settings)
 
-    def split_inputs(self, settings: EvaluationSettings) -> SplitInputs:
-        return self.pool.split_inputs(settings)
+    def split_inputs(self, settings: EvaluationSettings, encoded: SplitInputs | None = None) -> SplitInputs:
+        """A split's full inputs: computed here, from its prompt embeddings when `encoded` gives them."""
+        return self.pool.evaluator(settings, encoded).inputs()
+
+    def encode(self, settings: EvaluationSettings) -> SplitInputs:
+        return self.pool.encode(settings)
+
+    def release_text_encoders(self) -> list[str]:
+        return self.pool.release_text_encoders()
 
     def adopt(self, settings: EvaluationSettings, inputs: SplitInputs, release_text_encoders: bool) -> None:
         """Take a split's inputs from the worker that computed them; then the text encoders can go."""
@@ -139,6 +147,7 @@ class RayPool(EvaluationPool):
         # Each split's inputs, computed once by worker 0 (which keeps its text encoders for the next split),
         # and which splits each worker holds.
         self.inputs: dict[str, Any] = {}
+        self.encoded: dict[str, Any] = {}
         self.loaded: list[set[str]] = [set() for _ in range(self.workers)]
         self.restarting: dict[Any, int] = {}
         self.running: dict[Any, _Task] = {}
@@ -148,10 +157,16 @@ class RayPool(EvaluationPool):
     def pids(self) -> list[int]:
         return self.ray.get([actor.pid.remote() for actor in self.actors])
 
-    def prepare(self, settings: EvaluationSettings) -> float:
-        """Every worker loads the split (its inputs computed once); returns the uncached seconds per image."""
+    def prepare(self, settings: EvaluationSettings, upcoming: Sequence[EvaluationSettings] = ()) -> float:
+        """Every worker loads the split (its inputs computed once). Worker 0 also encodes the prompts of the
+        upcoming splits and then drops its text encoders too; their references come when first needed.
+        Returns the uncached seconds per image."""
         for worker in range(self.workers):
             self._load(worker, settings)
+        for split in upcoming:
+            self.encoded.setdefault(split.key(), self.actors[0].encode.remote(split))
+        if upcoming:
+            self.actors[0].release_text_encoders.remote()
         return float(self.ray.get(self.actors[0].prepare.remote(settings)))
 
     def resident_mib(self) -> list[float]:
@@ -164,7 +179,7 @@ class RayPool(EvaluationPool):
         if key in self.loaded[worker]:
             return
         if key not in self.inputs:
-            self.inputs[key] = self.actors[0].split_inputs.remote(settings)
+            self.inputs[key] = self.actors[0].split_inputs.remote(settings, self.encoded.get(key))
             self.loaded[0].add(key)
         if worker != 0:
             self.actors[worker].adopt.remote(settings, self.inputs[key], True)

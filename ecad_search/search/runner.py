@@ -235,7 +235,9 @@ class SearchRun:
             address=config.ray_address,
             gpus_per_worker=config.gpus_per_worker,
         )
-        self.seconds_per_image = self.pool.prepare(settings)
+        splits = prepared.splits
+        upcoming = [split for split in (splits.confirmation, splits.held_out) if split is not None]
+        self.seconds_per_image = self.pool.prepare(settings, upcoming)
         template = run_template(prepared.spec, settings)
         self.full_macs = schedule_macs(template, prepared.spec, settings)
         self.store = Store(config.db)
