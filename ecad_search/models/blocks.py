@@ -8,11 +8,12 @@ adds to its residual stream.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..schedule import BlockGroup, ScheduleError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 BLOCK_STACK_NAMES = (
@@ -74,3 +75,16 @@ def component_modules(transformer: nn.Module, groups: tuple[BlockGroup, ...]) ->
                     raise ScheduleError(f"block {group.name}.{b} has no component '{comp}'")
                 modules[(g, b, c)] = module
     return modules
+
+
+def modulated_input(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    """The timestep-modulated input of a block's first attention: what TeaCache compares between steps.
+
+    For an adaLN-single `BasicTransformerBlock` (PixArt): `norm1(h) · (1 + scale) + shift`, with shift and
+    scale from the block's table plus the step's embedded timestep; other blocks use their plain norm.
+    """
+    if getattr(block, "norm_type", None) == "ada_norm_single":
+        timestep = kwargs["timestep"]
+        shift, scale = (block.scale_shift_table[None] + timestep.reshape(hidden.shape[0], 6, -1)).chunk(6, dim=1)[:2]
+        return block.norm1(hidden) * (1 + scale) + shift
+    return block.norm1(hidden)

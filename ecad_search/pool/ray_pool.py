@@ -144,8 +144,8 @@ class RayPool(EvaluationPool):
         actor_class = self.ray.remote(EvaluationWorker).options(**options)
         self.actors = [actor_class.remote(spec.name, "cuda" if on_gpu else "cpu") for _ in range(self.workers)]
         self.idle = deque(range(self.workers))
-        # Each split's inputs, computed once by worker 0 (which keeps its text encoders for the next split),
-        # and which splits each worker holds.
+        # Each split's inputs (computed once, by worker 0), the prompt embeddings of the splits to come, and
+        # which splits each worker holds.
         self.inputs: dict[str, Any] = {}
         self.encoded: dict[str, Any] = {}
         self.loaded: list[set[str]] = [set() for _ in range(self.workers)]
@@ -153,9 +153,6 @@ class RayPool(EvaluationPool):
         self.running: dict[Any, _Task] = {}
         self.restarts = 0
         self.durations: list[float] = []
-
-    def pids(self) -> list[int]:
-        return self.ray.get([actor.pid.remote() for actor in self.actors])
 
     def prepare(self, settings: EvaluationSettings, upcoming: Sequence[EvaluationSettings] = ()) -> float:
         """Every worker loads the split (its inputs computed once). Worker 0 also encodes the prompts of the
@@ -230,10 +227,10 @@ class RayPool(EvaluationPool):
             self.restarts += 1
             self._forget(task.worker)
             self.restarting[self.actors[task.worker].pid.remote()] = task.worker
-            return "its worker was hung and killed" if task.killed else f"its worker died: {_first_line(err)}"
+            return "its worker was hung and killed" if task.killed else f"its worker died: {_last_line(err)}"
         except exceptions.RayTaskError as err:
             self.idle.append(task.worker)
-            return _first_line(err)
+            return _last_line(err)
         self.idle.append(task.worker)
         self.durations.append(time.monotonic() - task.started)
         on_outcome(record)
@@ -299,6 +296,7 @@ def _connect(ray: Any, address: str | None, workers: int) -> None:
         ) from err
 
 
-def _first_line(error: BaseException) -> str:
+def _last_line(error: BaseException) -> str:
+    """A remote error's last line: Ray puts the traceback first and the error itself last."""
     text = str(error).strip().splitlines()
     return next((line for line in reversed(text) if line.strip()), type(error).__name__)[:500]

@@ -29,12 +29,12 @@ class ScheduleHandle:
 
     def __init__(self, target: Any, schedule: CacheSchedule) -> None:
         self.schedule = schedule
-        self.transformer: nn.Module = target if isinstance(target, nn.Module) else _transformer_of(target)
+        self.transformer: nn.Module = target if isinstance(target, nn.Module) else transformer_of(target)
         self.scheduler = None if isinstance(target, nn.Module) else getattr(target, "scheduler", None)
         self._modules = component_modules(self.transformer, schedule.groups)
         self._runtime = ScheduleRuntime(schedule, wrap_runs=self.scheduler is None)
         self._created_registries: list[nn.Module] = []
-        self._scheduler_patch: tuple[bool, Any] | None = None
+        self._watch: SchedulerWatch | None = None
         self.enabled = False
 
     @property
@@ -53,7 +53,7 @@ class ScheduleHandle:
             self._hook(module, ComponentCacheHook(self._runtime, key), COMPONENT_HOOK)
         HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
         if self.scheduler is not None:
-            self._watch_scheduler()
+            self._watch = SchedulerWatch(self.scheduler, self._start_run)
         self.enabled = True
         return self
 
@@ -64,8 +64,9 @@ class ScheduleHandle:
         self._runtime.forget_all()
         HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(STEP_HOOK, recurse=False)
         remove_hooks(self._modules.values(), COMPONENT_HOOK, self._created_registries)
-        if self.scheduler is not None:
-            self._unwatch_scheduler()
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
         self.enabled = False
 
     def swap(self, schedule: CacheSchedule) -> None:
@@ -91,26 +92,6 @@ class ScheduleHandle:
     def _hook(self, module: nn.Module, hook: Any, name: str) -> None:
         add_hook(module, hook, name, self._created_registries)
 
-    def _watch_scheduler(self) -> None:
-        scheduler = self.scheduler
-        self._scheduler_patch = ("set_timesteps" in vars(scheduler), vars(scheduler).get("set_timesteps"))
-        original = scheduler.set_timesteps
-
-        @functools.wraps(original)
-        def set_timesteps(*args: Any, **kwargs: Any) -> Any:
-            result = original(*args, **kwargs)
-            self._start_run(len(scheduler.timesteps))
-            return result
-
-        scheduler.set_timesteps = set_timesteps
-
-    def _unwatch_scheduler(self) -> None:
-        had_own, previous = self._scheduler_patch or (False, None)
-        if had_own:
-            self.scheduler.set_timesteps = previous
-        else:
-            vars(self.scheduler).pop("set_timesteps", None)
-
     def _start_run(self, model_calls: int) -> None:
         steps = self.schedule.num_steps
         if model_calls != steps:
@@ -119,6 +100,31 @@ class ScheduleHandle:
                 f"call it with num_inference_steps={steps} or use a {model_calls}-step schedule"
             )
         self._runtime.forget_all()
+
+
+class SchedulerWatch:
+    """Calls `on_start(model_calls)` after every `scheduler.set_timesteps`: the start of each generation,
+    with its number of transformer calls. `stop()` restores the scheduler exactly."""
+
+    def __init__(self, scheduler: Any, on_start: Any) -> None:
+        self.scheduler = scheduler
+        self._had_own = "set_timesteps" in vars(scheduler)
+        self._previous = vars(scheduler).get("set_timesteps")
+        original = scheduler.set_timesteps
+
+        @functools.wraps(original)
+        def set_timesteps(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            on_start(len(scheduler.timesteps))
+            return result
+
+        scheduler.set_timesteps = set_timesteps
+
+    def stop(self) -> None:
+        if self._had_own:
+            self.scheduler.set_timesteps = self._previous
+        else:
+            vars(self.scheduler).pop("set_timesteps", None)
 
 
 def add_hook(module: nn.Module, hook: Any, name: str, created: list[nn.Module]) -> None:
@@ -151,7 +157,7 @@ def apply_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> Schedul
     return ScheduleHandle(pipe_or_transformer, schedule).enable()
 
 
-def _transformer_of(pipe: Any) -> nn.Module:
+def transformer_of(pipe: Any) -> nn.Module:
     transformer = getattr(pipe, "transformer", None)
     if not isinstance(transformer, nn.Module):
         raise ScheduleError(f"{type(pipe).__name__} has no `transformer`; pass a DiT pipeline or the transformer")

@@ -85,13 +85,12 @@ class SplitScorer:
     def known(self, digest: str) -> bool:
         return digest in self.records or digest in self.failures
 
-    def load(self, digests: list[str]) -> dict[str, EvaluationRecord]:
-        """Read what the database holds for these digests (evaluations and failures); returns the evaluations."""
+    def load(self, digests: list[str]) -> None:
+        """Read what the database holds for these digests: evaluations, and failures."""
         unknown = [digest for digest in digests if not self.known(digest)]
         found = self.store.lookup(self.key, unknown)
         self.records.update(found)
         self.failures.update(self.store.failures(self.key, [digest for digest in unknown if digest not in found]))
-        return found
 
     def scores(
         self, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome | None = None

@@ -1,0 +1,92 @@
+"""Online policies on the hook runtime: each decision rule on hand-computed features, and end to end on tiny
+PixArt-α and the bundled digits model (a threshold of 0 is the uncached output bit for bit, the pipeline is
+restored exactly, and the realised mask is what ran)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from ecad_search.evaluation import EvaluationSettings, run_template
+from ecad_search.generation import load_pipeline
+from ecad_search.models import get_model
+from ecad_search.runtime.first_block_cache import FirstBlockGate
+from ecad_search.runtime.policy import PolicyError, apply_policy, policy_config
+from ecad_search.runtime.teacache import TeaCacheGate
+
+STEPS = 8
+
+
+def decisions(gate: Any, features: list[float]) -> list[bool]:
+    return [gate.decide(step, len(features), torch.full((4,), value)) for step, value in enumerate(features)]
+
+
+def test_teacache_accumulates_relative_change_and_resets_on_refresh() -> None:
+    # Each step changes the feature by 10 %: 0.1 accumulates to 0.2 (reuse), 0.3 (compute, reset), ...
+    features = [1.1**k for k in range(7)]
+    assert decisions(TeaCacheGate(0.25, ()), features) == [True, False, False, True, False, False, True]
+    # Rescaled by 2x: 0.2 reuses, 0.4 computes and resets, the last step always computes.
+    assert decisions(TeaCacheGate(0.25, (2.0, 0.0)), features) == [True, False, True, False, True, False, True]
+    assert all(decisions(TeaCacheGate(0.0, ()), features)), "a threshold of 0 computes every step"
+
+
+def test_first_block_cache_compares_with_the_last_refresh_not_the_last_step() -> None:
+    # 3 % from the reference reuses; 6 % computes and becomes the reference; 1 % from it reuses again.
+    assert decisions(FirstBlockGate(0.05), [1.0, 1.03, 1.06, 1.07, 1.10, 1.12]) == [
+        True, False, True, False, False, True,
+    ]  # fmt: skip
+    assert all(decisions(FirstBlockGate(0.0), [1.0, 1.0, 1.0])), "a threshold of 0 computes every step"
+
+
+def test_unknown_policies_and_knobs_are_one_line_errors() -> None:
+    with pytest.raises(PolicyError, match="unknown policy 'magic': use one of first-block-cache, teacache"):
+        policy_config("magic")
+    with pytest.raises(PolicyError, match="policy 'teacache' has no such knob"):
+        policy_config("teacache", delta=0.1)
+
+
+def pixart_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return pipe(["a red cat", "a blue house"], num_inference_steps=STEPS, generator=generator, output_type="pt",
+                guidance_scale=4.5, **kwargs).images  # fmt: skip
+
+
+def digits_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    prompts = [f"a handwritten digit {d}" for d in range(10)]
+    return pipe(prompts, num_inference_steps=STEPS, generator=generator, output_type="pt").images
+
+
+@pytest.fixture(params=["tiny-pixart", "digits"])
+def case(request: pytest.FixtureRequest) -> tuple[Any, Any, dict[str, Any], str]:
+    if request.param == "digits":
+        spec = get_model("digits")
+        return load_pipeline(spec), digits_call, {}, "digits"
+    pipe, kwargs = request.getfixturevalue("tiny_pixart_pipe"), request.getfixturevalue("pixart_call_kwargs")
+    return pipe, pixart_call, kwargs, str(request.getfixturevalue("tiny_pixart_dir"))
+
+
+@pytest.mark.parametrize("name", ["teacache", "first-block-cache"])
+def test_a_policy_runs_end_to_end_and_restores_the_pipeline(case, name) -> None:  # type: ignore[no-untyped-def]
+    pipe, call, kwargs, model = case
+    uncached = call(pipe, kwargs)
+    with apply_policy(pipe, policy_config(name, threshold=0.0)) as exact:
+        assert torch.equal(call(pipe, kwargs), uncached), "a threshold of 0 is the uncached output bit for bit"
+    assert exact.decisions == [[True] * STEPS]
+    with apply_policy(pipe, policy_config(name, threshold=0.5)) as handle:
+        first, second = call(pipe, kwargs), call(pipe, kwargs)
+    assert torch.equal(first, second) and handle.decisions[0] == handle.decisions[1], "repeated calls agree"
+    ran = handle.decisions[0]
+    assert len(ran) == STEPS and ran[0] and not all(ran), "one decision per step, some steps reused"
+    assert not torch.equal(first, uncached)
+    assert torch.equal(call(pipe, kwargs), uncached), "disabling restores the pipeline exactly"
+    spec = get_model(model)
+    settings = EvaluationSettings(model, "fidelity", ("x",), 1, STEPS, spec.guidance_scale, spec.resolution)
+    realised = handle.realised_schedule(run_template(spec, settings))
+    mask = next(iter(realised.masks.values()))
+    assert [bool(mask[s, 1:].any()) for s in range(STEPS)] == ran
+    assert mask[:, 0].all() == (name == "first-block-cache"), "block 0 runs every step only in First-Block Cache"
+    assert realised.provenance == {"method": "policy", "policy": name, "knobs": {"threshold": 0.5, **(
+        {"coefficients": ()} if name == "teacache" else {})}}  # fmt: skip
