@@ -130,16 +130,18 @@ class ScheduleRuntime:
 
 
 class StepHook(ModelHook):
-    """Marks the start and end of each transformer call, i.e. of each denoising step."""
+    """Marks the start and end of each transformer call, i.e. of each denoising step, for a runtime with
+    `begin_call(state)`, `end_call()` and `forget_all()` (a schedule's, or an online policy's): one `state`
+    per diffusers cache context."""
 
     _is_stateful = True
 
-    def __init__(self, runtime: ScheduleRuntime) -> None:
+    def __init__(self, runtime: Any, state: type[BaseState] = RunState) -> None:
         super().__init__()
         self.runtime = runtime
-        self.state_manager = StateManager(RunState)
+        self.state_manager = StateManager(state)
 
-    def current_state(self) -> RunState:
+    def current_state(self) -> Any:
         try:
             self.state_manager.context  # noqa: B018 - raises when no cache context is set
         except ValueError:

@@ -23,18 +23,18 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
+from diffusers.hooks.hooks import BaseState
 from torch import nn
 
 from ..models.blocks import discover_block_groups
 from ..schedule import CacheSchedule, ScheduleError
 from .apply import SchedulerWatch, add_hook, remove_hooks, transformer_of
+from .hooks import StepHook
 
 # Registered policies: command-line name → module under ecad_search.runtime.
 POLICIES = {"first-block-cache": "first_block_cache", "teacache": "teacache"}
 POLICY_STEP_HOOK = "ecad_search_policy_step"
 POLICY_BLOCK_HOOK = "ecad_search_policy_block"
-_DEFAULT_CONTEXT = CacheContext("ecad_search_policy_default")
 
 
 class PolicyError(ScheduleError):
@@ -114,6 +114,9 @@ class PolicyRuntime:
 
     def start(self, num_steps: int) -> None:
         self.num_steps = num_steps
+        self.forget_all()
+
+    def forget_all(self) -> None:
         for state in self.states:
             state.reset()
 
@@ -163,31 +166,6 @@ class PolicyRuntime:
         return output
 
 
-class _StepHook(ModelHook):
-    _is_stateful = True
-
-    def __init__(self, runtime: PolicyRuntime) -> None:
-        super().__init__()
-        self.runtime = runtime
-        self.state_manager = StateManager(PolicyRunState)
-
-    def pre_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
-        try:
-            self.state_manager.context  # noqa: B018 - raises when no cache context is set
-        except ValueError:
-            self.state_manager.set_context(_DEFAULT_CONTEXT)
-        self.runtime.begin_call(self.state_manager.get_state())
-        return args, kwargs
-
-    def post_forward(self, module: nn.Module, output: Any) -> Any:
-        self.runtime.end_call()
-        return output
-
-    def reset_state(self, module: nn.Module) -> nn.Module:
-        self.state_manager.reset()
-        return module
-
-
 class _BlockHook(ModelHook):
     def __init__(self, runtime: PolicyRuntime, index: int) -> None:
         super().__init__()
@@ -230,7 +208,7 @@ class PolicyHandle:
     def enable(self) -> PolicyHandle:
         if self.enabled:
             return self
-        add_hook(self.transformer, _StepHook(self._runtime), POLICY_STEP_HOOK, self._created)
+        add_hook(self.transformer, StepHook(self._runtime, PolicyRunState), POLICY_STEP_HOOK, self._created)
         for index, block in enumerate(self.blocks):
             add_hook(block, _BlockHook(self._runtime, index), POLICY_BLOCK_HOOK, self._created)
         HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
