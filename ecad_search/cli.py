@@ -8,6 +8,7 @@ command imports what it uses.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -374,11 +375,24 @@ def generate(
     out: Annotated[Path, typer.Option(help="output PNG")] = Path("image.png"),
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N")] = "auto",
     compare: Annotated[bool, typer.Option(help="also time the uncached run and report the speedup")] = False,
+    policy: Annotated[
+        str | None, typer.Option(help="an online policy instead of a schedule: teacache, first-block-cache")
+    ] = None,
+    knob: Annotated[
+        list[str] | None, typer.Option("--set", help="a policy knob, KNOB=VALUE (repeatable)", show_default=False)
+    ] = None,
+    realised: Annotated[Path | None, typer.Option(help="save what the policy ran as a schedule JSON")] = None,
 ) -> None:
-    """Generate one image, optionally following a schedule; print wall time, MACs and the fraction saved."""
+    """Generate one image, optionally following a schedule or an online policy; print wall time, MACs and the
+    fraction saved (for a policy: of what it actually ran)."""
     from .formats import load_schedule
     from .models.hub import require_model
 
+    if policy and schedule:
+        raise UsageError("give --schedule or --policy, not both")
+    if (knob or realised) and not policy:
+        raise UsageError("--set and --realised go with --policy")
+    policy_settings = _policy(policy, knob or []) if policy else None
     cached = load_schedule(schedule) if schedule else None
     spec = _spec(model, resolution)
     require_model(spec)
@@ -402,7 +416,22 @@ def generate(
     _quiet_libraries()
     plain = CacheSchedule.all_compute(block_groups(spec), settings.steps, **_metadata(spec))
     pipe = load_pipeline(spec, device=resolve_device(device))
-    images, seconds = run(pipe, spec, [prompt], settings, schedule=cached)
+    if policy_settings is not None:
+        from .runtime.policy import apply_policy
+
+        with apply_policy(pipe, policy_settings) as handle:
+            images, seconds = run(pipe, spec, [prompt], settings)
+        cached = handle.realised_schedule(plain)
+        if realised:
+            from .formats import save_schedule
+
+            save_schedule(_with_macs(cached, spec), realised)
+        ran = handle.decisions[-1]
+        console.print(
+            f"{policy}: computed {sum(ran)} of {len(ran)} steps, {cached.compute_fraction:.1%} of the block components"
+        )
+    else:
+        images, seconds = run(pipe, spec, [prompt], settings, schedule=cached)
     image = _viewable(images[0])
     write_atomic(out, _png_bytes(image))
     size = {"height": settings.height, "width": settings.width}
@@ -601,6 +630,24 @@ def convert(
         config = to_cache_dit(schedule, threshold=threshold)
         write_atomic(target, json.dumps(config, indent=1) + "\n")
     console.print(f"wrote {target}")
+
+
+def _policy(name: str, knobs: list[str]) -> Any:
+    """The policy's config from `--set KNOB=VALUE` pairs (values read as JSON where they parse: 0.1, [1, 2])."""
+    from .runtime.policy import policy_config
+
+    values: dict[str, Any] = {}
+    for pair in knobs:
+        key, sign, text = pair.partition("=")
+        if not sign or not key:
+            raise UsageError(f"--set {pair}: write KNOB=VALUE, e.g. --set threshold=0.1")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text
+        if isinstance(values[key], list):
+            values[key] = tuple(values[key])
+    return policy_config(name, **values)
 
 
 def _metadata(spec: ModelSpec) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def test_first_block_cache_compares_with_the_last_refresh_not_the_last_step() ->
 def test_unknown_policies_and_knobs_are_one_line_errors() -> None:
     with pytest.raises(PolicyError, match="unknown policy 'magic': use one of first-block-cache, teacache"):
         policy_config("magic")
-    with pytest.raises(PolicyError, match="policy 'teacache' has no such knob"):
+    with pytest.raises(PolicyError, match="policy 'teacache' has no knob 'delta': use threshold, coefficients"):
         policy_config("teacache", delta=0.1)
 
 
@@ -90,3 +90,28 @@ def test_a_policy_runs_end_to_end_and_restores_the_pipeline(case, name) -> None:
     assert mask[:, 0].all() == (name == "first-block-cache"), "block 0 runs every step only in First-Block Cache"
     assert realised.provenance == {"method": "policy", "policy": name, "knobs": {"threshold": 0.5, **(
         {"coefficients": ()} if name == "teacache" else {})}}  # fmt: skip
+
+
+def test_generate_with_a_policy_prints_what_ran_and_saves_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from ecad_search.cli import app
+    from ecad_search.cost import estimate_macs
+    from ecad_search.formats import load_schedule
+
+    args = [
+        "generate", "--model", "digits", "--prompt", "seven", "--policy", "first-block-cache",
+        "--set", "threshold=0.1", "--out", str(tmp_path / "7.png"), "--realised", str(tmp_path / "7.json"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    realised = load_schedule(tmp_path / "7.json")
+    mask = realised.mask("transformer_blocks")
+    computed = int(mask[:, 1:].any(axis=(1, 2)).sum())
+    assert f"first-block-cache: computed {computed} of 20 steps" in result.output and 0 < computed < 20
+    plain = estimate_macs(realised.with_metadata(masks={"transformer_blocks": mask | True}), "digits")
+    saved = 1 - estimate_macs(realised, "digits") / plain
+    assert f"{saved:.1%} of MACs saved" in result.output
+    assert realised.provenance["policy"] == "first-block-cache" and realised.provenance["knobs"]["threshold"] == 0.1
+    both = CliRunner().invoke(app, [*args[:5], "--policy", "teacache", "--schedule", str(tmp_path / "7.json")])
+    assert both.exit_code == 2 and "give --schedule or --policy, not both" in both.output

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -79,11 +79,12 @@ def policy_config(name: str, **knobs: Any) -> PolicyConfig:
     """The named policy's config with these knobs (the rest at their defaults)."""
     if name not in POLICIES:
         raise PolicyError(f"unknown policy '{name}': use one of {', '.join(POLICIES)}")
-    module = importlib.import_module(f".{POLICIES[name]}", __package__)
-    try:
-        return module.CONFIG(**knobs)
-    except TypeError as err:
-        raise PolicyError(f"policy '{name}' has no such knob: {err}") from None
+    config = importlib.import_module(f".{POLICIES[name]}", __package__).CONFIG
+    known = [f.name for f in fields(config)]
+    unknown = [knob for knob in knobs if knob not in known]
+    if unknown:
+        raise PolicyError(f"policy '{name}' has no knob '{unknown[0]}': use {', '.join(known)}")
+    return config(**knobs)
 
 
 @dataclass
