@@ -376,7 +376,7 @@ def generate(
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N")] = "auto",
     compare: Annotated[bool, typer.Option(help="also time the uncached run and report the speedup")] = False,
     policy: Annotated[
-        str | None, typer.Option(help="an online policy instead of a schedule: teacache, first-block-cache")
+        str | None, typer.Option(help="an online policy instead of a schedule: teacache, first-block-cache, spectrum")
     ] = None,
     knob: Annotated[
         list[str] | None, typer.Option("--set", help="a policy knob, KNOB=VALUE (repeatable)", show_default=False)

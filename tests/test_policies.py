@@ -14,6 +14,7 @@ from ecad_search.generation import load_pipeline
 from ecad_search.models import get_model
 from ecad_search.runtime.first_block_cache import FirstBlockGate
 from ecad_search.runtime.policy import PolicyError, apply_policy, policy_config
+from ecad_search.runtime.spectrum import SpectrumConfig, forecast, forward_steps, time_of
 from ecad_search.runtime.teacache import TeaCacheGate
 
 STEPS = 8
@@ -40,8 +41,27 @@ def test_first_block_cache_compares_with_the_last_refresh_not_the_last_step() ->
     assert all(decisions(FirstBlockGate(0.0), [1.0, 1.0, 1.0])), "a threshold of 0 computes every step"
 
 
+def test_spectrum_thins_its_forwards_as_the_reference_schedules_them() -> None:
+    assert forward_steps(50, 5, 2, 0.75) == [0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 25, 31, 38, 46]
+    assert forward_steps(50, 5, 2, 3.0) == [0, 1, 2, 3, 4, 6, 11, 19, 30, 44]
+    assert forward_steps(50, 5, 2, 1.0) == [0, 1, 2, 3, 4, 6, 9, 13, 18, 24, 31, 39, 48]
+    assert forward_steps(50, 5, 2, 0.0) == [0, 1, 2, 3, 4, *range(6, 50, 2)]
+
+
+def test_spectrum_forecasts_a_low_order_polynomial_exactly() -> None:
+    a, b, c = torch.randn(3, 2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    times = [time_of(k, 50) for k in (0, 1, 2, 3, 4, 6)]
+    outputs = [a + b * t + c * t**2 for t in times]
+    for step in (7, 20, 49):
+        tau = time_of(step, 50)
+        predicted = forecast(times, outputs, tau, SpectrumConfig(ridge=0.0))
+        assert torch.allclose(predicted, a + b * tau + c * tau**2, rtol=0, atol=1e-9)
+    blended = forecast(times[:2], outputs[:2], times[2], SpectrumConfig(ridge=0.0, degree=1, blend=0.0))
+    assert torch.allclose(blended, 2 * outputs[1] - outputs[0], atol=1e-12), "w = 0 is the linear extrapolation"
+
+
 def test_unknown_policies_and_knobs_are_one_line_errors() -> None:
-    with pytest.raises(PolicyError, match="unknown policy 'magic': use one of first-block-cache, teacache"):
+    with pytest.raises(PolicyError, match="unknown policy 'magic': use one of first-block-cache, spectrum, teacache"):
         policy_config("magic")
     with pytest.raises(PolicyError, match="policy 'teacache' has no knob 'delta': use threshold, coefficients"):
         policy_config("teacache", delta=0.1)
@@ -68,14 +88,23 @@ def case(request: pytest.FixtureRequest) -> tuple[Any, Any, dict[str, Any], str]
     return pipe, pixart_call, kwargs, str(request.getfixturevalue("tiny_pixart_dir"))
 
 
-@pytest.mark.parametrize("name", ["teacache", "first-block-cache"])
+# Per policy: knobs that compute every step (the uncached output, bit for bit), and knobs that reuse some.
+KNOBS = {
+    "teacache": ({"threshold": 0.0}, {"threshold": 0.5}),
+    "first-block-cache": ({"threshold": 0.0}, {"threshold": 0.5}),
+    "spectrum": ({"warmup": STEPS}, {"warmup": 2}),
+}
+
+
+@pytest.mark.parametrize("name", list(KNOBS))
 def test_a_policy_runs_end_to_end_and_restores_the_pipeline(case, name) -> None:  # type: ignore[no-untyped-def]
     pipe, call, kwargs, model = case
+    exact_knobs, caching_knobs = KNOBS[name]
     uncached = call(pipe, kwargs)
-    with apply_policy(pipe, policy_config(name, threshold=0.0)) as exact:
-        assert torch.equal(call(pipe, kwargs), uncached), "a threshold of 0 is the uncached output bit for bit"
+    with apply_policy(pipe, policy_config(name, **exact_knobs)) as exact:
+        assert torch.equal(call(pipe, kwargs), uncached), "computing every step is the uncached output bit for bit"
     assert exact.decisions == [[True] * STEPS]
-    with apply_policy(pipe, policy_config(name, threshold=0.5)) as handle:
+    with apply_policy(pipe, policy_config(name, **caching_knobs)) as handle:
         first, second = call(pipe, kwargs), call(pipe, kwargs)
     assert torch.equal(first, second) and handle.decisions[0] == handle.decisions[1], "repeated calls agree"
     ran = handle.decisions[0]
@@ -88,8 +117,8 @@ def test_a_policy_runs_end_to_end_and_restores_the_pipeline(case, name) -> None:
     mask = next(iter(realised.masks.values()))
     assert [bool(mask[s, 1:].any()) for s in range(STEPS)] == ran
     assert mask[:, 0].all() == (name == "first-block-cache"), "block 0 runs every step only in First-Block Cache"
-    assert realised.provenance == {"method": "policy", "policy": name, "knobs": {"threshold": 0.5, **(
-        {"coefficients": ()} if name == "teacache" else {})}}  # fmt: skip
+    knobs = policy_config(name, **caching_knobs).knobs()
+    assert realised.provenance == {"method": "policy", "policy": name, "knobs": knobs}
 
 
 def test_generate_with_a_policy_prints_what_ran_and_saves_it(tmp_path) -> None:  # type: ignore[no-untyped-def]

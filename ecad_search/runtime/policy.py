@@ -18,7 +18,7 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from .apply import SchedulerWatch, add_hook, remove_hooks, transformer_of
 from .hooks import StepHook
 
 # Registered policies: command-line name → module under ecad_search.runtime.
-POLICIES = {"first-block-cache": "first_block_cache", "teacache": "teacache"}
+POLICIES = {"first-block-cache": "first_block_cache", "spectrum": "spectrum", "teacache": "teacache"}
 POLICY_STEP_HOOK = "ecad_search_policy_step"
 POLICY_BLOCK_HOOK = "ecad_search_policy_block"
 
@@ -42,11 +42,21 @@ class PolicyError(ScheduleError):
 
 
 class Gate(ABC):
-    """One run's decision state: told each step's feature, says whether the stack computes."""
+    """One run's decision state: told each step's feature, says whether the stack computes; on a reused step,
+    what the stack's output is (the cached residual on its reference, unless the policy forecasts)."""
 
     @abstractmethod
     def decide(self, step: int, num_steps: int, feature: torch.Tensor) -> bool:
         """True: run the stack (and refresh the cache); False: reuse the cached residual."""
+
+    def observe(self, step: int, num_steps: int, output: torch.Tensor) -> None:
+        """The stack's output on a computed step (a forecasting policy keeps it; the others need nothing)."""
+        return None
+
+    def reused_output(
+        self, step: int, num_steps: int, reference: torch.Tensor, residual: torch.Tensor
+    ) -> torch.Tensor:
+        return reference + residual
 
 
 @dataclass(frozen=True)
@@ -159,11 +169,16 @@ class PolicyRuntime:
         if state is None or state.reference is None:
             return forward(*args, **kwargs)
         if state.reusing:
-            hidden = args[0] if args else kwargs["hidden_states"]
-            return state.reference + state.residual if last else hidden
+            if not last:
+                return args[0] if args else kwargs["hidden_states"]
+            # The head computes while there is no residual yet, so a reused step always has one.
+            gate, residual = cast(Gate, state.gate), cast(torch.Tensor, state.residual)
+            return gate.reused_output(state.step, self.num_steps, state.reference, residual)
         output = forward(*args, **kwargs)
         if last:
             state.residual = output - state.reference
+            if state.gate is not None:
+                state.gate.observe(state.step, self.num_steps, output)
         return output
 
 
