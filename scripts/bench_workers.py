@@ -29,7 +29,7 @@ from rich.table import Table
 
 from ecad_search.evaluation import run_template
 from ecad_search.models import get_family
-from ecad_search.pool import LocalPool, make_pool
+from ecad_search.pool import LocalPool, make_pool, resident_mib
 from ecad_search.search.config import SearchConfig
 from ecad_search.search.runner import prepare
 from ecad_search.search.seeding import initial_population
@@ -39,11 +39,6 @@ from ecad_search.tiny import save_tiny, tiny_pixart_pipeline
 
 PIXART_MS_PER_TMAC, PIXART_MS_FIXED, PIXART_FULL_TMACS = 22.1, 37.3, (165.7 - 37.3) / 22.1
 PIXART_IMAGES, GPUS, POPULATION = 100, 8, 24
-
-
-def resident_mib() -> float:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def score(model: str, workers: int, candidates: int, folder: Path) -> dict[str, Any]:
@@ -110,9 +105,7 @@ def predicted_efficiency(fractions: list[float], overhead_s: float) -> dict[str,
     """8 workers on PixArt-α: each candidate's time from the latency fit at its MACs, plus the measured
     overhead; generations of 24 dispatched costliest first to the first free worker, as `RayPool` does;
     efficiency = busy / held."""
-    times = [
-        PIXART_IMAGES * (PIXART_MS_PER_TMAC * f * PIXART_FULL_TMACS + PIXART_MS_FIXED) / 1000 for f in fractions
-    ]
+    times = [PIXART_IMAGES * (PIXART_MS_PER_TMAC * f * PIXART_FULL_TMACS + PIXART_MS_FIXED) / 1000 for f in fractions]
     generations = [times[i : i + POPULATION] for i in range(0, len(times), POPULATION)]
     busy = held = 0.0
     for generation in generations:

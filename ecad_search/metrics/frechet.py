@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from ..models.base import ModelSpec
-from .base import MetricNotAvailableError, QualityMetric
-from .reward import DigitClassifier, digits_split, load_real_digits, pipeline_classifier
+from .base import QualityMetric
+from .reward import DigitClassifier, digits_split, load_real_digits, pipeline_classifier, require_digits
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -164,10 +164,7 @@ class FrechetMetric(QualityMetric):
 
     @classmethod
     def check(cls, spec: ModelSpec) -> None:
-        if spec.family != "digits":
-            raise MetricNotAvailableError(
-                f"metric 'frechet' scores the digits model only; use --metric fidelity or image-reward for {spec.name}"
-            )
+        require_digits("frechet", spec, "fidelity or image-reward")
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str = "cpu") -> FrechetMetric:

@@ -128,6 +128,14 @@ def save_digit_classifier(classifier: DigitClassifier, folder: str | Path, extra
     save_file(state, folder / "model.safetensors")
 
 
+def require_digits(metric: str, spec: ModelSpec, instead: str) -> None:
+    """Refuse a metric built on the digit classifier for any other model, naming the metrics to use instead."""
+    if spec.family != "digits":
+        raise MetricNotAvailableError(
+            f"metric '{metric}' scores the digits model only; use --metric {instead} for {spec.name}"
+        )
+
+
 def pipeline_classifier(pipeline_folder: str | Path | None, device: str = "cpu") -> DigitClassifier:
     """The classifier saved with a digits pipeline folder (its classifier/), else the bundled one."""
     own = Path(pipeline_folder) / "classifier" if pipeline_folder else None
@@ -157,11 +165,7 @@ class DigitRewardMetric(QualityMetric):
 
     @classmethod
     def check(cls, spec: ModelSpec) -> None:
-        if spec.family != "digits":
-            raise MetricNotAvailableError(
-                "metric 'reward' scores the digits model only; "
-                f"use --metric fidelity, image-reward or clip for {spec.name}"
-            )
+        require_digits("reward", spec, "fidelity, image-reward or clip")
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str = "cpu") -> DigitRewardMetric:

@@ -4,7 +4,7 @@ loaded (`RayPool`, imported only when asked for, so an in-process search never i
 from __future__ import annotations
 
 from ..models import ModelSpec
-from .base import EvaluationPool, OnOutcome, Outcome, PoolError, PoolStatus, record_of
+from .base import EvaluationPool, OnOutcome, Outcome, PoolError, PoolStatus, genome_bits, record_of, resident_mib
 from .local import LocalPool
 
 
@@ -31,6 +31,8 @@ __all__ = [
     "Outcome",
     "PoolError",
     "PoolStatus",
+    "genome_bits",
     "make_pool",
     "record_of",
+    "resident_mib",
 ]

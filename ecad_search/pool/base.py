@@ -7,9 +7,13 @@ driver crash loses at most the candidates in flight.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from ..evaluation import EvaluationSettings, Evaluator
 from ..schedule import CacheSchedule
@@ -40,7 +44,19 @@ class PoolStatus:
 
 
 def genome_text(schedule: CacheSchedule) -> str:
+    """A schedule's genome as the store keeps it: '0'/'1' characters."""
     return "".join("1" if bit else "0" for bit in schedule.genome())
+
+
+def genome_bits(text: str) -> np.ndarray:
+    """The genome back from its '0'/'1' characters."""
+    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
+
+
+def resident_mib() -> float:
+    """This process's resident memory (Linux)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def record_of(digest: str, schedule: CacheSchedule, evaluator: Evaluator) -> EvaluationRecord:

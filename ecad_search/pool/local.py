@@ -20,11 +20,15 @@ class LocalPool(EvaluationPool):
         self.spec, self.device = spec, device
         self._evaluators: dict[str, Evaluator] = {}
 
+    def _first(self) -> Evaluator | None:
+        """The evaluator that loaded the pipeline and the metric (the others share them)."""
+        return next(iter(self._evaluators.values()), None)
+
     def evaluator(self, settings: EvaluationSettings, inputs: SplitInputs | None = None) -> Evaluator:
         """The split's evaluator, built on first need: from `inputs` when given, else computing them."""
         key = settings.key()
         if key not in self._evaluators:
-            first = next(iter(self._evaluators.values()), None)
+            first = self._first()
             self._evaluators[key] = (
                 Evaluator(self.spec, settings, device=self.device, inputs=inputs)
                 if first is None
@@ -38,12 +42,14 @@ class LocalPool(EvaluationPool):
     def encode(self, settings: EvaluationSettings) -> SplitInputs:
         """Another split's prompt embeddings alone, on the loaded pipeline (its references come later, with
         no text encoder needed)."""
-        pipe = next(iter(self._evaluators.values())).pipe
-        return SplitInputs.on_cpu(encode_chunks(pipe, self.spec, settings), None, 0.0)
+        first = self._first()
+        if first is None:
+            raise RuntimeError("encode a split only after the pool has loaded one (prepare it first)")
+        return SplitInputs.on_cpu(encode_chunks(first.pipe, self.spec, settings), None, 0.0)
 
     def release_text_encoders(self) -> list[str]:
         """Drop the pipeline's text encoders: every split from here on must come with its inputs."""
-        first = next(iter(self._evaluators.values()), None)
+        first = self._first()
         return [] if first is None else get_family(self.spec).release_text_encoders(first.pipe)
 
     def prepare(self, settings: EvaluationSettings, upcoming: Sequence[EvaluationSettings] = ()) -> float:

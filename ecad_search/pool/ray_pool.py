@@ -29,17 +29,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..evaluation import EvaluationSettings, SplitInputs
 from ..models import ModelSpec, get_model
 from ..options import RAY_EXTRA
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, FailureRecord
-from .base import EvaluationPool, OnOutcome, PoolError, PoolStatus, genome_text, record_of
+from .base import EvaluationPool, OnOutcome, PoolError, PoolStatus, genome_bits, genome_text, record_of, resident_mib
 from .local import LocalPool
 
 # Comma-separated digests whose evaluation ends the worker's process ("hang:DIGEST": never returns): how
@@ -88,9 +85,7 @@ class EvaluationWorker:
             self.pool.release_text_encoders()
 
     def resident_mib(self) -> float:
-        """This worker process's resident memory."""
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+        return resident_mib()
 
     def evaluate(self, settings: EvaluationSettings, digest: str, genome: str) -> EvaluationRecord:
         if self.faults.get(digest) == "crash":
@@ -98,7 +93,7 @@ class EvaluationWorker:
         while self.faults.get(digest) == "hang":
             time.sleep(1)
         evaluator = self.pool.evaluator(settings)
-        schedule = evaluator.template.with_genome(np.frombuffer(genome.encode(), dtype=np.uint8) == ord("1"))
+        schedule = evaluator.template.with_genome(genome_bits(genome))
         return record_of(digest, schedule, evaluator)
 
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
-import numpy as np
-
 from ..cost import estimate_macs
 from ..models import block_groups, schedule_metadata
+from ..pool import genome_bits
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, RunInfo, Store
 from .report import ScoredRecord, describe
@@ -64,7 +63,7 @@ def export_from_run(
     template = CacheSchedule.all_compute(
         block_groups(prepared.spec), settings.steps, **schedule_metadata(prepared.spec)
     ).with_metadata(height=settings.resolution, width=settings.resolution, guidance_scale=settings.guidance_scale)
-    schedule = template.with_genome(np.frombuffer(record.genome.encode(), dtype=np.uint8) == ord("1"))
+    schedule = template.with_genome(genome_bits(record.genome))
     rank = [r.digest for r in sorted(front, key=lambda r: (r.cost, r.quality_loss))].index(digest)
     described = describe(
         schedule,

@@ -36,7 +36,7 @@ from ..options import (
     check_schedule_steps,
     check_seed,
 )
-from ..pool import EvaluationPool, make_pool
+from ..pool import EvaluationPool, genome_bits, make_pool
 from ..prompts import default_prompt_file, held_out_prompt_file, load_prompts
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
@@ -456,7 +456,7 @@ class SearchRun:
 
 
 def _genome(record: EvaluationRecord) -> np.ndarray:
-    return np.frombuffer(record.genome.encode(), dtype=np.uint8) == ord("1")
+    return genome_bits(record.genome)
 
 
 def _describe_images(settings: EvaluationSettings) -> str:
