@@ -10,6 +10,7 @@ overhead beside ECAD's PixArt-α 256 px latency fit (22.1 ms/TMAC + 37.3 ms per 
 candidates' MACs and 100 calibration images each, dispatched 24 per generation to 8 workers in our order.
 
     python scripts/bench_workers.py --out docs/bench_workers.json
+    python scripts/bench_workers.py --device cuda --gpus-per-worker 0.5   # two workers share one GPU
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ PIXART_MS_PER_TMAC, PIXART_MS_FIXED, PIXART_FULL_TMACS = 22.1, 37.3, (165.7 - 37
 PIXART_IMAGES, GPUS, POPULATION = 100, 8, 24
 
 
-def score(model: str, workers: int, candidates: int, folder: Path) -> dict[str, Any]:
+def score(model: str, workers: int, candidates: int, folder: Path, device: str, gpu_share: float) -> dict[str, Any]:
     """Score the same candidates with this many workers (0: in this process)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     prepared = prepare(SearchConfig(model=model, generations=1))
@@ -49,7 +50,7 @@ def score(model: str, workers: int, candidates: int, folder: Path) -> dict[str, 
     template = run_template(spec, settings)
     schedules = {s.digest(): s for s in map(template.with_genome, initial_population(template, candidates, seed=1))}
     start = time.perf_counter()
-    pool = make_pool(spec, "cpu", workers=workers)
+    pool = make_pool(spec, device, workers=workers, gpus_per_worker=gpu_share)
     pool.prepare(settings)
     setup = time.perf_counter() - start
     scorer = SplitScorer(settings, Store(f"sqlite:///{folder / f'w{workers}.db'}"), pool)
@@ -70,17 +71,18 @@ def score(model: str, workers: int, candidates: int, folder: Path) -> dict[str, 
         "overhead_s_per_candidate": (wall * max(workers, 1) - inside) / len(records),
         "resident_mib": memory,
         "macs_fractions": [r.cost for r in records.values()],
+        "losses": {digest: r.quality_loss for digest, r in records.items()},
     }
 
 
-def text_encoder_memory(folder: Path) -> dict[str, Any]:
+def text_encoder_memory(folder: Path, device: str) -> dict[str, Any]:
     """A worker on the tiny PixArt before and after dropping its text encoder (parameters and process RSS),
     and the same for digits, whose prompt table is used at every call and so is never dropped."""
     rows = {}
     tiny = str(save_tiny(tiny_pixart_pipeline(seed=0), folder / "tiny"))
     for name, model in (("tiny-pixart", tiny), ("digits", "digits")):
         prepared = prepare(SearchConfig(model=model, generations=1, metric="fidelity"))
-        pool = LocalPool(prepared.spec)
+        pool = LocalPool(prepared.spec, device)
         pool.prepare(prepared.settings)
         pipe = pool.evaluator(prepared.settings).pipe
         encoders = get_family(prepared.spec).text_encoders
@@ -91,11 +93,14 @@ def text_encoder_memory(folder: Path) -> dict[str, Any]:
         before = resident_mib()
         dropped = pool.release_text_encoders()
         gc.collect()
+        after = resident_mib()
         rows[name] = {
             "dropped": dropped,
             "text_encoder_mib": parameters / 2**20,
-            "rss_with_mib": before,
-            "rss_without_mib": resident_mib(),
+            "rss_with_mib": before[0],
+            "rss_without_mib": after[0],
+            "gpu_with_mib": before[1],
+            "gpu_without_mib": after[1],
         }
         pool.close()
     return rows
@@ -127,11 +132,17 @@ def main() -> None:
     parser.add_argument("--model", default="digits")
     parser.add_argument("--candidates", type=int, default=24)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: workers then share the GPUs")
+    parser.add_argument("--gpus-per-worker", type=float, default=1.0, help="each worker's GPU share on cuda")
     parser.add_argument("--out", type=Path, default=Path("bench_workers.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [score(args.model, n, args.candidates, Path(tmp)) for n in args.workers]
-        memory = text_encoder_memory(Path(tmp))
+        runs = [
+            score(args.model, n, args.candidates, Path(tmp), args.device, args.gpus_per_worker) for n in args.workers
+        ]
+        memory = text_encoder_memory(Path(tmp), args.device)
+    for run in runs:
+        run["same_losses_as_first"] = run["losses"] == runs[0]["losses"]
     ray_runs = [r for r in runs if r["workers"]]
     overhead = max(r["overhead_s_per_candidate"] for r in ray_runs) if ray_runs else 0.0
     prediction = predicted_efficiency(runs[0]["macs_fractions"] * (POPULATION * 4 // args.candidates), overhead)
@@ -141,7 +152,7 @@ def main() -> None:
 
 def report(runs: list[dict[str, Any]], memory: dict[str, Any], prediction: dict[str, float]) -> None:
     console = Console(width=80)
-    table = Table("workers", "setup s", "cand./min", "eval s", "overhead s", "RSS MiB per worker")
+    table = Table("workers", "setup s", "cand./min", "eval s", "overhead s", "same", "MiB per worker (host/GPU)")
     for r in runs:
         table.add_row(
             str(r["workers"]),
@@ -149,13 +160,15 @@ def report(runs: list[dict[str, Any]], memory: dict[str, Any], prediction: dict[
             f"{r['candidates_per_min']:.1f}",
             f"{r['evaluator_s_per_candidate']:.2f}",
             f"{r['overhead_s_per_candidate']:.3f}",
-            ", ".join(f"{m:.0f}" for m in r["resident_mib"]),
+            "yes" if r["same_losses_as_first"] else "NO",
+            ", ".join(f"{host:.0f}/{gpu:.0f}" for host, gpu in r["resident_mib"]),
         )
     console.print(table)
     for name, row in memory.items():
         console.print(
             f"{name}: text encoder {row['text_encoder_mib']:.2f} MiB, dropped {row['dropped'] or 'nothing'}; "
-            f"RSS {row['rss_with_mib']:.0f} → {row['rss_without_mib']:.0f} MiB"
+            f"RSS {row['rss_with_mib']:.0f} → {row['rss_without_mib']:.0f} MiB, "
+            f"GPU {row['gpu_with_mib']:.0f} → {row['gpu_without_mib']:.0f} MiB"
         )
     console.print(
         f"PixArt-α, 8 GPUs: {prediction['candidate_s_mean']:.1f} s per candidate, overhead "

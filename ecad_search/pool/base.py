@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..evaluation import EvaluationSettings, Evaluator
 from ..schedule import CacheSchedule
@@ -53,10 +54,11 @@ def genome_bits(text: str) -> np.ndarray:
     return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
 
 
-def resident_mib() -> float:
-    """This process's resident memory (Linux)."""
+def resident_mib() -> tuple[float, float]:
+    """This process's resident host memory (Linux) and the GPU memory its tensors hold (0 without CUDA)."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    gpu = torch.cuda.memory_allocated() if torch.cuda.is_initialized() else 0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, gpu / 2**20
 
 
 def record_of(digest: str, schedule: CacheSchedule, evaluator: Evaluator) -> EvaluationRecord:

@@ -84,7 +84,7 @@ class EvaluationWorker:
         if release_text_encoders:
             self.pool.release_text_encoders()
 
-    def resident_mib(self) -> float:
+    def resident_mib(self) -> tuple[float, float]:
         return resident_mib()
 
     def evaluate(self, settings: EvaluationSettings, digest: str, genome: str) -> EvaluationRecord:
@@ -161,8 +161,9 @@ class RayPool(EvaluationPool):
             self.actors[0].release_text_encoders.remote()
         return float(self.ray.get(self.actors[0].prepare.remote(settings)))
 
-    def resident_mib(self) -> list[float]:
-        return [float(mib) for mib in self.ray.get([actor.resident_mib.remote() for actor in self.actors])]
+    def resident_mib(self) -> list[tuple[float, float]]:
+        """Each worker's host and GPU memory in MiB."""
+        return [tuple(mib) for mib in self.ray.get([actor.resident_mib.remote() for actor in self.actors])]
 
     def _load(self, worker: int, settings: EvaluationSettings) -> None:
         """Queue the split on the worker before its first candidate of it: worker 0 computes the inputs, the
