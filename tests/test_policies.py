@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,7 +22,11 @@ STEPS = 8
 
 
 def decisions(gate: Any, features: list[float]) -> list[bool]:
-    return [gate.decide(step, len(features), torch.full((4,), value)) for step, value in enumerate(features)]
+    """A gate's rule on hand-made features (each a constant tensor), step by step."""
+    n = len(features)
+    if isinstance(gate, FirstBlockGate):
+        return [gate.rule(torch.full((4,), value)) for value in features]
+    return [gate.rule(step, n, torch.full((4,), value)) for step, value in enumerate(features)]
 
 
 def test_teacache_accumulates_relative_change_and_resets_on_refresh() -> None:
@@ -61,7 +66,7 @@ def test_spectrum_forecasts_a_low_order_polynomial_exactly() -> None:
 
 
 def test_unknown_policies_and_knobs_are_one_line_errors() -> None:
-    with pytest.raises(PolicyError, match="unknown policy 'magic': use one of first-block-cache, spectrum, teacache"):
+    with pytest.raises(PolicyError, match="unknown policy 'magic': use one of seacache, sencache, dicache, spectrum"):
         policy_config("magic")
     with pytest.raises(PolicyError, match="policy 'teacache' has no knob 'delta': use threshold, coefficients"):
         policy_config("teacache", delta=0.1)
@@ -79,11 +84,19 @@ def digits_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
     return pipe(prompts, num_inference_steps=STEPS, generator=generator, output_type="pt").images
 
 
-@pytest.fixture(params=["tiny-pixart", "digits"])
+def flux_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return pipe("a red cat", num_inference_steps=STEPS, generator=generator, output_type="pt", **kwargs).images
+
+
+@pytest.fixture(params=["tiny-pixart", "tiny-flux", "digits"])
 def case(request: pytest.FixtureRequest) -> tuple[Any, Any, dict[str, Any], str]:
     if request.param == "digits":
         spec = get_model("digits")
         return load_pipeline(spec), digits_call, {}, "digits"
+    if request.param == "tiny-flux":
+        pipe, kwargs = request.getfixturevalue("tiny_flux_pipe"), request.getfixturevalue("flux_call_kwargs")
+        return pipe, flux_call, kwargs, str(request.getfixturevalue("tiny_flux_dir"))
     pipe, kwargs = request.getfixturevalue("tiny_pixart_pipe"), request.getfixturevalue("pixart_call_kwargs")
     return pipe, pixart_call, kwargs, str(request.getfixturevalue("tiny_pixart_dir"))
 
@@ -114,9 +127,11 @@ def test_a_policy_runs_end_to_end_and_restores_the_pipeline(case, name) -> None:
     spec = get_model(model)
     settings = EvaluationSettings(model, "fidelity", ("x",), 1, STEPS, spec.guidance_scale, spec.resolution)
     realised = handle.realised_schedule(run_template(spec, settings))
-    mask = next(iter(realised.masks.values()))
-    assert [bool(mask[s, 1:].any()) for s in range(STEPS)] == ran
-    assert mask[:, 0].all() == (name == "first-block-cache"), "block 0 runs every step only in First-Block Cache"
+    mask = np.concatenate([m.reshape(STEPS, -1) for m in realised.masks.values()], axis=1)
+    assert [bool(mask[s].all()) for s in range(STEPS)] == ran
+    leading = policy_config(name, **caching_knobs).leading_blocks
+    components = next(iter(realised.masks.values())).shape[2]
+    assert mask[:, : leading * components].all() and not mask[:, leading * components :].all(), "leading blocks"
     knobs = policy_config(name, **caching_knobs).knobs()
     assert realised.provenance == {"method": "policy", "policy": name, "knobs": knobs}
 

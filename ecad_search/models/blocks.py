@@ -32,6 +32,42 @@ BLOCK_COMPONENTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Block classes that take and return both streams, `(encoder_hidden_states, hidden_states)`; the others return
+# the image stream alone.
+TWO_STREAM_BLOCKS = frozenset({"FluxTransformerBlock", "FluxSingleTransformerBlock"})
+
+
+def block_input(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+    """The image-token stream a block is given."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def block_output(block: nn.Module, output: Any) -> torch.Tensor:
+    """The image-token stream a block returns."""
+    return output[1] if type(block).__name__ in TWO_STREAM_BLOCKS else output
+
+
+def block_result(block: nn.Module, args: tuple, kwargs: dict[str, Any], hidden: torch.Tensor) -> Any:
+    """What the block returns when its image stream is `hidden` and its text stream passes through unchanged."""
+    if type(block).__name__ not in TWO_STREAM_BLOCKS:
+        return hidden
+    encoder = args[1] if len(args) > 1 else kwargs["encoder_hidden_states"]
+    return encoder, hidden
+
+
+def token_grid(transformer: nn.Module, latent: torch.Tensor, kwargs: dict[str, Any]) -> tuple[int, int]:
+    """Rows and columns of the image-token grid of one transformer call: from the latent's height and width
+    over the patch size, or from the position ids of a packed (FLUX) latent."""
+    if latent.ndim == 4:
+        patch = int(getattr(transformer.config, "patch_size", 1) or 1)
+        return latent.shape[-2] // patch, latent.shape[-1] // patch
+    ids = kwargs.get("img_ids")
+    if ids is None:
+        raise ScheduleError(f"{type(transformer).__name__} gets a packed latent without `img_ids`: no token grid")
+    ids = ids[0] if ids.ndim == 3 else ids
+    return int(ids[:, 1].max()) + 1, int(ids[:, 2].max()) + 1
+
+
 def block_components(block: nn.Module) -> tuple[str, ...]:
     """The cacheable components present in this block (an absent cross-attention is left out)."""
     cls = type(block).__name__
@@ -81,10 +117,14 @@ def modulated_input(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, An
     """The timestep-modulated input of a block's first attention: what TeaCache compares between steps.
 
     For an adaLN-single `BasicTransformerBlock` (PixArt): `norm1(h) · (1 + scale) + shift`, with shift and
-    scale from the block's table plus the step's embedded timestep; other blocks use their plain norm.
+    scale from the block's table plus the step's embedded timestep; for an adaLN-zero block (FLUX) its
+    `norm1(h, emb=temb)`; other blocks use their plain norm.
     """
     if getattr(block, "norm_type", None) == "ada_norm_single":
         timestep = kwargs["timestep"]
         shift, scale = (block.scale_shift_table[None] + timestep.reshape(hidden.shape[0], 6, -1)).chunk(6, dim=1)[:2]
         return block.norm1(hidden) * (1 + scale) + shift
+    if "temb" in kwargs:
+        normed = block.norm1(hidden, emb=kwargs["temb"])
+        return normed[0] if isinstance(normed, tuple) else normed
     return block.norm1(hidden)

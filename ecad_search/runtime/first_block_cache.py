@@ -9,29 +9,24 @@ is to the last refresh, not to the previous step. The default threshold is diffu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from torch import nn
 
-from .policy import Gate, PolicyConfig, PolicyError, relative_l1
+from .policy import Gate, Observation, PolicyConfig, relative_l1
 
 
 @dataclass(frozen=True)
 class FirstBlockCacheConfig(PolicyConfig):
     name = "first-block-cache"
-    runs_first_block = True
+    residual_from_input = False
     threshold: float = 0.05
+
+    @property
+    def leading_blocks(self) -> int:
+        return 1
 
     def gate(self) -> Gate:
         return FirstBlockGate(self.threshold)
-
-    def feature(
-        self, block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any], block_output: torch.Tensor | None
-    ) -> torch.Tensor:
-        if block_output is None:
-            raise PolicyError("First-Block Cache compares block 0's residual, so block 0 must have run")
-        return block_output - hidden
 
 
 class FirstBlockGate(Gate):
@@ -39,7 +34,14 @@ class FirstBlockGate(Gate):
         self.threshold = threshold
         self.reference: torch.Tensor | None = None
 
-    def decide(self, step: int, num_steps: int, feature: torch.Tensor) -> bool:
+    def decide(self, seen: Observation) -> bool:
+        assert seen.probe is not None, "block 0 runs before the decision"
+        feature = seen.probe - seen.stack_input
+        self.overhead_macs += 3 * feature.numel()
+        return self.rule(feature)
+
+    def rule(self, feature: torch.Tensor) -> bool:
+        """Block 0's residual against the one at the last refresh."""
         if self.reference is not None and relative_l1(feature, self.reference) < self.threshold:
             return False
         self.reference = feature

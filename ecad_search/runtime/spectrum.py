@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from torch import nn
 
-from .policy import Gate, PolicyConfig
+from .policy import Gate, Observation, PolicyConfig
 
 
 def forward_steps(num_steps: int, warmup: int, window: float, growth: float) -> list[int]:
@@ -61,11 +59,6 @@ class SpectrumConfig(PolicyConfig):
     def gate(self) -> Gate:
         return SpectrumGate(self)
 
-    def feature(
-        self, block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any], block_output: torch.Tensor | None
-    ) -> torch.Tensor:
-        return hidden
-
 
 class SpectrumGate(Gate):
     def __init__(self, config: SpectrumConfig) -> None:
@@ -74,20 +67,21 @@ class SpectrumGate(Gate):
         self.times: list[float] = []
         self.outputs: list[torch.Tensor] = []
 
-    def decide(self, step: int, num_steps: int, feature: torch.Tensor) -> bool:
+    def decide(self, seen: Observation) -> bool:
         if self.plan is None:
             c = self.config
-            self.plan = set(forward_steps(num_steps, c.warmup, c.window, c.growth))
-        return step in self.plan
+            self.plan = set(forward_steps(seen.num_steps, c.warmup, c.window, c.growth))
+        return seen.step in self.plan
 
-    def observe(self, step: int, num_steps: int, output: torch.Tensor) -> None:
-        self.times.append(time_of(step, num_steps))
+    def observe(self, seen: Observation, output: torch.Tensor) -> None:
+        self.times.append(time_of(seen.step, seen.num_steps))
         self.outputs.append(output)
 
-    def reused_output(
-        self, step: int, num_steps: int, reference: torch.Tensor, residual: torch.Tensor
-    ) -> torch.Tensor:
-        return forecast(self.times, self.outputs, time_of(step, num_steps), self.config)
+    def reused_output(self, seen: Observation, reference: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        # The fit: ΦᵀH over every real output so far, the P×P solve, and the forecast φ(τ)·C.
+        basis, features = self.config.degree + 1, self.outputs[-1].numel()
+        self.overhead_macs += basis * len(self.outputs) * features + basis**3 + basis * features
+        return forecast(self.times, self.outputs, time_of(seen.step, seen.num_steps), self.config)
 
 
 def forecast(times: list[float], outputs: list[torch.Tensor], tau: float, config: SpectrumConfig) -> torch.Tensor:

@@ -11,14 +11,12 @@ so for PixArt and digits the default is none (`d` is the input change itself) un
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..models.blocks import modulated_input
-from .policy import Gate, PolicyConfig, relative_l1
+from .policy import Gate, Observation, PolicyConfig, relative_l1
 
 
 @dataclass(frozen=True)
@@ -30,11 +28,6 @@ class TeaCacheConfig(PolicyConfig):
     def gate(self) -> Gate:
         return TeaCacheGate(self.threshold, self.coefficients)
 
-    def feature(
-        self, block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any], block_output: torch.Tensor | None
-    ) -> torch.Tensor:
-        return modulated_input(block, hidden, kwargs)
-
 
 class TeaCacheGate(Gate):
     def __init__(self, threshold: float, coefficients: tuple[float, ...]) -> None:
@@ -43,7 +36,14 @@ class TeaCacheGate(Gate):
         self.accumulated = 0.0
         self.previous: torch.Tensor | None = None
 
-    def decide(self, step: int, num_steps: int, feature: torch.Tensor) -> bool:
+    def decide(self, seen: Observation) -> bool:
+        feature = modulated_input(seen.first_block, seen.stack_input, seen.block_kwargs)
+        # The modulation (a norm, a scale and a shift) and the distance: a few MACs per element.
+        self.overhead_macs += 4 * feature.numel()
+        return self.rule(seen.step, seen.num_steps, feature)
+
+    def rule(self, step: int, num_steps: int, feature: torch.Tensor) -> bool:
+        """The decision on this step's feature: accumulate its rescaled change, compute at the threshold."""
         previous, self.previous = self.previous, feature
         if previous is None or step in (0, num_steps - 1):
             self.accumulated = 0.0
