@@ -364,6 +364,63 @@ def models() -> None:
 
 @app.command()
 @friendly
+def policies() -> None:
+    """List the online policies and their knobs with the defaults (docs/policies.md gives their sources)."""
+    from dataclasses import fields
+
+    from .runtime.policy import POLICIES, policy_config
+
+    table = Table("name", "knobs (defaults)")
+    table.columns[0].no_wrap = True
+    for name in POLICIES:
+        config = policy_config(name)
+        knobs = [f"{f.name}={getattr(config, f.name)!r}" for f in fields(config) if f.name not in ("table",)]
+        table.add_row(name, ", ".join(knobs) or "none")
+    console.print(table)
+
+
+@app.command()
+@friendly
+def calibrate(
+    policy: Annotated[str, typer.Argument(help="teacache, magcache or sencache")],
+    model: ModelOption = "digits",
+    steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
+    resolution: Annotated[int | None, typer.Option(help="square image size in pixels")] = None,
+    guidance: Annotated[float | None, typer.Option(help="guidance scale (default: the model's)")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="prompt file (default: the model's calibration prompts)")] = None,
+    out: Annotated[Path | None, typer.Option(help="calibration folder (default: the user cache folder)")] = None,
+    refresh: Annotated[bool, typer.Option(help="measure again even when a calibration is stored")] = False,
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N")] = "auto",
+) -> None:
+    """Measure the table a policy needs on this model (once per step count, resolution and guidance) and keep
+    it as JSON; `generate --policy` and the evaluator use it, and a second call reuses it."""
+    from .calibration import calibratable
+    from .calibration import calibrate as measure
+    from .generation import GenerationSettings, load_pipeline, resolve_device
+    from .models.hub import require_model
+    from .prompts import load_prompts
+
+    if policy not in calibratable():
+        raise UsageError(f"unknown or uncalibrated policy '{policy}': calibrate one of {', '.join(calibratable())}")
+    spec = _spec(model, resolution)
+    require_model(spec)
+    texts = list(load_prompts(prompts)) if prompts else None
+    settings = GenerationSettings.for_model(
+        spec,
+        steps=None if steps is None else check_generate_steps(steps),
+        guidance_scale=None if guidance is None else check_guidance(guidance),
+        resolution=resolution,
+    )
+    _quiet_libraries()
+    with console.status(f"calibrating {policy} on {spec.name}"):
+        pipe = load_pipeline(spec, device=resolve_device(device))
+        result = measure(policy, pipe, spec, settings, folder=out, prompts=texts, refresh=refresh)
+    verb = "measured" if result.measured else "reused (same model and settings; --refresh measures again)"
+    console.print(f"{policy} on {spec.name}, {settings.steps} steps: {verb}\n{result.path}")
+
+
+@app.command()
+@friendly
 def generate(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="text prompt")],
     model: ModelOption = "digits",
@@ -376,22 +433,25 @@ def generate(
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N")] = "auto",
     compare: Annotated[bool, typer.Option(help="also time the uncached run and report the speedup")] = False,
     policy: Annotated[
-        str | None, typer.Option(help="an online policy instead of a schedule: teacache, first-block-cache, spectrum")
+        str | None,
+        typer.Option(help="an online policy instead of a schedule: its name (`ecad-search policies`) or a policy JSON"),
     ] = None,
     knob: Annotated[
         list[str] | None, typer.Option("--set", help="a policy knob, KNOB=VALUE (repeatable)", show_default=False)
     ] = None,
     realised: Annotated[Path | None, typer.Option(help="save what the policy ran as a schedule JSON")] = None,
+    save_policy: Annotated[Path | None, typer.Option(help="save the policy and its knobs as a policy JSON")] = None,
 ) -> None:
     """Generate one image, optionally following a schedule or an online policy; print wall time, MACs and the
-    fraction saved (for a policy: of what it actually ran)."""
+    fraction saved (for a policy: of what it actually ran, its own arithmetic included). A policy that needs a
+    calibration table is calibrated first (once per model and settings; `ecad-search calibrate`)."""
     from .formats import load_schedule
     from .models.hub import require_model
 
     if policy and schedule:
         raise UsageError("give --schedule or --policy, not both")
-    if (knob or realised) and not policy:
-        raise UsageError("--set and --realised go with --policy")
+    if (knob or realised or save_policy) and not policy:
+        raise UsageError("--set, --realised and --save-policy go with --policy")
     policy_settings = _policy(policy, knob or []) if policy else None
     cached = load_schedule(schedule) if schedule else None
     spec = _spec(model, resolution)
@@ -416,19 +476,26 @@ def generate(
     _quiet_libraries()
     plain = CacheSchedule.all_compute(block_groups(spec), settings.steps, **_metadata(spec))
     pipe = load_pipeline(spec, device=resolve_device(device))
+    overhead = 0.0
     if policy_settings is not None:
+        from .calibration import calibrated
+        from .formats.policy import save_policy as write_policy
         from .runtime.policy import apply_policy
 
+        policy_settings = calibrated(policy_settings, pipe, spec, settings)
         with apply_policy(pipe, policy_settings) as handle:
             images, seconds = run(pipe, spec, [prompt], settings)
-        cached = handle.realised_schedule(plain)
+        cached, overhead = handle.realised_schedule(plain), handle.runs[-1].overhead_macs
         if realised:
             from .formats import save_schedule
 
             save_schedule(_with_macs(cached, spec), realised)
+        if save_policy:
+            write_policy(policy_settings, save_policy)
         ran = handle.decisions[-1]
         console.print(
-            f"{policy}: computed {sum(ran)} of {len(ran)} steps, {cached.compute_fraction:.1%} of the block components"
+            f"{policy_settings.name}: computed {sum(ran)} of {len(ran)} steps, {cached.compute_fraction:.1%} of the "
+            f"block components; its own arithmetic {macs_text(overhead)}"
         )
     else:
         images, seconds = run(pipe, spec, [prompt], settings, schedule=cached)
@@ -436,7 +503,7 @@ def generate(
     write_atomic(out, _png_bytes(image))
     size = {"height": settings.height, "width": settings.width}
     full = estimate_macs(plain, spec, **size)
-    used = estimate_macs(cached, spec, **size) if cached else full
+    used = estimate_macs(cached, spec, **size) + overhead if cached else full
     console.print(f"wrote {out} ({image.size[0]}x{image.size[1]})")
     console.print(f"wall time {seconds:.3f} s; {macs_text(used)}; {1 - used / full:.1%} of MACs saved")
     if compare and cached:
@@ -633,9 +700,16 @@ def convert(
 
 
 def _policy(name: str, knobs: list[str]) -> Any:
-    """The policy's config from `--set KNOB=VALUE` pairs (values read as JSON where they parse: 0.1, [1, 2])."""
+    """The policy's config: a name or a policy file, with `--set KNOB=VALUE` pairs over its knobs (values read as
+    JSON where they parse: 0.1, [1, 2])."""
     from .runtime.policy import policy_config
 
+    base: dict[str, Any] = {}
+    if name.endswith(".json"):
+        from .formats.policy import load_policy
+
+        loaded = load_policy(name)
+        name, base = loaded.name, loaded.knobs()
     values: dict[str, Any] = {}
     for pair in knobs:
         key, sign, text = pair.partition("=")
@@ -645,9 +719,7 @@ def _policy(name: str, knobs: list[str]) -> Any:
             values[key] = json.loads(text)
         except json.JSONDecodeError:
             values[key] = text
-        if isinstance(values[key], list):
-            values[key] = tuple(values[key])
-    return policy_config(name, **values)
+    return policy_config(name, **{**base, **values})
 
 
 def _metadata(spec: ModelSpec) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from .metrics import QualityMetric, get_metric
 from .models import ModelSpec, block_groups, get_family, schedule_metadata
 from .models.blocks import discover_block_groups
 from .runtime import ScheduleHandle, apply_schedule
+from .runtime.policy import PolicyConfig, PolicyError, apply_policy
 from .schedule import CacheSchedule
 
 COSTS = ("macs", "latency")
@@ -194,9 +195,12 @@ class Evaluator:
 
     def generate(self, schedule: CacheSchedule | None) -> tuple[torch.Tensor, float]:
         """All calibration images (N, C, H, W) in [0, 1] for a schedule (None: uncached), and the seconds taken."""
+        self.handle.swap(schedule or self.template)
+        return self._run_chunks()
+
+    def _run_chunks(self) -> tuple[torch.Tensor, float]:
         outputs = []
         start = time.perf_counter()
-        self.handle.swap(schedule or self.template)
         for chunk in self.chunks:
             kwargs = {k: v for k, v in chunk.items() if k != "count"}
             result = self.pipe(
@@ -211,16 +215,34 @@ class Evaluator:
             torch.cuda.synchronize()
         return torch.cat(outputs), time.perf_counter() - start
 
+    def generate_with_policy(self, config: PolicyConfig) -> tuple[torch.Tensor, float, float, list[CacheSchedule]]:
+        """All calibration images under an online policy, the seconds taken, the MACs per image of what ran
+        (the realised masks plus the policy's own arithmetic), and each pipeline call's realised mask."""
+        self.handle.swap(self.template)
+        with apply_policy(self.pipe, config) as policy:
+            images, seconds = self._run_chunks()
+        runs = policy.runs
+        if len(runs) != len(self.chunks):
+            raise PolicyError(f"{config.name} finished {len(runs)} runs for {len(self.chunks)} pipeline calls")
+        realised = [policy.realised_schedule(self.template, index) for index in range(len(runs))]
+        counts = [chunk["count"] * self.settings.images_per_prompt for chunk in self.chunks]
+        paired = zip(realised, runs, counts, strict=True)
+        total = sum(self.macs(mask) * n + run.overhead_macs for mask, run, n in paired)
+        return images, seconds, total / sum(counts), realised
+
     def macs(self, schedule: CacheSchedule) -> float:
         return schedule_macs(schedule, self.spec, self.settings)
 
-    def evaluate(self, schedule: CacheSchedule) -> Evaluation:
+    def evaluate(self, candidate: CacheSchedule | PolicyConfig) -> Evaluation:
+        """Score a schedule, or an online policy (its MACs are what it ran, overhead included)."""
         start = time.perf_counter()
-        images, seconds = self.generate(schedule)
+        if isinstance(candidate, PolicyConfig):
+            images, seconds, macs, _ = self.generate_with_policy(candidate)
+        else:
+            (images, seconds), macs = self.generate(candidate), self.macs(candidate)
         units = self.metric.unit_scores(
             images, self.image_prompts, self.references, self.settings.images_per_prompt
         ).double()
-        macs = self.macs(schedule)
         latency = seconds / self.settings.num_images
         cost = latency / self.full_seconds_per_image if self.settings.cost == "latency" else macs / self.full_macs
         return Evaluation(

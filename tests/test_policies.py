@@ -4,6 +4,7 @@ restored exactly, and the realised mask is what ran)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -155,7 +156,8 @@ def test_generate_with_a_policy_prints_what_ran_and_saves_it(tmp_path) -> None: 
     assert f"first-block-cache: computed {computed} of 20 steps" in result.output and 0 < computed < 20
     plain = estimate_macs(realised.with_metadata(masks={"transformer_blocks": mask | True}), "digits")
     saved = 1 - estimate_macs(realised, "digits") / plain
-    assert f"{saved:.1%} of MACs saved" in result.output
+    printed = float(re.search(r"([0-9.]+)% of MACs saved", result.output)[1]) / 100  # type: ignore[index]
+    assert saved - 0.001 <= printed <= saved, "the forwards saved, less the policy's own small arithmetic"
     assert realised.provenance["policy"] == "first-block-cache" and realised.provenance["knobs"]["threshold"] == 0.1
     both = CliRunner().invoke(app, [*args[:5], "--policy", "teacache", "--schedule", str(tmp_path / "7.json")])
     assert both.exit_code == 2 and "give --schedule or --policy, not both" in both.output

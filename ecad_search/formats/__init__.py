@@ -1,4 +1,5 @@
-"""Schedule files: our versioned JSON (read and write), ECAD's files (read), cache-dit configs (write)."""
+"""Schedule files: our versioned JSON (read and write), ECAD's files (read), cache-dit configs (write); policy
+files (`formats.policy`) name an online policy and its knobs."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def load_schedule(path: str | Path) -> CacheSchedule:
         return from_ecad(data, source=str(path))
     if isinstance(data, dict) and data.get("format") == "ecad-search.schedule":
         return from_dict(data, source=str(path))
+    if isinstance(data, dict) and data.get("format") == "ecad-search.policy":
+        raise ScheduleError(f"{path} names an online policy, not a schedule: give it with --policy {path}")
     raise ScheduleError(
         f'{path} is neither an ecad-search schedule ("format": "ecad-search.schedule") nor an ECAD file '
         '(top-level "cache_schedule")'

@@ -133,7 +133,12 @@ def policy_config(name: str, **knobs: Any) -> PolicyConfig:
     unknown = [knob for knob in knobs if knob not in known]
     if unknown:
         raise PolicyError(f"policy '{name}' has no knob '{unknown[0]}': use {', '.join(known)}")
-    return config(**knobs)
+    return config(**{knob: _frozen(value) for knob, value in knobs.items()})
+
+
+def _frozen(value: Any) -> Any:
+    """JSON lists as tuples, nested too, so a config read from a file is frozen and hashable."""
+    return tuple(_frozen(item) for item in value) if isinstance(value, list | tuple) else value
 
 
 def signal_and_noise(scheduler: Any, step: int) -> tuple[float, float]:

@@ -5,18 +5,23 @@ Each step: `d = poly(relL1(F_t, F_{t−1}))`, `acc += d`; `acc < threshold` reus
 and `acc` returns to 0. The previous feature is updated every step, reused or not. The first and the last
 step always compute. `coefficients` rescale the input change to the output change (highest power first); the
 published ones are for other models (FLUX: 498.651651, −283.781631, 55.8554382, −3.82021401, 0.264230861),
-so for PixArt and digits the default is none (`d` is the input change itself) until they are fitted.
+so PixArt, digits and any other model are calibrated (`calibrate`, `ecad-search calibrate teacache`): a
+4th-order fit of the stack output's relative change on the modulated input's, over consecutive steps of
+uncached runs. Uncalibrated (`coefficients=()`) the gate thresholds the input change itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..models.blocks import modulated_input
-from .policy import Gate, Observation, PolicyConfig, relative_l1
+from .policy import Gate, Observation, PolicyConfig, PolicyHandle, relative_l1
+
+POLYNOMIAL_DEGREE = 4
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,10 @@ class TeaCacheConfig(PolicyConfig):
     name = "teacache"
     threshold: float = 0.25
     coefficients: tuple[float, ...] = ()
+
+    @property
+    def needs_calibration(self) -> bool:
+        return not self.coefficients
 
     def gate(self) -> Gate:
         return TeaCacheGate(self.threshold, self.coefficients)
@@ -54,6 +63,48 @@ class TeaCacheGate(Gate):
             return False
         self.accumulated = 0.0
         return True
+
+
+class _ChangeRecorder(Gate):
+    """Computes every step and keeps the relative change of the modulated input and of the stack's output."""
+
+    def __init__(self, pairs: list[tuple[float, float]]) -> None:
+        self.pairs = pairs
+        self.feature: torch.Tensor | None = None
+        self.output: torch.Tensor | None = None
+        self.change = 0.0
+
+    def decide(self, seen: Observation) -> bool:
+        feature = modulated_input(seen.first_block, seen.stack_input, seen.block_kwargs)
+        self.change = 0.0 if self.feature is None else relative_l1(feature, self.feature)
+        self.feature = feature
+        return True
+
+    def observe(self, seen: Observation, output: torch.Tensor) -> None:
+        if self.output is not None:
+            self.pairs.append((self.change, relative_l1(output, self.output)))
+        self.output = output
+
+
+@dataclass(frozen=True)
+class _Recording(TeaCacheConfig):
+    pairs: list[tuple[float, float]] | None = None
+
+    def gate(self) -> Gate:
+        return _ChangeRecorder(self.pairs if self.pairs is not None else [])
+
+
+def calibrate(pipe: Any, spec: Any, prompts: list[str], settings: Any) -> dict[str, Any]:
+    """The rescaling polynomial, fitted on (input change, output change) pairs of consecutive steps of one
+    uncached run per prompt."""
+    from ..generation import generate
+
+    pairs: list[tuple[float, float]] = []
+    with PolicyHandle(pipe, _Recording(pairs=pairs)).enable():
+        for prompt in prompts:
+            generate(pipe, spec, [prompt], settings, output_type="pt")
+    inputs, outputs = np.array(pairs).T
+    return {"coefficients": [float(c) for c in np.polyfit(inputs, outputs, POLYNOMIAL_DEGREE)]}
 
 
 CONFIG = TeaCacheConfig

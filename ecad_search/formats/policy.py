@@ -1,0 +1,43 @@
+"""Policy files: an online policy and its knobs as a small versioned JSON document, so a policy setting is as
+shareable as a schedule (`ecad-search generate --policy FILE.json`)::
+
+    {"format": "ecad-search.policy", "version": 1, "policy": "teacache", "knobs": {"threshold": 0.3, ...}}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..files import read_text, write_atomic
+from ..runtime.policy import PolicyConfig, PolicyError, policy_config
+
+FORMAT = "ecad-search.policy"
+VERSION = 1
+
+
+def policy_document(config: PolicyConfig) -> dict[str, Any]:
+    return {"format": FORMAT, "version": VERSION, "policy": config.name, "knobs": config.knobs()}
+
+
+def save_policy(config: PolicyConfig, path: str | Path) -> Path:
+    return write_atomic(path, json.dumps(policy_document(config), indent=1) + "\n")
+
+
+def load_policy(path: str | Path) -> PolicyConfig:
+    """A policy file back as its config; any problem is a one-line `PolicyError`."""
+    path = Path(path)
+    text = read_text(path, "policy file", "an ecad-search policy JSON file", PolicyError)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PolicyError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise PolicyError(f'{path} is not an ecad-search policy file ("format": "{FORMAT}")')
+    if data.get("version") != VERSION:
+        raise PolicyError(f"{path} is policy format version {data.get('version')}; this ecad-search reads {VERSION}")
+    knobs = data.get("knobs", {})
+    if not isinstance(data.get("policy"), str) or not isinstance(knobs, dict):
+        raise PolicyError(f'{path} needs "policy" (a name) and "knobs" (an object)')
+    return policy_config(data["policy"], **knobs)
