@@ -210,6 +210,8 @@ def test_unknown_run_and_status(url: str) -> None:
         ({"quality_loss": float("nan")}, "NaN"),
         ({"genome": "01x1"}, "'0' and '1'"),
         ({"scores": {"per_prompt": [float("nan")]}}, "not plain JSON"),
+        ({"genome": "", "policy": "[1]"}, "JSON object naming the policy"),
+        ({"policy": '{"policy": "teacache", "knobs": {}}'}, "both a genome and a policy"),
     ],
 )
 def test_bad_records_write_nothing(url: str, change: dict[str, Any], message: str) -> None:
@@ -223,8 +225,21 @@ def test_digest_must_keep_its_genome(url: str) -> None:
     record = _record("0110")
     with Store(url) as store:
         store.record_evaluations(KEY, [record])
-        with pytest.raises(StoreError, match="different genome"):
+        with pytest.raises(StoreError, match="stored as another candidate"):
             store.record_evaluations("eval-key-b", [_record("0111", digest=record.digest)])
+
+
+def test_a_policy_is_a_candidate_beside_masks(url: str) -> None:
+    document = '{"format":"ecad-search.policy","knobs":{"threshold":0.3},"policy":"teacache","version":1}'
+    policy = _record("", cost=0.4, digest="ab" * 32, policy=document)
+    with Store(url) as store:
+        assert store.record_evaluations(KEY, [policy, _record("0110")]) == 2
+        found = store.lookup(KEY, [policy.digest])[policy.digest]
+        assert found == policy, "the policy document and every figure come back as stored"
+        assert store.record_evaluations(KEY, [policy]) == 0, "the memo holds policies too"
+        other = '{"format":"ecad-search.policy","knobs":{"threshold":0.5},"policy":"teacache","version":1}'
+        with pytest.raises(StoreError, match="stored as another candidate"):
+            store.record_evaluations("eval-key-b", [replace(policy, policy=other)])
 
 
 @pytest.mark.parametrize(

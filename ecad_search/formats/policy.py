@@ -6,6 +6,7 @@ shareable as a schedule (`ecad-search generate --policy FILE.json`)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,16 @@ VERSION = 1
 
 def policy_document(config: PolicyConfig) -> dict[str, Any]:
     return {"format": FORMAT, "version": VERSION, "policy": config.name, "knobs": config.knobs()}
+
+
+def policy_text(config: PolicyConfig) -> str:
+    """The policy document in canonical form (sorted keys, no spaces): what the store keeps for a policy."""
+    return json.dumps(policy_document(config), sort_keys=True, separators=(",", ":"))
+
+
+def policy_digest(config: PolicyConfig) -> str:
+    """The policy's identity in the store, as a mask's digest is the mask's: equal knobs, equal digest."""
+    return hashlib.sha256(policy_text(config).encode()).hexdigest()
 
 
 def save_policy(config: PolicyConfig, path: str | Path) -> Path:

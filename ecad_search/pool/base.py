@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from ..evaluation import EvaluationSettings, Evaluator
+from ..formats.policy import policy_text
+from ..runtime.policy import PolicyConfig
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, FailureRecord
 
@@ -61,12 +63,14 @@ def resident_mib() -> tuple[float, float]:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, gpu / 2**20
 
 
-def record_of(digest: str, schedule: CacheSchedule, evaluator: Evaluator) -> EvaluationRecord:
-    """Score one schedule and describe it as the store keeps it."""
-    result = evaluator.evaluate(schedule)
+def record_of(digest: str, candidate: CacheSchedule | PolicyConfig, evaluator: Evaluator) -> EvaluationRecord:
+    """Score one schedule or policy and describe it as the store keeps it."""
+    result = evaluator.evaluate(candidate)
+    is_policy = isinstance(candidate, PolicyConfig)
     return EvaluationRecord(
         digest=digest,
-        genome=genome_text(schedule),
+        genome="" if is_policy else genome_text(candidate),
+        policy=policy_text(candidate) if is_policy else None,
         quality_loss=result.quality_loss,
         cost=result.cost,
         macs=result.macs,

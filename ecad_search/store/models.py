@@ -86,10 +86,13 @@ class Run(Base):
 
 
 class Candidate(Base):
-    """A mask, shared by all runs: its evaluations are reused whenever the evaluation settings match.
+    """A mask, or an online policy with its knobs, shared by all runs: its evaluations are reused whenever the
+    evaluation settings match.
 
-    `compute_fraction` is the share of '1' (computed) genes in `genome`, which leaves out step 0 (always computed),
-    so it is a little below the schedule's own `compute_fraction`; it is stored for queries and plots only.
+    For a mask, `compute_fraction` is the share of '1' (computed) genes in `genome`, which leaves out step 0
+    (always computed), so it is a little below the schedule's own `compute_fraction`; for a policy (`policy`
+    holds its JSON document, `genome` is empty) it is the MAC fraction it ran when first scored. It is stored
+    for queries and plots only.
     """
 
     __tablename__ = "ecad_candidates"
@@ -99,6 +102,7 @@ class Candidate(Base):
     genome: Mapped[str] = mapped_column(Text)
     genome_length: Mapped[int] = mapped_column(Integer)
     compute_fraction: Mapped[float] = mapped_column(Double)
+    policy: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Evaluation(Base):

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, create_engine, event, func, inspect, select
 from sqlalchemy.engine import URL, Dialect, make_url
@@ -103,7 +103,8 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class EvaluationRecord:
-    """One candidate's measured objectives; `genome` is the mask as '0'/'1' characters, `digest` its sha256."""
+    """One candidate's measured objectives; `genome` is the mask as '0'/'1' characters, or empty with `policy`
+    (an online policy's JSON document) instead; `digest` is the sha256 of either."""
 
     digest: str
     genome: str
@@ -113,6 +114,7 @@ class EvaluationRecord:
     latency_s: float | None
     scores: dict[str, Any]
     wall_time_s: float
+    policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -631,14 +633,17 @@ def _upsert_candidates(session: Session, records: Sequence[EvaluationRecord | Fa
         candidates.update((c.digest, c) for c in session.scalars(select(Candidate).where(Candidate.digest.in_(chunk))))
     for record in records:
         known = candidates.get(record.digest)
-        if known is not None and known.genome != record.genome:
-            raise StoreError(f"digest {record.digest} is stored with a different genome; the digest must hash the mask")
+        policy = getattr(record, "policy", None)
+        if known is not None and (known.genome, known.policy) != (record.genome, policy):
+            raise StoreError(f"digest {record.digest} is stored as another candidate; the digest must hash the mask")
         if known is None:
+            fraction = record.genome.count("1") / len(record.genome) if record.genome else getattr(record, "cost", 0.0)
             candidates[record.digest] = Candidate(
                 digest=record.digest,
                 genome=record.genome,
                 genome_length=len(record.genome),
-                compute_fraction=record.genome.count("1") / len(record.genome),
+                compute_fraction=fraction,
+                policy=policy,
             )
             session.add(candidates[record.digest])
     session.flush()
@@ -659,7 +664,9 @@ def _evaluation_row(record: EvaluationRecord) -> dict[str, Any]:
     """Check one record and turn it into column values (no writes, so a bad batch fails before any of it is stored)."""
     if not record.digest:
         raise StoreError("an evaluation record has an empty digest")
-    if not record.genome or set(record.genome) - {"0", "1"}:
+    if record.policy is not None:
+        _check_policy(record)
+    elif not record.genome or set(record.genome) - {"0", "1"}:
         raise StoreError(f"the genome of {record.digest} must be a non-empty string of '0' and '1' characters")
     if not isinstance(record.scores, dict):
         raise StoreError(f"the scores of {record.digest} must be a dict, not {type(record.scores).__name__}")
@@ -671,6 +678,18 @@ def _evaluation_row(record: EvaluationRecord) -> dict[str, Any]:
         "scores": _dumps(record.scores, f"the scores of {record.digest}"),
         "wall_time_s": _real(record.wall_time_s, f"wall_time_s of {record.digest}"),
     }
+
+
+def _check_policy(record: EvaluationRecord) -> None:
+    """A policy candidate: no genome, and a JSON object naming the policy and its knobs."""
+    if record.genome:
+        raise StoreError(f"candidate {record.digest} has both a genome and a policy; give one")
+    try:
+        document = json.loads(cast(str, record.policy))
+    except (TypeError, ValueError):
+        document = None
+    if not isinstance(document, dict) or not isinstance(document.get("policy"), str):
+        raise StoreError(f"the policy of {record.digest} must be a JSON object naming the policy and its knobs")
 
 
 def _run_info(run: Run) -> RunInfo:
@@ -700,6 +719,7 @@ def _evaluation_record(candidate: Candidate, evaluation: Evaluation) -> Evaluati
         latency_s=evaluation.latency_s,
         scores=json.loads(evaluation.scores),
         wall_time_s=evaluation.wall_time_s,
+        policy=candidate.policy,
     )
 
 
