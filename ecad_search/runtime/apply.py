@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from diffusers.hooks import HookRegistry
 from torch import nn
 
 from ..models.blocks import component_modules
 from ..schedule import CacheSchedule, ScheduleError
-from .hooks import COMPONENT_HOOK, STEP_HOOK, CacheStats, ComponentCacheHook, ScheduleRuntime, StepHook
+from .hooks import COMPONENT_HOOK, STEP_HOOK, CacheStats, ComponentCacheHook, Forecaster, ScheduleRuntime, StepHook
 
 
 class StepMismatchError(ScheduleError):
@@ -25,14 +25,19 @@ class StepMismatchError(ScheduleError):
 
 
 class ScheduleHandle:
-    """An applied schedule: a context manager, with explicit `enable()`/`disable()` for longer-lived use."""
+    """An applied schedule: a context manager, with explicit `enable()`/`disable()` for longer-lived use.
+    With a `forecaster`, reused outputs are its forecasts. The hook names are class attributes, so a subclass
+    (a per-component policy) can sit on a transformer that already follows a schedule."""
 
-    def __init__(self, target: Any, schedule: CacheSchedule) -> None:
+    step_hook: ClassVar[str] = STEP_HOOK
+    component_hook: ClassVar[str] = COMPONENT_HOOK
+
+    def __init__(self, target: Any, schedule: CacheSchedule, forecaster: Forecaster | None = None) -> None:
         self.schedule = schedule
         self.transformer: nn.Module = target if isinstance(target, nn.Module) else transformer_of(target)
         self.scheduler = None if isinstance(target, nn.Module) else getattr(target, "scheduler", None)
         self._modules = component_modules(self.transformer, schedule.groups)
-        self._runtime = ScheduleRuntime(schedule, wrap_runs=self.scheduler is None)
+        self._runtime = ScheduleRuntime(schedule, wrap_runs=self.scheduler is None, forecaster=forecaster)
         self._created_registries: list[nn.Module] = []
         self._watch: SchedulerWatch | None = None
         self.enabled = False
@@ -46,11 +51,11 @@ class ScheduleHandle:
         if self.enabled:
             return self
         existing = getattr(self.transformer, "_diffusers_hook", None)
-        if existing is not None and existing.get_hook(STEP_HOOK) is not None:
+        if existing is not None and existing.get_hook(self.step_hook) is not None:
             raise ScheduleError("a schedule is already applied to this transformer; disable it first")
-        self._hook(self.transformer, StepHook(self._runtime), STEP_HOOK)
+        self._hook(self.transformer, StepHook(self._runtime), self.step_hook)
         for key, module in self._modules.items():
-            self._hook(module, ComponentCacheHook(self._runtime, key), COMPONENT_HOOK)
+            self._hook(module, ComponentCacheHook(self._runtime, key), self.component_hook)
         HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
         if self.scheduler is not None:
             self._watch = SchedulerWatch(self.scheduler, self._start_run)
@@ -62,8 +67,8 @@ class ScheduleHandle:
         if not self.enabled:
             return
         self._runtime.forget_all()
-        HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(STEP_HOOK, recurse=False)
-        remove_hooks(self._modules.values(), COMPONENT_HOOK, self._created_registries)
+        HookRegistry.check_if_exists_or_initialize(self.transformer).remove_hook(self.step_hook, recurse=False)
+        remove_hooks(self._modules.values(), self.component_hook, self._created_registries)
         if self._watch is not None:
             self._watch.stop()
             self._watch = None

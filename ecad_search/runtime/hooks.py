@@ -6,12 +6,17 @@ step it runs the module and keeps the output only if the next step reuses it; at
 the kept output without running the module. The block around the component is untouched, so the adaLN
 gate and the residual add are recomputed with the current step's modulation.
 
+A runtime given a `Forecaster` (TaylorSeer) keeps, instead of the output, what the forecaster makes of it at
+every computing step, and returns its forecast at a reusing step; plain schedules never touch that path.
+
 Run state is kept per diffusers cache context (FLUX opens "cond"/"uncond" contexts; PixArt opens none and
 uses one default context), so a true-CFG pipeline that calls the transformer twice per step stays exact.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,11 +65,39 @@ class CacheStats:
         self.peak_bytes = max(self.peak_bytes, self.kept_bytes)
 
 
-class ScheduleRuntime:
-    """State shared by the hooks of one applied schedule: the masks, the reuse plan and the active run."""
+@dataclass
+class Forecast:
+    """What a forecasting reuse rule keeps of one component between its computes: the step it last computed,
+    its terms (e.g. the output and its finite differences, each shaped like the output) and the MACs this rule
+    spent on the component so far in the run."""
 
-    def __init__(self, schedule: CacheSchedule, *, wrap_runs: bool) -> None:
+    step: int
+    terms: tuple[Any, ...]
+    macs: float = 0.0
+
+
+class Forecaster(ABC):
+    """A reuse rule that forecasts a component's output at a reusing step from what it kept at the computing
+    steps, instead of returning the last output unchanged."""
+
+    @abstractmethod
+    def update(self, kept: Forecast | None, output: Any, step: int) -> Forecast:
+        """What to keep once the component computed `output` at `step` (`kept`: what was kept before, if any)."""
+
+    @abstractmethod
+    def forecast(self, kept: Forecast, step: int) -> Any:
+        """The component's output at the reusing `step`."""
+
+
+class ScheduleRuntime:
+    """State shared by the hooks of one applied schedule: the masks, the reuse plan and the active run; with a
+    `forecaster`, the rule that makes reused outputs; `on_finish(state)` is told when a run has run its last
+    step."""
+
+    def __init__(self, schedule: CacheSchedule, *, wrap_runs: bool, forecaster: Forecaster | None = None) -> None:
         self.wrap_runs = wrap_runs
+        self.forecaster = forecaster
+        self.on_finish: Callable[[RunState], None] | None = None
         self.active: RunState | None = None
         self.states: list[RunState] = []
         self.stats = CacheStats()
@@ -93,9 +126,12 @@ class ScheduleRuntime:
         self.active = state
 
     def end_call(self) -> None:
-        if self.active is not None:
-            self.active.step += 1
+        state = self.active
+        if state is not None:
+            state.step += 1
             self.stats.steps_run += 1
+            if state.step == self.num_steps and self.on_finish is not None:
+                self.on_finish(state)
         self.active = None
 
     def forget(self, state: RunState) -> None:
@@ -118,15 +154,27 @@ class ScheduleRuntime:
         step = state.step
         if self.compute[g][step, b, c]:
             output = forward(*args, **kwargs)
-            if self.store[g][step, b, c]:
+            if self.forecaster is not None:
+                self.replace(state, key, self.forecaster.update(state.kept.get(key), output, step))
+            elif self.store[g][step, b, c]:
                 state.kept[key] = output
                 self.stats.add(output, +1)
             return output
+        if self.forecaster is not None:
+            return self.forecaster.forecast(state.kept[key], step)
         output = state.kept[key]
         if self.release[g][step, b, c]:
             del state.kept[key]
             self.stats.add(output, -1)
         return output
+
+    def replace(self, state: RunState, key: tuple[int, int, int], kept: Forecast) -> None:
+        """Keep a forecaster's new terms for a component in place of its old ones (a forecaster keeps them to
+        the end of the run: every later step may forecast from them)."""
+        if key in state.kept:
+            self.stats.add(state.kept[key], -1)
+        state.kept[key] = kept
+        self.stats.add(kept, +1)
 
 
 class StepHook(ModelHook):
@@ -175,5 +223,9 @@ class ComponentCacheHook(ModelHook):
 
 
 def _nbytes(output: Any) -> int:
-    tensors = output if isinstance(output, tuple) else (output,)
-    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    """Bytes of a kept output: a tensor, a tuple of them, or a forecaster's terms."""
+    if isinstance(output, Forecast):
+        return _nbytes(output.terms)
+    if isinstance(output, tuple):
+        return sum(_nbytes(part) for part in output)
+    return output.numel() * output.element_size() if isinstance(output, torch.Tensor) else 0
