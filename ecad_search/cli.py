@@ -494,8 +494,8 @@ def generate(
             write_policy(policy_settings, save_policy)
         ran = handle.decisions[-1]
         console.print(
-            f"{policy_settings.name}: computed {sum(ran)} of {len(ran)} steps, {cached.compute_fraction:.1%} of the "
-            f"block components; its own arithmetic {macs_text(overhead)}"
+            f"{policy_settings.name}: computed {sum(ran)} of {len(ran)} steps (the others {policy_settings.skipped}), "
+            f"{cached.compute_fraction:.1%} of the block components; its own arithmetic {macs_text(overhead)}"
         )
     else:
         images, seconds = run(pipe, spec, [prompt], settings, schedule=cached)

@@ -9,14 +9,17 @@ candidates come from their masks alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from .calibration import calibrated
 from .cost import estimate_macs
 from .generation import GenerationSettings, load_pipeline, pipeline_kwargs
 from .metrics import QualityMetric, get_metric
@@ -215,11 +218,25 @@ class Evaluator:
             torch.cuda.synchronize()
         return torch.cat(outputs), time.perf_counter() - start
 
+    @contextlib.contextmanager
+    def bare_pipeline(self) -> Iterator[Any]:
+        """The pipeline without the evaluator's schedule hooks, for policies (FORA and TaylorSeer bring their
+        own hooks) and for calibrations that call the transformer themselves."""
+        self.handle.disable()
+        try:
+            yield self.pipe
+        finally:
+            self.handle.enable()
+
+    def calibrated(self, config: PolicyConfig) -> PolicyConfig:
+        """The policy with its calibration table, measured on this model and settings once, then reused."""
+        with self.bare_pipeline() as pipe:
+            return calibrated(config, pipe, self.spec, self.generation)
+
     def generate_with_policy(self, config: PolicyConfig) -> tuple[torch.Tensor, float, float, list[CacheSchedule]]:
         """All calibration images under an online policy, the seconds taken, the MACs per image of what ran
         (the realised masks plus the policy's own arithmetic), and each pipeline call's realised mask."""
-        self.handle.swap(self.template)
-        with apply_policy(self.pipe, config) as policy:
+        with self.bare_pipeline(), apply_policy(self.pipe, config) as policy:
             images, seconds = self._run_chunks()
         runs = policy.runs
         if len(runs) != len(self.chunks):

@@ -133,8 +133,13 @@ def test_a_policy_runs_end_to_end_and_restores_the_pipeline(case, name) -> None:
     leading = policy_config(name, **caching_knobs).leading_blocks
     components = next(iter(realised.masks.values())).shape[2]
     assert mask[:, : leading * components].all() and not mask[:, leading * components :].all(), "leading blocks"
-    knobs = policy_config(name, **caching_knobs).knobs()
-    assert realised.provenance == {"method": "policy", "policy": name, "knobs": knobs}
+    config = policy_config(name, **caching_knobs)
+    assert realised.provenance == {
+        "method": "policy",
+        "policy": name,
+        "knobs": config.knobs(),
+        "skipped": config.skipped,
+    }
 
 
 def test_generate_with_a_policy_prints_what_ran_and_saves_it(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -125,7 +125,12 @@ def test_dicache_runs_end_to_end_with_the_probe_blocks_on_every_step(case) -> No
     assert mask[:, :components].all(), "the probe block runs on every step"
     assert [bool(mask[s, components:].all()) for s in range(STEPS)] == ran
     assert [not mask[s, components:].any() for s in range(STEPS)] == [not r for r in ran]
-    assert realised.provenance == {"method": "policy", "policy": "dicache", "knobs": config.knobs()}
+    assert realised.provenance == {
+        "method": "policy",
+        "policy": "dicache",
+        "knobs": config.knobs(),
+        "skipped": "extrapolated",
+    }
 
 
 def test_dicache_counts_the_alignment_on_every_reused_step_and_probes_deeper_on_request() -> None:

@@ -143,4 +143,9 @@ def test_magcache_runs_end_to_end_and_restores_the_pipeline(case) -> None:  # ty
     realised = handle.realised_schedule(template)
     mask = np.concatenate([m.reshape(STEPS, -1) for m in realised.masks.values()], axis=1)
     assert [bool(mask[s].all()) for s in range(STEPS)] == ran and not mask[~np.array(ran)].any()
-    assert realised.provenance == {"method": "policy", "policy": "magcache", "knobs": config.knobs()}
+    assert realised.provenance == {
+        "method": "policy",
+        "policy": "magcache",
+        "knobs": config.knobs(),
+        "skipped": "reused",
+    }

@@ -121,4 +121,9 @@ def test_seacache_runs_end_to_end_and_restores_the_pipeline(case) -> None:  # ty
     realised = handle.realised_schedule(run_template(spec, settings))
     mask = np.concatenate([m.reshape(STEPS, -1) for m in realised.masks.values()], axis=1)
     assert [bool(mask[s].all()) for s in range(STEPS)] == ran and not mask[~np.array(ran)].any()
-    assert realised.provenance == {"method": "policy", "policy": "seacache", "knobs": config.knobs()}
+    assert realised.provenance == {
+        "method": "policy",
+        "policy": "seacache",
+        "knobs": config.knobs(),
+        "skipped": "reused",
+    }

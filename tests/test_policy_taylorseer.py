@@ -182,7 +182,12 @@ def test_both_policies_run_end_to_end_and_restore_the_pipeline(case) -> None:  #
     settings = EvaluationSettings(model, "fidelity", ("x",), 1, STEPS, spec.guidance_scale, spec.resolution)
     realised = handle.realised_schedule(run_template(spec, settings))
     assert realised.same_mask(on_steps(groups, computed)) and realised.name == "taylorseer"
-    assert realised.provenance == {"method": "policy", "policy": "taylorseer", "knobs": config.knobs()}
+    assert realised.provenance == {
+        "method": "policy",
+        "policy": "taylorseer",
+        "knobs": config.knobs(),
+        "skipped": "forecast",
+    }
     assert fora_handle.realised_schedule(run_template(spec, settings)).same_mask(on_steps(groups, [0, 3, 6, 7]))
 
 

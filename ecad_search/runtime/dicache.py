@@ -33,6 +33,7 @@ from .policy import Gate, Observation, PolicyConfig, PolicyError, relative_l1
 @dataclass(frozen=True)
 class DiCacheConfig(PolicyConfig):
     name = "dicache"
+    skipped = "extrapolated"
     threshold: float = 0.4
     probe_blocks: int = 1
     ret_ratio: float = 0.2

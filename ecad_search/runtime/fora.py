@@ -24,7 +24,7 @@ from ..models.blocks import discover_block_groups
 from ..schedule import BlockGroup, CacheSchedule
 from .apply import ScheduleHandle, transformer_of
 from .hooks import Forecaster, RunState
-from .policy import FinishedRun, Gate, PolicyConfig, PolicyError, realised_mask
+from .policy import FinishedRun, Gate, PolicyConfig, PolicyError, policy_provenance, realised_mask
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,7 @@ class ComponentPolicyConfig(PolicyConfig):
             group.name: np.broadcast_to(computed[:, None, None], (num_steps, group.num_blocks, len(group.components)))
             for group in groups
         }
-        provenance = {"method": "policy", "policy": self.name, "knobs": self.knobs()}
-        return CacheSchedule(groups=groups, masks=masks, name=self.name, provenance=provenance)
+        return CacheSchedule(groups=groups, masks=masks, name=self.name, provenance=policy_provenance(self))
 
 
 class ComponentPolicyHandle(ScheduleHandle):

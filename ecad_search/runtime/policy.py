@@ -103,6 +103,9 @@ class PolicyConfig:
 
     name: ClassVar[str] = ""
     residual_from_input: ClassVar[bool] = True
+    # What a step (or component) that does not compute gets: "reused" (the cached residual or output),
+    # "extrapolated" (DiCache) or "forecast" (Spectrum, TaylorSeer).
+    skipped: ClassVar[str] = "reused"
 
     @property
     def leading_blocks(self) -> int:
@@ -369,8 +372,12 @@ def realised_mask(
         mask[:, : min(leading, group.num_blocks), :] = True
         leading = max(0, leading - group.num_blocks)
         masks[group.name] = mask
-    provenance = {"method": "policy", "policy": config.name, "knobs": config.knobs()}
-    return template.with_metadata(masks=masks, name=config.name, provenance=provenance)
+    return template.with_metadata(masks=masks, name=config.name, provenance=policy_provenance(config))
+
+
+def policy_provenance(config: PolicyConfig) -> dict[str, Any]:
+    """Where a realised mask came from: the policy, its knobs, and what its skipped steps got instead."""
+    return {"method": "policy", "policy": config.name, "knobs": config.knobs(), "skipped": config.skipped}
 
 
 def apply_policy(pipe: Any, config: PolicyConfig) -> PolicyHandle:

@@ -49,6 +49,7 @@ def time_of(step: int, num_steps: int) -> float:
 @dataclass(frozen=True)
 class SpectrumConfig(PolicyConfig):
     name = "spectrum"
+    skipped = "forecast"
     warmup: int = 5
     window: float = 2.0
     growth: float = 0.75

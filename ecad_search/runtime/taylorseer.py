@@ -72,6 +72,7 @@ class TaylorForecaster(Forecaster):
 @dataclass(frozen=True)
 class TaylorSeerConfig(ComponentPolicyConfig):
     name = "taylorseer"
+    skipped = "forecast"
     interval: int = 6
     max_order: int = 1
     warmup: int = 3
