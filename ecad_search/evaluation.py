@@ -23,6 +23,7 @@ from .calibration import calibrated
 from .cost import estimate_macs
 from .generation import GenerationSettings, load_pipeline, pipeline_kwargs
 from .metrics import QualityMetric, get_metric
+from .metrics.reference import reference_figures
 from .models import ModelSpec, block_groups, get_family, schedule_metadata
 from .models.blocks import discover_block_groups
 from .runtime import ScheduleHandle, apply_schedule
@@ -46,9 +47,15 @@ class EvaluationSettings:
     seed: int = 0
     cost: str = "macs"
     batch_size: int = 0
+    # Also store PSNR and SSIM to the uncached images (`compare`); part of the key only when set, so the keys
+    # of every earlier evaluation stay as they were.
+    reference_figures: bool = False
 
     def key(self) -> str:
-        payload = json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if not self.reference_figures:
+            del fields["reference_figures"]
+        payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     @property
@@ -166,7 +173,8 @@ class Evaluator:
         self.handle = handle if handle is not None else apply_schedule(self.pipe, self.template)
         self.references: torch.Tensor | None = None if inputs is None else inputs.references
         self.full_seconds_per_image = 0.0 if inputs is None else inputs.seconds_per_image
-        if self.references is None and (self.metric.needs_reference or settings.cost == "latency"):
+        wants_references = self.metric.needs_reference or settings.cost == "latency" or settings.reference_figures
+        if self.references is None and wants_references:
             self.references, seconds = self.generate(None)
             self.full_seconds_per_image = seconds / settings.num_images
 
@@ -268,6 +276,12 @@ class Evaluator:
             macs=macs,
             latency_s=latency,
             prompt_scores=[float(s) for s in units],
-            figures=self.metric.extra_figures(images, self.image_prompts, self.references),
+            figures=self._figures(images),
             wall_time_s=time.perf_counter() - start,
         )
+
+    def _figures(self, images: torch.Tensor) -> dict[str, Any]:
+        figures = self.metric.extra_figures(images, self.image_prompts, self.references)
+        if self.settings.reference_figures and self.references is not None:
+            figures.update(reference_figures(images, self.references))
+        return figures

@@ -39,7 +39,11 @@ def save_policy(config: PolicyConfig, path: str | Path) -> Path:
 def load_policy(path: str | Path) -> PolicyConfig:
     """A policy file back as its config; any problem is a one-line `PolicyError`."""
     path = Path(path)
-    text = read_text(path, "policy file", "an ecad-search policy JSON file", PolicyError)
+    return policy_from_text(read_text(path, "policy file", "an ecad-search policy JSON file", PolicyError), path)
+
+
+def policy_from_text(text: str, path: str | Path = "the policy document") -> PolicyConfig:
+    """A policy document (a file's text, or `policy_text`) back as its config."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

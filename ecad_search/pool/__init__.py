@@ -4,7 +4,17 @@ loaded (`RayPool`, imported only when asked for, so an in-process search never i
 from __future__ import annotations
 
 from ..models import ModelSpec
-from .base import EvaluationPool, OnOutcome, Outcome, PoolError, PoolStatus, genome_bits, record_of, resident_mib
+from .base import (
+    Candidate,
+    EvaluationPool,
+    OnOutcome,
+    Outcome,
+    PoolError,
+    PoolStatus,
+    genome_bits,
+    record_of,
+    resident_mib,
+)
 from .local import LocalPool
 
 
@@ -25,6 +35,7 @@ def make_pool(
 
 
 __all__ = [
+    "Candidate",
     "EvaluationPool",
     "LocalPool",
     "OnOutcome",

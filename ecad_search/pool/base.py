@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..evaluation import EvaluationSettings, Evaluator
-from ..formats.policy import policy_text
+from ..formats.policy import policy_from_text, policy_text
 from ..runtime.policy import PolicyConfig
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, FailureRecord
@@ -56,6 +56,27 @@ def genome_bits(text: str) -> np.ndarray:
     return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
 
 
+# What a pool scores: a mask, or an online policy with its knobs.
+Candidate = CacheSchedule | PolicyConfig
+
+
+def candidate_text(candidate: Candidate) -> str:
+    """A candidate as text for the store and for workers: its genome, or its policy document (JSON)."""
+    return policy_text(candidate) if isinstance(candidate, PolicyConfig) else genome_text(candidate)
+
+
+def candidate_of(text: str, template: CacheSchedule) -> Candidate:
+    """A candidate back from `candidate_text` (a policy document starts with '{', a genome never does)."""
+    return policy_from_text(text) if text.startswith("{") else template.with_genome(genome_bits(text))
+
+
+def failure_of(digest: str, candidate: Candidate, error: str, attempts: int) -> FailureRecord:
+    """A candidate that could not be scored, as the store keeps it."""
+    if isinstance(candidate, PolicyConfig):
+        return FailureRecord(digest, "", error, attempts, policy=policy_text(candidate))
+    return FailureRecord(digest, genome_text(candidate), error, attempts)
+
+
 def resident_mib() -> tuple[float, float]:
     """This process's resident host memory (Linux) and the GPU memory its tensors hold (0 without CUDA)."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
@@ -63,7 +84,7 @@ def resident_mib() -> tuple[float, float]:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, gpu / 2**20
 
 
-def record_of(digest: str, candidate: CacheSchedule | PolicyConfig, evaluator: Evaluator) -> EvaluationRecord:
+def record_of(digest: str, candidate: Candidate, evaluator: Evaluator) -> EvaluationRecord:
     """Score one schedule or policy and describe it as the store keeps it."""
     result = evaluator.evaluate(candidate)
     is_policy = isinstance(candidate, PolicyConfig)
@@ -93,9 +114,10 @@ class EvaluationPool(ABC):
 
     @abstractmethod
     def evaluate(
-        self, settings: EvaluationSettings, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome
+        self, settings: EvaluationSettings, candidates: Mapping[str, Candidate], on_outcome: OnOutcome
     ) -> None:
-        """Score every mask (digest → schedule), calling `on_outcome` once per mask as soon as it is known."""
+        """Score every candidate (digest → mask or policy), calling `on_outcome` once per candidate as soon as
+        it is known."""
 
     @property
     def status(self) -> PoolStatus:

@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from ..evaluation import EvaluationSettings, Evaluator, SplitInputs, encode_chunks
 from ..models import ModelSpec, get_family
-from ..schedule import CacheSchedule
-from .base import EvaluationPool, OnOutcome, record_of
+from .base import Candidate, EvaluationPool, OnOutcome, record_of
 
 
 class LocalPool(EvaluationPool):
@@ -57,13 +56,13 @@ class LocalPool(EvaluationPool):
         return self.evaluator(settings).full_seconds_per_image
 
     def evaluate(
-        self, settings: EvaluationSettings, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome
+        self, settings: EvaluationSettings, candidates: Mapping[str, Candidate], on_outcome: OnOutcome
     ) -> None:
-        if not schedules:
+        if not candidates:
             return
         evaluator = self.evaluator(settings)
-        for digest, schedule in schedules.items():
-            on_outcome(record_of(digest, schedule, evaluator))
+        for digest, candidate in candidates.items():
+            on_outcome(record_of(digest, candidate, evaluator))
 
     def close(self) -> None:
         self._evaluators.clear()

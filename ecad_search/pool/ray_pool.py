@@ -34,9 +34,19 @@ from typing import Any
 from ..evaluation import EvaluationSettings, SplitInputs
 from ..models import ModelSpec, get_model
 from ..options import RAY_EXTRA
-from ..schedule import CacheSchedule
-from ..store import EvaluationRecord, FailureRecord
-from .base import EvaluationPool, OnOutcome, PoolError, PoolStatus, genome_bits, genome_text, record_of, resident_mib
+from ..store import EvaluationRecord
+from .base import (
+    Candidate,
+    EvaluationPool,
+    OnOutcome,
+    PoolError,
+    PoolStatus,
+    candidate_of,
+    candidate_text,
+    failure_of,
+    record_of,
+    resident_mib,
+)
 from .local import LocalPool
 
 # Comma-separated digests whose evaluation ends the worker's process ("hang:DIGEST": never returns): how
@@ -87,14 +97,14 @@ class EvaluationWorker:
     def resident_mib(self) -> tuple[float, float]:
         return resident_mib()
 
-    def evaluate(self, settings: EvaluationSettings, digest: str, genome: str) -> EvaluationRecord:
+    def evaluate(self, settings: EvaluationSettings, digest: str, text: str) -> EvaluationRecord:
+        """Score one candidate, given as `candidate_text` (a genome, or a policy document)."""
         if self.faults.get(digest) == "crash":
             os._exit(3)
         while self.faults.get(digest) == "hang":
             time.sleep(1)
         evaluator = self.pool.evaluator(settings)
-        schedule = evaluator.template.with_genome(genome_bits(genome))
-        return record_of(digest, schedule, evaluator)
+        return record_of(digest, candidate_of(text, evaluator.template), evaluator)
 
 
 @dataclass
@@ -184,17 +194,18 @@ class RayPool(EvaluationPool):
         return PoolStatus(self.workers, alive, len(self.running), self.restarts)
 
     def evaluate(
-        self, settings: EvaluationSettings, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome
+        self, settings: EvaluationSettings, candidates: Mapping[str, Candidate], on_outcome: OnOutcome
     ) -> None:
-        # Costliest first (by compute fraction), so that a generation does not end waiting on one slow mask.
-        queue = deque(sorted(schedules, key=lambda digest: -schedules[digest].compute_fraction))
-        genomes = {digest: genome_text(schedule) for digest, schedule in schedules.items()}
+        # Costliest first (by compute fraction; a policy's is unknown until it runs, so it goes first), so that a
+        # generation does not end waiting on one slow mask.
+        queue = deque(sorted(candidates, key=lambda digest: -getattr(candidates[digest], "compute_fraction", 1.0)))
+        texts = {digest: candidate_text(candidate) for digest, candidate in candidates.items()}
         attempts: Counter[str] = Counter()
         while queue or self.running:
             while queue and self.idle:
                 worker, digest = self.idle.popleft(), queue.popleft()
                 self._load(worker, settings)
-                ref = self.actors[worker].evaluate.remote(settings, digest, genomes[digest])
+                ref = self.actors[worker].evaluate.remote(settings, digest, texts[digest])
                 self.running[ref] = _Task(worker, digest, time.monotonic())
             ready, _ = self.ray.wait([*self.running, *self.restarting], num_returns=1, timeout=POLL_S)
             for ref in ready:
@@ -207,7 +218,7 @@ class RayPool(EvaluationPool):
                     continue
                 attempts[task.digest] += 1
                 if attempts[task.digest] >= self.max_attempts:
-                    on_outcome(FailureRecord(task.digest, genomes[task.digest], error, attempts[task.digest]))
+                    on_outcome(failure_of(task.digest, candidates[task.digest], error, attempts[task.digest]))
                 else:
                     queue.appendleft(task.digest)
             self._kill_hung()

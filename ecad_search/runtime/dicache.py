@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .policy import Gate, Observation, PolicyConfig, PolicyError, relative_l1
+from .policy import Gate, KnobRange, Observation, PolicyConfig, PolicyError, relative_l1
 
 
 @dataclass(frozen=True)
@@ -113,4 +113,6 @@ class DiCacheGate(Gate):
         return aligned_output(x, *self.residuals, gamma)
 
 
+# What `ecad-search compare` sweeps, from computing (nearly) every step to caching much.
+SWEEP = {"threshold": KnobRange(0.05, 1.0, log=True)}
 CONFIG = DiCacheConfig

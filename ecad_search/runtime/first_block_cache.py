@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .policy import Gate, Observation, PolicyConfig, relative_l1
+from .policy import Gate, KnobRange, Observation, PolicyConfig, relative_l1
 
 
 @dataclass(frozen=True)
@@ -48,4 +48,6 @@ class FirstBlockGate(Gate):
         return True
 
 
+# What `ecad-search compare` sweeps, from computing (nearly) every step to caching much.
+SWEEP = {"threshold": KnobRange(0.01, 0.5, log=True)}
 CONFIG = FirstBlockCacheConfig

@@ -24,7 +24,7 @@ from ..models.blocks import discover_block_groups
 from ..schedule import BlockGroup, CacheSchedule
 from .apply import ScheduleHandle, transformer_of
 from .hooks import Forecaster, RunState
-from .policy import FinishedRun, Gate, PolicyConfig, PolicyError, policy_provenance, realised_mask
+from .policy import FinishedRun, Gate, KnobRange, PolicyConfig, PolicyError, policy_provenance, realised_mask
 
 
 @dataclass(frozen=True)
@@ -121,4 +121,6 @@ def refresh_steps(num_steps: int, interval: int, refresh_last: bool) -> list[int
     return [s for s in range(num_steps) if s % interval == 0 or (refresh_last and s == num_steps - 1)]
 
 
+# What `ecad-search compare` sweeps, from computing (nearly) every step to caching much.
+SWEEP = {"interval": KnobRange(2, 10, integer=True)}
 CONFIG = ForaConfig

@@ -27,9 +27,7 @@ from typing import Any
 
 import torch
 
-from ..generation import GenerationSettings, generate
-from ..models import ModelSpec
-from .policy import Gate, Observation, PolicyConfig, PolicyError
+from .policy import Gate, KnobRange, Observation, PolicyConfig, PolicyError
 
 
 def nearest_ratios(ratios: tuple[float, ...], num_steps: int) -> list[float]:
@@ -111,10 +109,12 @@ class _RecordingGate(Gate):
         return [1.0] + [float((now / before.clamp_min(1e-12)).mean()) for now, before in steps]
 
 
-def calibrate(pipe: Any, spec: ModelSpec, prompts: list[str], settings: GenerationSettings) -> dict[str, Any]:
+def calibrate(pipe: Any, spec: Any, prompts: list[str], settings: Any) -> dict[str, Any]:
     """`{"ratios": [γ_0 = 1, γ_1, …, γ_{N−1}]}` from uncached runs, one per prompt: per step the mean over the
     batch's rows (PixArt's batched guidance pair included) and tokens of the residual norm's ratio to the
     previous step's, then the mean over prompts."""
+    from ..generation import generate  # generation sits above the runtime: imported only to calibrate
+
     recording = _Recording()
     with recording.apply(pipe):
         for prompt in prompts:
@@ -123,4 +123,6 @@ def calibrate(pipe: Any, spec: ModelSpec, prompts: list[str], settings: Generati
     return {"ratios": tables.mean(dim=0).tolist()}
 
 
+# What `ecad-search compare` sweeps, from computing (nearly) every step to caching much.
+SWEEP = {"threshold": KnobRange(0.02, 1.0, log=True), "max_skips": KnobRange(1, 8, integer=True)}
 CONFIG = MagCacheConfig

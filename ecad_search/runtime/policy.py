@@ -122,6 +122,25 @@ class PolicyConfig:
         return PolicyHandle(pipe, self).enable()
 
 
+@dataclass(frozen=True)
+class KnobRange:
+    """The range `ecad-search compare` sweeps one knob over, from caching nothing to caching much; a policy
+    module names its swept knobs in `SWEEP`."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def grid(self, points: int) -> list[float]:
+        """`points` values from low to high (evenly, or evenly in log), distinct integers for an integer knob."""
+        spaced = np.geomspace if self.log else np.linspace
+        values = [float(v) for v in spaced(self.low, self.high, points)]
+        if self.integer:
+            return sorted({round(v) for v in values})
+        return [float(f"{v:.4g}") for v in values]
+
+
 def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
     """mean |current − previous| / mean |previous|: the distance every step-level policy thresholds."""
     return float((current - previous).abs().mean() / previous.abs().mean().clamp_min(1e-12))
@@ -142,6 +161,13 @@ def policy_config(name: str, **knobs: Any) -> PolicyConfig:
 def _frozen(value: Any) -> Any:
     """JSON lists as tuples, nested too, so a config read from a file is frozen and hashable."""
     return tuple(_frozen(item) for item in value) if isinstance(value, list | tuple) else value
+
+
+def policy_sweep(name: str) -> dict[str, KnobRange]:
+    """The knobs `ecad-search compare` sweeps for this policy, with their ranges."""
+    if name not in POLICIES:
+        raise PolicyError(f"unknown policy '{name}': use one of {', '.join(POLICIES)}")
+    return dict(importlib.import_module(f".{POLICIES[name]}", __package__).SWEEP)
 
 
 def signal_and_noise(scheduler: Any, step: int) -> tuple[float, float]:
@@ -383,8 +409,8 @@ def policy_provenance(config: PolicyConfig) -> dict[str, Any]:
 def apply_policy(pipe: Any, config: PolicyConfig) -> PolicyHandle:
     """Make a pipeline follow an online policy until the handle is disabled (a context manager)::
 
-        with apply_policy(pipe, policy_config("teacache", threshold=0.2)) as handle:
-            image = pipe(prompt, num_inference_steps=20).images[0]
-        handle.decisions[-1]          # per step: computed (True) or reused
+    with apply_policy(pipe, policy_config("teacache", threshold=0.2)) as handle:
+        image = pipe(prompt, num_inference_steps=20).images[0]
+    handle.decisions[-1]          # per step: computed (True) or reused
     """
     return config.apply(pipe)

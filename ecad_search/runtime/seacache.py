@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.blocks import modulated_input
-from .policy import Gate, Observation, PolicyConfig
+from .policy import Gate, KnobRange, Observation, PolicyConfig
 from .teacache import TeaCacheGate
 
 FLOOR = 1e-6
@@ -87,4 +87,6 @@ class SeaCacheGate(TeaCacheGate):
         return self.rule(seen.step, seen.num_steps, filtered(feature, seen.grid, gain))
 
 
+# What `ecad-search compare` sweeps, from computing (nearly) every step to caching much.
+SWEEP = {"threshold": KnobRange(0.05, 1.5, log=True)}
 CONFIG = SeaCacheConfig

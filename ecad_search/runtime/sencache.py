@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .policy import Gate, Observation, PolicyConfig, PolicyError
+from .policy import Gate, KnobRange, Observation, PolicyConfig, PolicyError
 
 Row = tuple[float, float, float]
 
@@ -208,4 +208,6 @@ def calibrate(pipe: Any, spec: Any, prompts: list[str], settings: Any) -> dict[s
     return {"table": rows}
 
 
+# What `ecad-search compare` sweeps, from computing (nearly) every step to caching much.
+SWEEP = {"eps_main": KnobRange(0.05, 2.0, log=True), "max_skips": KnobRange(1, 6, integer=True)}
 CONFIG = SenCacheConfig

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .policy import Gate, Observation, PolicyConfig
+from .policy import Gate, KnobRange, Observation, PolicyConfig
 
 
 def forward_steps(num_steps: int, warmup: int, window: float, growth: float) -> list[int]:
@@ -103,4 +103,6 @@ def forecast(times: list[float], outputs: list[torch.Tensor], tau: float, config
     return fitted.reshape(last.shape).to(last.dtype)
 
 
+# What `ecad-search compare` sweeps, from computing (nearly) every step to caching much.
+SWEEP = {"growth": KnobRange(0.0, 3.0), "warmup": KnobRange(2, 6, integer=True)}
 CONFIG = SpectrumConfig

@@ -26,7 +26,7 @@ import torch
 
 from .fora import ComponentPolicyConfig
 from .hooks import Forecast, Forecaster
-from .policy import PolicyError
+from .policy import KnobRange, PolicyError
 
 
 def full_steps(num_steps: int, interval: int, warmup: int) -> list[int]:
@@ -105,4 +105,6 @@ def _numel(output: Any) -> int:
     return output.numel()
 
 
+# What `ecad-search compare` sweeps, from computing (nearly) every step to caching much.
+SWEEP = {"interval": KnobRange(2, 8, integer=True), "max_order": KnobRange(0, 2, integer=True)}
 CONFIG = TaylorSeerConfig

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..models.blocks import modulated_input
-from .policy import Gate, Observation, PolicyConfig, PolicyHandle, relative_l1
+from .policy import Gate, KnobRange, Observation, PolicyConfig, PolicyHandle, relative_l1
 
 POLYNOMIAL_DEGREE = 4
 
@@ -107,4 +107,6 @@ def calibrate(pipe: Any, spec: Any, prompts: list[str], settings: Any) -> dict[s
     return {"coefficients": [float(c) for c in np.polyfit(inputs, outputs, POLYNOMIAL_DEGREE)]}
 
 
+# What `ecad-search compare` sweeps, from computing (nearly) every step to caching much.
+SWEEP = {"threshold": KnobRange(0.05, 2.0, log=True)}
 CONFIG = TeaCacheConfig

@@ -21,8 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..evaluation import EvaluationSettings
-from ..pool import EvaluationPool, OnOutcome, Outcome
-from ..schedule import CacheSchedule
+from ..pool import Candidate, EvaluationPool, OnOutcome, Outcome
 from ..store import EvaluationRecord, FailureRecord, Store
 
 CONFIRMATION_SEED_OFFSET = 500_000
@@ -93,9 +92,10 @@ class SplitScorer:
         self.failures.update(self.store.failures(self.key, [digest for digest in unknown if digest not in found]))
 
     def scores(
-        self, schedules: Mapping[str, CacheSchedule], on_outcome: OnOutcome | None = None
+        self, schedules: Mapping[str, Candidate], on_outcome: OnOutcome | None = None
     ) -> dict[str, EvaluationRecord]:
-        """The record of every digest given that could be scored; only masks this split never saw cost anything.
+        """The record of every digest given (masks, or policies) that could be scored; only candidates this split
+        never saw cost anything.
 
         Masks another driver on the same database is scoring right now (its claims) are left to it: their
         records are read from the database when they arrive, so no mask is ever scored twice at once.

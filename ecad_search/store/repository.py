@@ -125,6 +125,7 @@ class FailureRecord:
     genome: str
     error: str
     attempts: int
+    policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -633,7 +634,7 @@ def _upsert_candidates(session: Session, records: Sequence[EvaluationRecord | Fa
         candidates.update((c.digest, c) for c in session.scalars(select(Candidate).where(Candidate.digest.in_(chunk))))
     for record in records:
         known = candidates.get(record.digest)
-        policy = getattr(record, "policy", None)
+        policy = record.policy
         if known is not None and (known.genome, known.policy) != (record.genome, policy):
             raise StoreError(f"digest {record.digest} is stored as another candidate; the digest must hash the mask")
         if known is None:

@@ -1,0 +1,168 @@
+"""What a compare writes: a markdown report (setup, each method's best point at each budget, who wins and by
+how much, hypervolumes), a CSV of every point, and a Pareto plot of every method."""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+from pathlib import Path
+
+import torch
+
+from ..files import save_figure, write_atomic
+from .budgets import BudgetResult, Point, pareto
+from .runner import CompareResult
+
+# Okabe–Ito: distinguishable with every common colour-vision deficiency; cycled with line styles beyond 8.
+PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+STYLES = ("-", "--", ":", "-.")
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_report(result: CompareResult) -> list[Path]:
+    """The report, the CSV and the plot in the compare's folder; returns their paths."""
+    out = result.prepared.out
+    paths = [
+        write_atomic(out / "report.md", report_markdown(result)),
+        write_atomic(out / "points.csv", points_csv(result)),
+        pareto_plot(result, out / "pareto.png"),
+    ]
+    return paths
+
+
+def _point_cells(point: Point | None, result: CompareResult) -> list[str]:
+    if point is None:
+        return ["-"] * 6
+    seconds = result.seconds_per_image.get(point.digest)
+    base = result.seconds_per_image.get(result.uncached.digest)
+    speed = f"{base / seconds:.2f}×" if seconds and base else "-"
+    return [
+        point.label,
+        f"{point.loss:.4g}",
+        _figure(point, "psnr_db", "{:.2f}"),
+        _figure(point, "ssim", "{:.4f}"),
+        f"{point.cost:.1%}",
+        f"{seconds * 1000:.1f} ms, {speed}" if seconds else "-",
+    ]
+
+
+def _figure(point: Point, name: str, pattern: str) -> str:
+    value = point.figures.get(name)
+    return pattern.format(value) if isinstance(value, int | float) else "-"
+
+
+def budget_section(result: BudgetResult, compare: CompareResult) -> str:
+    lines = [
+        f"### At {result.budget:.0%} of the uncached MACs",
+        "",
+        "| method | best setting | loss | PSNR (dB) | SSIM | MACs | wall time per image, speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ranked = sorted(result.best.items(), key=lambda item: (item[1] is None, item[1].loss if item[1] else 0.0))
+    for method, point in ranked:
+        lines.append("| " + " | ".join([method, *_point_cells(point, compare)]) + " |")
+    lines += ["", verdict_line(result), ""]
+    return "\n".join(lines)
+
+
+def verdict_line(result: BudgetResult) -> str:
+    """Who wins at this budget and by how much (the runner-up's loss minus the winner's, with its interval)."""
+    if result.winner is None:
+        return "No method has a setting this cheap."
+    winner = f"**{result.winner.method}** ({result.winner.label})"
+    if result.runner_up is None:
+        return f"{winner} is the only method with a setting this cheap."
+    margin = result.runner_up.loss - result.winner.loss
+    line = f"{winner} has the lowest loss, {margin:.4g} below {result.runner_up.method} ({result.runner_up.label})"
+    if result.lead is None:
+        return line + "; they were not scored on the same prompts, so no interval."
+    interval = f"95 % interval [{result.lead.low:.4g}, {result.lead.high:.4g}] over {result.lead.prompts} paired scores"
+    return line + f": {'a win' if result.verdict == 'wins' else 'a tie'} ({interval})."
+
+
+def report_markdown(result: CompareResult) -> str:
+    prepared = result.prepared
+    held_out = prepared.held_out
+    count = sum(len(points) for points in result.points.values())
+    lines = [
+        f"# Caching methods compared on {prepared.spec.name}",
+        "",
+        f"- Held-out images: {len(held_out.prompts)} prompts × {held_out.images_per_prompt} seeds "
+        f"(from {held_out.seed}), {held_out.steps} steps, guidance {held_out.guidance_scale:g}, "
+        f"{held_out.resolution} px. None of them was seen by a search."
+        + (f" Learned schedules from run `{prepared.config.run}`." if prepared.config.run else ""),
+        f"- Quality: loss in the search's metric `{held_out.metric}` (lower is better), PSNR and SSIM to the "
+        "uncached images of the same seeds (torchmetrics). LPIPS is not reported: it needs torchvision and "
+        "downloaded network weights.",
+        "- Cost: MACs as a fraction of the uncached run, what actually ran, each policy's own arithmetic "
+        "included; a budget has 1 % slack (FORA-2 costs 50.15 % at 20 steps: it computes step 0 as well). "
+        "Intervals are paired over the metric's scores (per prompt; per seed for set metrics such as Fréchet). "
+        f"Wall time per image: the median of {prepared.config.timing_repeats} interleaved rounds on "
+        f"the first prompts, on {hardware()}.",
+        f"- {count} settings of {len(result.points)} methods; {result.evaluated} evaluated now, the rest from "
+        "the database.",
+        "",
+        "## Best point of each method at each budget",
+        "",
+    ]
+    lines += [budget_section(budget, result) for budget in result.budgets]
+    lines += ["## Hypervolume", "", "| method | hypervolume | settings |", "|---|---|---|"]
+    for method, volume in sorted(result.hypervolumes.items(), key=lambda item: -item[1]):
+        lines.append(f"| {method} | {volume:.4g} | {len(result.points[method])} |")
+    lines += [
+        "",
+        "Dominated area in (MACs fraction, loss) up to one reference point for all methods: cost 1 and 10 % "
+        "above the worst loss seen. Larger is better.",
+        "",
+        "![every method's points](pareto.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def points_csv(result: CompareResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "setting", "digest", "macs_fraction", "loss", "psnr_db", "ssim", "macs"])
+    rows = [result.uncached, *(p for points in result.points.values() for p in points)]
+    for p in rows:
+        writer.writerow(
+            [p.method, p.label, p.digest, f"{p.cost:.6g}", f"{p.loss:.6g}", p.figures.get("psnr_db", ""),
+             p.figures.get("ssim", ""), p.figures.get("macs", "")]
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def pareto_plot(result: CompareResult, path: Path) -> Path:
+    """Loss against MACs: the learned front as a line, each policy as a line through its sweep (its
+    non-dominated points), FORA as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for index, (method, points) in enumerate(sorted(result.points.items())):
+        colour, style = PALETTE[index % len(PALETTE)], STYLES[(index // len(PALETTE)) % len(STYLES)]
+        if method == "fora":
+            ax.plot([p.cost for p in points], [p.loss for p in points], "D", color=colour, label="FORA-N")
+            continue
+        front = pareto(points)
+        width = 2.4 if method == "learned" else 1.2
+        ax.plot([p.cost for p in front], [p.loss for p in front], style, marker="o", markersize=3, color=colour,
+                linewidth=width, label=method)  # fmt: skip
+    for budget in result.prepared.config.budgets:
+        ax.axvline(budget, color="#999999", linewidth=0.6, linestyle=":")
+    ax.set_xlabel("MACs, fraction of uncached (what ran, overhead included)")
+    ax.set_ylabel(f"held-out loss ({result.prepared.held_out.metric}, lower is better)")
+    ax.set_title(f"{result.prepared.spec.name}: every method on held-out images")
+    ax.legend(fontsize=7, ncol=2)
+    saved = save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return saved
