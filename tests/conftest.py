@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from diffusers import DiffusionPipeline, FluxPipeline, PixArtAlphaPipeline
 from sqlalchemy import create_engine, make_url, text
 
+from ecad_search.generation import load_pipeline
+from ecad_search.models import get_model
 from ecad_search.tiny import (
     TINY_FLUX_CALL_KWARGS,
     TINY_PIXART_CALL_KWARGS,
@@ -79,6 +82,40 @@ def pixart_call_kwargs() -> dict[str, Any]:
 def flux_call_kwargs() -> dict[str, Any]:
     """A mutable copy of `TINY_FLUX_CALL_KWARGS`."""
     return dict(TINY_FLUX_CALL_KWARGS)
+
+
+# Denoising steps of the policy tests' runs.
+POLICY_STEPS = 8
+
+
+def pixart_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return pipe(["a red cat", "a blue house"], num_inference_steps=POLICY_STEPS, generator=generator,
+                output_type="pt", guidance_scale=4.5, **kwargs).images  # fmt: skip
+
+
+def digits_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    prompts = [f"a handwritten digit {d}" for d in range(10)]
+    return pipe(prompts, num_inference_steps=POLICY_STEPS, generator=generator, output_type="pt").images
+
+
+def flux_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return pipe("a red cat", num_inference_steps=POLICY_STEPS, generator=generator, output_type="pt", **kwargs).images
+
+
+@pytest.fixture(params=["tiny-pixart", "tiny-flux", "digits"])
+def policy_case(request: pytest.FixtureRequest) -> tuple[Any, Any, dict[str, Any], str]:
+    """A pipeline of each kind the policies must run on, with how to call it (`POLICY_STEPS` steps, fixed
+    seed) and the model name or folder: (pipe, call, call kwargs, model)."""
+    if request.param == "digits":
+        return load_pipeline(get_model("digits")), digits_call, {}, "digits"
+    if request.param == "tiny-flux":
+        pipe, kwargs = request.getfixturevalue("tiny_flux_pipe"), request.getfixturevalue("flux_call_kwargs")
+        return pipe, flux_call, kwargs, str(request.getfixturevalue("tiny_flux_dir"))
+    pipe, kwargs = request.getfixturevalue("tiny_pixart_pipe"), request.getfixturevalue("pixart_call_kwargs")
+    return pipe, pixart_call, kwargs, str(request.getfixturevalue("tiny_pixart_dir"))
 
 
 POSTGRES_VARIABLE = "ECAD_SEARCH_TEST_POSTGRES"

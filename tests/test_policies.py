@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from ecad_search.evaluation import EvaluationSettings, run_template
-from ecad_search.generation import load_pipeline
 from ecad_search.models import get_model
 from ecad_search.runtime.first_block_cache import FirstBlockGate
 from ecad_search.runtime.policy import PolicyError, apply_policy, policy_config
@@ -73,35 +72,6 @@ def test_unknown_policies_and_knobs_are_one_line_errors() -> None:
         policy_config("teacache", delta=0.1)
 
 
-def pixart_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    return pipe(["a red cat", "a blue house"], num_inference_steps=STEPS, generator=generator, output_type="pt",
-                guidance_scale=4.5, **kwargs).images  # fmt: skip
-
-
-def digits_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    prompts = [f"a handwritten digit {d}" for d in range(10)]
-    return pipe(prompts, num_inference_steps=STEPS, generator=generator, output_type="pt").images
-
-
-def flux_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    return pipe("a red cat", num_inference_steps=STEPS, generator=generator, output_type="pt", **kwargs).images
-
-
-@pytest.fixture(params=["tiny-pixart", "tiny-flux", "digits"])
-def case(request: pytest.FixtureRequest) -> tuple[Any, Any, dict[str, Any], str]:
-    if request.param == "digits":
-        spec = get_model("digits")
-        return load_pipeline(spec), digits_call, {}, "digits"
-    if request.param == "tiny-flux":
-        pipe, kwargs = request.getfixturevalue("tiny_flux_pipe"), request.getfixturevalue("flux_call_kwargs")
-        return pipe, flux_call, kwargs, str(request.getfixturevalue("tiny_flux_dir"))
-    pipe, kwargs = request.getfixturevalue("tiny_pixart_pipe"), request.getfixturevalue("pixart_call_kwargs")
-    return pipe, pixart_call, kwargs, str(request.getfixturevalue("tiny_pixart_dir"))
-
-
 # Per policy: knobs that compute every step (the uncached output, bit for bit), and knobs that reuse some.
 KNOBS = {
     "teacache": ({"threshold": 0.0}, {"threshold": 0.5}),
@@ -111,8 +81,8 @@ KNOBS = {
 
 
 @pytest.mark.parametrize("name", list(KNOBS))
-def test_a_policy_runs_end_to_end_and_restores_the_pipeline(case, name) -> None:  # type: ignore[no-untyped-def]
-    pipe, call, kwargs, model = case
+def test_a_policy_runs_end_to_end_and_restores_the_pipeline(policy_case, name) -> None:  # type: ignore[no-untyped-def]
+    pipe, call, kwargs, model = policy_case
     exact_knobs, caching_knobs = KNOBS[name]
     uncached = call(pipe, kwargs)
     with apply_policy(pipe, policy_config(name, **exact_knobs)) as exact:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
-from test_policies import STEPS, case  # noqa: F401  (the three-model fixture)
 
 from ecad_search.evaluation import EvaluationSettings, run_template
 from ecad_search.generation import GenerationSettings, generate, load_pipeline
@@ -21,6 +20,9 @@ from ecad_search.runtime.policy import PolicyError, apply_policy, policy_config
 
 # Hand-made table: after two retained steps each step shrinks the residual by 1 %, step 8 by 10 %.
 TABLE = (1.0, 1.0, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99, 0.9, 0.99)
+
+
+STEPS = 8
 
 
 def computed(config: MagCacheConfig, steps: int) -> list[bool]:
@@ -120,8 +122,8 @@ def test_calibration_measures_the_magnitude_ratios_of_uncached_runs(model: str, 
     assert not policy_config("magcache", **knobs).needs_calibration
 
 
-def test_magcache_runs_end_to_end_and_restores_the_pipeline(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    pipe, call, kwargs, model = case
+def test_magcache_runs_end_to_end_and_restores_the_pipeline(policy_case) -> None:  # type: ignore[no-untyped-def]
+    pipe, call, kwargs, model = policy_case
     spec = get_model(model)
     size = kwargs.get("height", spec.resolution)
     settings = GenerationSettings(STEPS, spec.guidance_scale, size, size)

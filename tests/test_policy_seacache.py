@@ -8,13 +8,14 @@ import math
 
 import numpy as np
 import torch
-from test_policies import STEPS, case  # noqa: F401  (the three-model fixture)
 from torch import nn
 
 from ecad_search.evaluation import EvaluationSettings, run_template
 from ecad_search.models import get_model
 from ecad_search.runtime.policy import Observation, apply_policy, policy_config
 from ecad_search.runtime.seacache import SeaCacheGate, filtered, sea_filter
+
+STEPS = 8
 
 
 def gain(frequency: float, sigma: float, power: float = 2.0) -> float:
@@ -102,8 +103,8 @@ def test_the_gate_ignores_high_frequency_flicker_while_noise_dominates() -> None
         assert gate.overhead_macs == steps * (6 * 128 + 2 * 2.5 * 64 * 6 * 2)
 
 
-def test_seacache_runs_end_to_end_and_restores_the_pipeline(case) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    pipe, call, kwargs, model = case
+def test_seacache_runs_end_to_end_and_restores_the_pipeline(policy_case) -> None:  # type: ignore[no-untyped-def]
+    pipe, call, kwargs, model = policy_case
     uncached = call(pipe, kwargs)
     with apply_policy(pipe, policy_config("seacache", threshold=0.0)) as exact:
         assert torch.equal(call(pipe, kwargs), uncached), "threshold 0 is the uncached output bit for bit"

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import pixart_call
 
 from ecad_search import CacheSchedule, apply_schedule
 from ecad_search.evaluation import EvaluationSettings, run_template
-from ecad_search.generation import load_pipeline
 from ecad_search.heuristics import fora
 from ecad_search.models import get_model
 from ecad_search.models.blocks import discover_block_groups
@@ -102,34 +102,6 @@ def test_order_zero_reuses_the_output_itself_and_macs_are_counted_per_element() 
     assert kept is not None and kept.macs == 7 * 6
 
 
-def pixart_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    return pipe(["a red cat", "a blue house"], num_inference_steps=STEPS, generator=generator, output_type="pt",
-                guidance_scale=4.5, **kwargs).images  # fmt: skip
-
-
-def digits_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    prompts = [f"a handwritten digit {d}" for d in range(4)]
-    return pipe(prompts, num_inference_steps=STEPS, generator=generator, output_type="pt").images
-
-
-def flux_call(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    return pipe("a red cat", num_inference_steps=STEPS, generator=generator, output_type="pt", **kwargs).images
-
-
-@pytest.fixture(params=["tiny-pixart", "tiny-flux", "digits"])
-def case(request: pytest.FixtureRequest) -> tuple[Any, Any, dict[str, Any], str]:
-    if request.param == "digits":
-        return load_pipeline(get_model("digits")), digits_call, {}, "digits"
-    if request.param == "tiny-flux":
-        pipe, kwargs = request.getfixturevalue("tiny_flux_pipe"), request.getfixturevalue("flux_call_kwargs")
-        return pipe, flux_call, kwargs, str(request.getfixturevalue("tiny_flux_dir"))
-    pipe, kwargs = request.getfixturevalue("tiny_pixart_pipe"), request.getfixturevalue("pixart_call_kwargs")
-    return pipe, pixart_call, kwargs, str(request.getfixturevalue("tiny_pixart_dir"))
-
-
 def on_steps(groups: Any, steps: list[int]) -> CacheSchedule:
     """Every component computes on `steps` and is reused on the others."""
     rows = np.isin(np.arange(STEPS), steps)[:, None, None]
@@ -137,8 +109,8 @@ def on_steps(groups: Any, steps: list[int]) -> CacheSchedule:
     return CacheSchedule(groups, masks)
 
 
-def test_both_policies_run_end_to_end_and_restore_the_pipeline(case) -> None:  # type: ignore[no-untyped-def]
-    pipe, call, kwargs, model = case
+def test_both_policies_run_end_to_end_and_restore_the_pipeline(policy_case) -> None:  # type: ignore[no-untyped-def]
+    pipe, call, kwargs, model = policy_case
     groups = discover_block_groups(pipe.transformer)
     uncached = call(pipe, kwargs)
     for name in ("fora", "taylorseer"):
