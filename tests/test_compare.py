@@ -14,7 +14,15 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from typer.testing import CliRunner
 
 from ecad_search.cli import app
-from ecad_search.compare.budgets import Point, at_budgets, best_at, hypervolume, pareto, reference_point
+from ecad_search.compare.budgets import (
+    Point,
+    at_budgets,
+    best_at,
+    hypervolume,
+    pareto,
+    reference_point,
+    versus_best_other,
+)
 from ecad_search.compare.runner import CompareConfig, prepare_compare
 from ecad_search.formats import save_schedule
 from ecad_search.metrics.fidelity import ssim
@@ -153,6 +161,15 @@ def test_compare_on_tiny_pixart_with_a_several_knob_policy(tmp_path: Path, tiny_
     assert all(0 < float(r["macs_fraction"]) < 1.01 for r in rows), "a policy computing every step pays its overhead"
     again, _ = compare(tmp_path, "--model", str(tiny_pixart_dir), "--metric", "fidelity", "--prompts", str(prompts),
                        "--methods", "first-block-cache,magcache", "--trials", "3")  # fmt: skip
-    assert "0 evaluated now" in again, again
+    assert "compare: 2 methods, 5 settings, 0 evaluated now" in again, "the study's trials come back from the memo"
     with pytest.raises(SearchOptionError, match="unknown method"):
         prepare_compare(CompareConfig(model="digits", methods=("nope",)))
+
+
+def test_a_method_against_the_best_other_at_each_budget() -> None:
+    rows = versus_best_other(at_budgets(CURVES, [0.5, 0.35, 0.2]), "fora")
+    assert [row.budget for row in rows] == [0.5, 0.35], "no row where fora has no point"
+    fifty, thirty_five = rows
+    assert fifty.theirs is CURVES["learned"][0] and fifty.lead is not None
+    assert fifty.lead.mean == pytest.approx(-0.1) and fifty.verdict == "worse"
+    assert thirty_five.theirs is CURVES["learned"][1] and thirty_five.verdict == "tie"

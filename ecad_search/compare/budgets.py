@@ -83,6 +83,37 @@ def at_budgets(methods: Mapping[str, Sequence[Point]], budgets: Sequence[float])
     return results
 
 
+@dataclass(frozen=True)
+class Versus:
+    """One method's best point at a budget against the best point of every other method there; `lead` is the
+    other's loss minus this one's, per paired score (positive: this method is better)."""
+
+    budget: float
+    ours: Point
+    theirs: Point
+    lead: PairedDifference | None
+
+    @property
+    def verdict(self) -> str:
+        if self.lead is None:
+            return "unpaired"
+        return {1: "better", 0: "tie", -1: "worse"}[self.lead.verdict]
+
+
+def versus_best_other(results: Sequence[BudgetResult], method: str) -> list[Versus]:
+    """At each budget where `method` and some other method have a point: how it fares against the best other."""
+    rows = []
+    for result in results:
+        ours = result.best.get(method)
+        others = [p for name, p in result.best.items() if name != method and p is not None]
+        if ours is None or not others:
+            continue
+        theirs = min(others, key=lambda p: (p.loss, p.cost))
+        lead = paired_difference(ours.prompt_scores, theirs.prompt_scores) if _paired(ours, theirs) else None
+        rows.append(Versus(result.budget, ours, theirs, lead))
+    return rows
+
+
 def _paired(a: Point, b: Point) -> bool:
     return len(a.prompt_scores) == len(b.prompt_scores) > 0
 

@@ -72,7 +72,7 @@ def study_settings(
 ) -> Iterator[Setting]:
     """A several-knob policy explored by a multi-objective Optuna study (cost, loss), kept in its own SQLite
     file so that an interrupted compare resumes it: only the trials still missing are run. `score` scores a
-    setting (through the evaluation memo) and returns its objectives."""
+    setting (through the evaluation memo) and returns its objectives; every setting yielded has been scored."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -86,7 +86,10 @@ def study_settings(
     sweep = policy_sweep(name)
     for trial in study.trials:
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            yield Setting(name, knob_text(trial.params), policy_config(name, **trial.params))
+            # A trial of an earlier, interrupted compare: its score comes back from the memo.
+            setting = Setting(name, knob_text(trial.params), policy_config(name, **trial.params))
+            score(setting)
+            yield setting
     for _ in range(max(0, trials - len(study.trials))):
         trial = study.ask()
         knobs = {knob: suggest(trial, knob, span) for knob, span in sweep.items()}

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..files import save_figure, write_atomic
-from .budgets import BudgetResult, Point, pareto
+from .budgets import BudgetResult, Point, pareto, versus_best_other
 from .runner import CompareResult
 
 # Okabe–Ito: distinguishable with every common colour-vision deficiency; cycled with line styles beyond 8.
@@ -112,6 +112,7 @@ def report_markdown(result: CompareResult) -> str:
         "",
     ]
     lines += [budget_section(budget, result) for budget in result.budgets]
+    lines += learned_section(result)
     lines += ["## Hypervolume", "", "| method | hypervolume | settings |", "|---|---|---|"]
     for method, volume in sorted(result.hypervolumes.items(), key=lambda item: -item[1]):
         lines.append(f"| {method} | {volume:.4g} | {len(result.points[method])} |")
@@ -124,6 +125,27 @@ def report_markdown(result: CompareResult) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def learned_section(result: CompareResult) -> list[str]:
+    """Where the learned schedules win, tie or lose against the best other method, and by how much."""
+    rows = versus_best_other(result.budgets, "learned")
+    if not rows:
+        return []
+    lines = [
+        "## The learned schedules against the best other method",
+        "",
+        "| budget | learned | loss | best other | loss | learned better by | 95 % interval | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        interval = f"[{row.lead.low:.4g}, {row.lead.high:.4g}]" if row.lead else "-"
+        lead = f"{row.theirs.loss - row.ours.loss:.4g}"
+        lines.append(
+            f"| {row.budget:.0%} | {row.ours.label} | {row.ours.loss:.4g} | {row.theirs.method} "
+            f"({row.theirs.label}) | {row.theirs.loss:.4g} | {lead} | {interval} | {row.verdict} |"
+        )
+    return [*lines, ""]
 
 
 def points_csv(result: CompareResult) -> str:
@@ -139,9 +161,23 @@ def points_csv(result: CompareResult) -> str:
     return buffer.getvalue()
 
 
+def _loss_range(result: CompareResult) -> tuple[float, float]:
+    """The losses worth seeing: FORA's (the reference every method is read against), each method's best at
+    each budget where that is within twice FORA's worst, and the uncached run's, with a margin. Settings that
+    break the model (losses many times larger) would flatten everything else; they stay in the CSV and the
+    report."""
+    fora = [p.loss for p in result.points.get("fora", [])]
+    best = [p.loss for budget in result.budgets for p in budget.best.values() if p is not None]
+    ceiling = 2 * max(fora) if fora and max(fora) > 0 else float("inf")
+    shown = [*fora, result.uncached.loss, *(loss for loss in best if loss <= ceiling)]
+    low, high = min(shown), max(shown)
+    margin = 0.1 * (high - low) or 1.0
+    return low - margin, high + margin
+
+
 def pareto_plot(result: CompareResult, path: Path) -> Path:
     """Loss against MACs: the learned front as a line, each policy as a line through its sweep (its
-    non-dominated points), FORA as points."""
+    non-dominated points), FORA as points; the loss axis spans what matters at the budgets."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,6 +195,8 @@ def pareto_plot(result: CompareResult, path: Path) -> Path:
                 linewidth=width, label=method)  # fmt: skip
     for budget in result.prepared.config.budgets:
         ax.axvline(budget, color="#999999", linewidth=0.6, linestyle=":")
+    low, high = _loss_range(result)
+    ax.set_ylim(low, high)
     ax.set_xlabel("MACs, fraction of uncached (what ran, overhead included)")
     ax.set_ylabel(f"held-out loss ({result.prepared.held_out.metric}, lower is better)")
     ax.set_title(f"{result.prepared.spec.name}: every method on held-out images")
