@@ -21,7 +21,7 @@ from ..evaluation import EvaluationSettings, Evaluator, run_template
 from ..formats import load_schedule
 from ..formats.policy import policy_digest
 from ..models import ModelSpec
-from ..pool import LocalPool
+from ..pool import LocalPool, genome_bits
 from ..prompts import load_prompts
 from ..runtime.policy import PolicyConfig, policy_sweep
 from ..schedule import CacheSchedule
@@ -142,13 +142,7 @@ def _front(config: CompareConfig, template: CacheSchedule) -> list[CacheSchedule
         if info is None or not generations:
             raise SearchOptionError(f"run '{config.run}' has no finished generation yet: let it run, then compare")
         records = store.evaluations_for(info.eval_key, list(generations[-1].archive))
-    return [template.with_genome(_bits(record)) for record in records if record.genome]
-
-
-def _bits(record: EvaluationRecord) -> Any:
-    from ..pool import genome_bits
-
-    return genome_bits(record.genome)
+    return [template.with_genome(genome_bits(record.genome)) for record in records if record.genome]
 
 
 def _fitting(schedule: CacheSchedule, template: CacheSchedule, path: str) -> CacheSchedule:
