@@ -148,6 +148,13 @@ def main_form(
         str | None, typer.Option(help="join a Ray cluster: auto or ray://host:port (default: start a local one)")
     ] = None,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker on a GPU cluster (0.5: two per GPU)")] = 1.0,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="instead of a front: the best schedule at this fraction of the uncached MACs, e.g. 0.35"),
+    ] = None,
+    budget_moves: Annotated[
+        int, typer.Option(help="--budget: annealing moves (then hill climbing until no move improves)")
+    ] = 48,
 ) -> None:
     """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
 
@@ -161,6 +168,7 @@ def main_form(
     from .search.config import SearchConfig
 
     friendly(_search)(
+        (budget, budget_moves),
         SearchConfig(
             model=model,
             generations=generations,
@@ -186,20 +194,30 @@ def main_form(
             workers=workers,
             ray_address=ray_address,
             gpus_per_worker=gpus_per_worker,
-        )
+        ),
     )
 
 
-def _search(config: Any) -> None:
+def _search(budget_search: tuple[float | None, int], config: Any) -> None:
     from .models.hub import require_model
 
+    budget, moves = budget_search
+    if moves < 1:
+        raise UsageError(f"--budget-moves {moves}: give at least 1")
+    if budget is not None and not 0 < budget < 1:
+        raise UsageError(f"--budget {budget}: give a fraction of the uncached MACs between 0 and 1, e.g. 0.35")
+    if budget is not None and config.cost != "macs":
+        raise UsageError("--budget is a fraction of the uncached MACs: leave out --cost latency")
     require_model(_spec(config.model, config.resolution))
     from .pool import PoolError
-    from .search.runner import prepare, run_search
+    from .search.runner import prepare, run_budget_search, run_search
 
     prepared = prepare(config)
     _quiet_libraries()
     try:
+        if budget is not None:
+            console.print(run_budget_search(prepared, budget, moves, console))
+            return
         search_run = run_search(prepared, console)
     except PoolError as err:
         raise UsageError(str(err)) from None
@@ -426,9 +444,7 @@ def compare(
             on_planned=lambda total: progress.update(task, total=total),
         )
     paths = write_report(result)
-    wins = " · ".join(
-        f"{b.budget:.0%}: {b.winner.method if b.winner else '-'} ({b.verdict})" for b in result.budgets
-    )
+    wins = " · ".join(f"{b.budget:.0%}: {b.winner.method if b.winner else '-'} ({b.verdict})" for b in result.budgets)
     settings = sum(len(points) for points in result.points.values())
     console.print(f"compare: {len(result.points)} methods, {settings} settings, {result.evaluated} evaluated now")
     console.print(f"best at each budget: {wins}")

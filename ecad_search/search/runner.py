@@ -20,7 +20,9 @@ from rich.console import Console
 from .. import __version__
 from ..evaluation import COSTS, EvaluationSettings, run_template, schedule_macs
 from ..files import write_atomic
+from ..formats import save_schedule
 from ..generation import resolve_device
+from ..heuristics import fora
 from ..metrics import get_metric
 from ..models import ModelSpec, block_groups, get_family, get_model
 from ..options import (
@@ -58,6 +60,7 @@ from .report import (
 )
 from .seeding import check_population_size, fora_reference
 from .splits import Splits, SplitScorer, distinct_prompts, make_splits
+from .stats import paired_difference
 
 # Cost budgets (fractions of the uncached run) at which the progress display shows the front's best loss.
 STANDING_BUDGETS = (0.5, 0.35, 0.25)
@@ -496,3 +499,56 @@ def run_search(prepared: PreparedSearch, console: Console | None = None) -> Sear
     finally:
         search_run.pool.close()
     return search_run
+
+
+def run_budget_search(prepared: PreparedSearch, budget: float, moves: int, console: Console | None = None) -> str:
+    """The best schedule at or under `budget` (a fraction of the uncached MACs), by local search on the
+    calibration images, judged on the held-out images against the best FORA within the budget; writes the
+    schedule to OUT/RUN/budget-PERCENT.json and returns the summary."""
+    from .budget import BudgetPlan, BudgetSearch
+
+    console = console or Console()
+    config, settings, spec = prepared.config, prepared.settings, prepared.spec
+    template = run_template(spec, settings)
+    full = schedule_macs(template, spec, settings)
+    pool = make_pool(
+        spec, config.device, workers=config.workers, address=config.ray_address, gpus_per_worker=config.gpus_per_worker
+    )
+    try:
+        pool.prepare(settings, [prepared.splits.held_out])
+        with Store(config.db) as store:
+            calibration = SplitScorer(settings, store, pool)
+            search = BudgetSearch(
+                template,
+                budget,
+                calibration.scores,
+                lambda s: schedule_macs(s, spec, settings) / full,
+                config.seed,
+                BudgetPlan.of(moves),
+            )
+            starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
+            with console.status("budget search") as status:
+                outcome = search.run(starts, lambda moves, loss: status.update(f"{moves} moves, best loss {loss:.4g}"))
+            held_out = SplitScorer(prepared.splits.held_out, store, pool)
+            records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
+    finally:
+        pool.close()
+    provenance = {"method": "budget search", "run": prepared.run, "budget": budget}
+    named = outcome.schedule.with_metadata(name=f"budget-{budget:.0%}", provenance=provenance)
+    path = save_schedule(named, prepared.out / f"budget-{round(budget * 100)}.json")
+    images = calibration.evaluated * settings.num_images + held_out.evaluated * prepared.splits.held_out.num_images
+    start, found = outcome.start_record, outcome.record
+    lines = [
+        f"budget {budget:.0%}: {outcome.moves} moves from {outcome.start.name} ({start.cost:.1%} MACs, search loss "
+        f"{start.quality_loss:.4g}) to {found.cost:.1%} MACs, search loss {found.quality_loss:.4g}",
+        f"{calibration.evaluated} new evaluations, {images:,} images generated; wrote {path}",
+    ]
+    ours, theirs = records.get(outcome.schedule.digest()), records.get(outcome.start.digest())
+    if ours is not None and theirs is not None:
+        lead = paired_difference(ours.scores["prompt_scores"], theirs.scores["prompt_scores"])
+        verdict = {1: "better", 0: "a tie", -1: "worse"}[lead.verdict]
+        lines.append(
+            f"held out: loss {ours.quality_loss:.4g} against {outcome.start.name}'s {theirs.quality_loss:.4g}, "
+            f"{verdict} (lead {lead.mean:.4g}, 95 % interval [{lead.low:.4g}, {lead.high:.4g}])"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""The best schedule at one cost budget, by local search: `ecad-search --model M --budget 0.35`.
+
+A front is not always what a user wants: often it is one schedule at the MACs they can afford. This search
+starts from the best heuristic schedule within the budget (FORA every N, by calibration loss) and improves
+it with moves that keep its cost: one component's computation moved to another step of the same component
+(most often within a few steps), and, while there is room under the budget, one more computation switched
+on. Simulated annealing explores first, then hill climbing takes the best improving neighbour until none
+improves (the stall criterion). It is BudCache's procedure (ICML 2026) on our component-level masks, with
+annealing temperatures relative to the starting loss rather than in absolute loss units.
+
+Every candidate is scored on the search's calibration split through the evaluation memo, so a repeated
+budget search, or one on a database that already holds the masks, pays only for masks never seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..schedule import CacheSchedule
+from ..store import EvaluationRecord
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """How long the local search runs: annealing moves (temperature falling geometrically from `t_start` to
+    `t_end`, in units of the starting loss's magnitude), then hill-climbing rounds of `neighbours` moves each,
+    stopping at the first round without improvement or after `climb_rounds`. `near` is the share of moves that
+    stay within `radius` steps."""
+
+    anneal_moves: int = 48
+    t_start: float = 0.05
+    t_end: float = 0.001
+    neighbours: int = 12
+    climb_rounds: int = 8
+    near: float = 0.7
+    radius: int = 3
+
+    @classmethod
+    def of(cls, moves: int) -> BudgetPlan:
+        """The plan for `--budget-moves`: that many annealing moves, then rounds of a quarter as many
+        neighbours (at least 4)."""
+        return cls(anneal_moves=moves, neighbours=max(4, moves // 4))
+
+
+@dataclass(frozen=True)
+class BudgetOutcome:
+    """The best schedule found within the budget, its calibration record, and what the search spent."""
+
+    schedule: CacheSchedule
+    record: EvaluationRecord
+    start: CacheSchedule
+    start_record: EvaluationRecord
+    evaluations: int
+    moves: int
+
+
+class Lanes:
+    """The genome as lanes: one per block component (of every group), each a row of steps (step 0 excluded, as
+    it always computes). Moving a computation along its lane keeps the schedule's MACs exactly."""
+
+    def __init__(self, template: CacheSchedule) -> None:
+        self.steps = template.num_steps - 1
+        self.count = template.genome_length // self.steps
+
+    def grid(self, genome: np.ndarray) -> np.ndarray:
+        """(lanes, steps) from a genome laid out as `CacheSchedule.genome` does: per step, every component."""
+        return genome.reshape(self.steps, self.count).T.copy()
+
+    def genome(self, lanes: np.ndarray) -> np.ndarray:
+        return lanes.T.reshape(-1)
+
+
+def neighbour(
+    lanes: np.ndarray, rng: np.random.Generator, plan: BudgetPlan, room: Callable[[int], bool]
+) -> np.ndarray | None:
+    """One move: a computation moved along its lane (near its step with probability `plan.near`), or, when
+    `room(lane)` says the budget allows it, one more computation switched on. None when no move exists."""
+    lane = int(rng.integers(lanes.shape[0]))
+    row = lanes[lane]
+    on, off = np.flatnonzero(row), np.flatnonzero(~row)
+    if off.size == 0:
+        return None
+    moved = lanes.copy()
+    if on.size == 0 or (room(lane) and rng.random() < 0.25):
+        moved[lane, rng.choice(off)] = True
+        return moved
+    source = int(rng.choice(on))
+    close = off[np.abs(off - source) <= plan.radius]
+    target = int(rng.choice(close if close.size and rng.random() < plan.near else off))
+    moved[lane, source], moved[lane, target] = False, True
+    return moved
+
+
+class BudgetSearch:
+    """Local search at a fixed budget. `score(schedules)` returns the calibration record of each digest (from
+    the memo or by scoring), `cost(schedule)` its cost as a fraction of the uncached run."""
+
+    def __init__(
+        self,
+        template: CacheSchedule,
+        budget: float,
+        score: Callable[[dict[str, CacheSchedule]], dict[str, EvaluationRecord]],
+        cost: Callable[[CacheSchedule], float],
+        seed: int = 0,
+        plan: BudgetPlan | None = None,
+    ) -> None:
+        self.template, self.budget, self.score, self.cost = template, budget, score, cost
+        self.plan = plan or BudgetPlan()
+        self.rng = np.random.default_rng(seed)
+        self.lanes = Lanes(template)
+        self.evaluations = 0
+        # The cost of one computation in each lane (the same at every step).
+        empty = np.zeros(template.genome_length, dtype=bool)
+        base = cost(template.with_genome(empty))
+        self.lane_cost = np.array(
+            [cost(template.with_genome(self._one(lane))) - base for lane in range(self.lanes.count)]
+        )
+
+    def _one(self, lane: int) -> np.ndarray:
+        lanes = np.zeros((self.lanes.count, self.lanes.steps), dtype=bool)
+        lanes[lane, 0] = True
+        return self.lanes.genome(lanes)
+
+    def _record(self, schedule: CacheSchedule) -> EvaluationRecord | None:
+        digest = schedule.digest()
+        found = self.score({digest: schedule})
+        self.evaluations += 1
+        return found.get(digest)
+
+    def run(self, starts: list[CacheSchedule], on_move: Callable[[int, float], None] | None = None) -> BudgetOutcome:
+        """From the best of `starts` within the budget (by calibration loss), anneal, then climb."""
+        affordable = [s for s in starts if self.cost(s) <= self.budget + 1e-12]
+        if not affordable:
+            raise ValueError(f"no starting schedule costs at most {self.budget:.0%} of the uncached MACs")
+        records = self.score({s.digest(): s for s in affordable})
+        scored = [(records[s.digest()], s) for s in affordable if s.digest() in records]
+        start_record, start = min(scored, key=lambda pair: (pair[0].quality_loss, pair[0].cost))
+        best, best_record = start, start_record
+        current, current_record = start, start_record
+        scale = max(abs(start_record.quality_loss), 1e-6)
+        moves = 0
+        plan = self.plan
+        for index in range(plan.anneal_moves):
+            fraction = index / max(plan.anneal_moves - 1, 1)
+            temperature = scale * plan.t_start * (plan.t_end / plan.t_start) ** fraction
+            candidate = self._move(current)
+            if candidate is None:
+                continue
+            record = self._record(candidate)
+            moves += 1
+            if record is None:
+                continue
+            delta = record.quality_loss - current_record.quality_loss
+            if delta <= 0 or self.rng.random() < math.exp(-delta / temperature):
+                current, current_record = candidate, record
+            if record.quality_loss < best_record.quality_loss:
+                best, best_record = candidate, record
+            if on_move:
+                on_move(moves, best_record.quality_loss)
+        for _ in range(plan.climb_rounds):
+            round_best: tuple[EvaluationRecord, CacheSchedule] | None = None
+            for _ in range(plan.neighbours):
+                candidate = self._move(best)
+                if candidate is None:
+                    continue
+                record = self._record(candidate)
+                moves += 1
+                if record is not None and (round_best is None or record.quality_loss < round_best[0].quality_loss):
+                    round_best = (record, candidate)
+                if on_move:
+                    on_move(moves, best_record.quality_loss)
+            if round_best is None or round_best[0].quality_loss >= best_record.quality_loss:
+                break
+            best_record, best = round_best
+        return BudgetOutcome(best, best_record, start, start_record, self.evaluations, moves)
+
+    def _move(self, schedule: CacheSchedule) -> CacheSchedule | None:
+        lanes = self.lanes.grid(schedule.genome())
+        spare = self.budget - self.cost(schedule)
+        moved = neighbour(lanes, self.rng, self.plan, lambda lane: self.lane_cost[lane] <= spare + 1e-12)
+        if moved is None:
+            return None
+        return self.template.with_genome(self.lanes.genome(moved))

@@ -1,0 +1,93 @@
+"""`--budget`: local search for the best schedule at one MAC budget. The search on a hand-made objective
+(moves keep the cost, the loss never rises above the start's, the same seed gives the same schedule), and
+the command on digits (a schedule within the budget, judged on held-out images; re-running pays nothing)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ecad_search.cli import app
+from ecad_search.heuristics import fora
+from ecad_search.models import block_groups, get_model
+from ecad_search.schedule import CacheSchedule
+from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes
+from ecad_search.store import EvaluationRecord
+
+runner = CliRunner()
+STEPS = 20
+
+
+def template() -> CacheSchedule:
+    return CacheSchedule.all_compute(block_groups(get_model("digits")), STEPS)
+
+
+def fraction(schedule: CacheSchedule) -> float:
+    return float(schedule.genome().mean())
+
+
+def distance_to(target: np.ndarray) -> Callable[[dict[str, CacheSchedule]], dict[str, EvaluationRecord]]:
+    """A loss that is the number of genes in which a mask differs from a target: the search should walk
+    towards the target."""
+
+    def score(schedules: dict[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
+        return {
+            digest: EvaluationRecord(digest, "0", float(np.sum(s.genome() != target)), fraction(s), 0.0, None, {}, 0.0)
+            for digest, s in schedules.items()
+        }
+
+    return score
+
+
+def test_lanes_round_trip_the_genome() -> None:
+    schedule = fora(template().groups, STEPS, 3)
+    lanes = Lanes(schedule)
+    grid = lanes.grid(schedule.genome())
+    assert grid.shape == (lanes.count, STEPS - 1) and (lanes.genome(grid) == schedule.genome()).all()
+    assert grid[0].tolist() == [s % 3 == 0 for s in range(1, STEPS)], "a lane is one component over the steps"
+
+
+def test_the_search_keeps_the_budget_and_only_improves() -> None:
+    base = template()
+    rng = np.random.default_rng(1)
+    target = rng.random(base.genome_length) < 0.3
+    score = distance_to(target)
+    starts = [fora(base.groups, STEPS, n) for n in range(2, STEPS)]
+    plan = BudgetPlan(anneal_moves=40, neighbours=10, climb_rounds=6)
+    outcome = BudgetSearch(base, 0.35, score, fraction, seed=0, plan=plan).run(starts)
+    assert fraction(outcome.schedule) <= 0.35 + 1e-12
+    affordable = [s for s in starts if fraction(s) <= 0.35]
+    best_start = min(affordable, key=lambda s: float(np.sum(s.genome() != target)))
+    assert outcome.start.digest() == best_start.digest(), "the best FORA within 35 % by the search's loss starts it"
+    assert outcome.record.quality_loss < outcome.start_record.quality_loss, "it walked towards the target"
+    again = BudgetSearch(base, 0.35, distance_to(target), fraction, seed=0, plan=plan).run(starts)
+    assert again.schedule.digest() == outcome.schedule.digest(), "the same seed gives the same schedule"
+    with pytest.raises(ValueError, match="no starting schedule costs at most 1%"):
+        BudgetSearch(base, 0.01, score, fraction, seed=0, plan=plan).run(starts)
+
+
+@pytest.mark.parametrize(("value", "message"), [("1.5", "between 0 and 1"), ("0", "between 0 and 1")])
+def test_bad_budgets_are_one_line_errors(tmp_path: Path, value: str, message: str) -> None:
+    result = runner.invoke(app, ["--model", "digits", "--budget", value, "--db", f"sqlite:///{tmp_path / 'b.db'}"])
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "b.db").exists()
+    latency = runner.invoke(app, ["--model", "digits", "--budget", "0.3", "--cost", "latency"])
+    assert latency.exit_code == 2 and "leave out --cost latency" in latency.output
+
+
+def test_a_budget_search_on_digits(tmp_path: Path) -> None:
+    args = ["--model", "digits", "--budget", "0.35", "--metric", "fidelity", "--images-per-prompt", "1",
+            "--held-out-images-per-prompt", "2", "--db", f"sqlite:///{tmp_path / 'b.db'}", "--out", str(tmp_path),
+            "--run", "b", "--budget-moves", "4"]  # fmt: skip
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "budget 35%:" in first.output and "held out: loss" in first.output
+    schedule = json.loads((tmp_path / "b" / "budget-35.json").read_text())
+    assert schedule["provenance"]["method"] == "budget search"
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "0 new evaluations, 0 images generated" in again.output, again.output
