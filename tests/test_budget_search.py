@@ -91,3 +91,14 @@ def test_a_budget_search_on_digits(tmp_path: Path) -> None:
     assert schedule["provenance"]["method"] == "budget search"
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "0 new evaluations, 0 images generated" in again.output, again.output
+
+
+def test_whole_step_moves_keep_every_component_of_a_step_together() -> None:
+    base = template()
+    target = np.zeros(base.genome_length, dtype=bool)
+    plan = BudgetPlan(anneal_moves=20, neighbours=6, climb_rounds=3)
+    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
+    outcome = BudgetSearch(base, 0.35, distance_to(target), fraction, seed=0, plan=plan, whole_steps=True).run(starts)
+    lanes = Lanes(base).grid(outcome.schedule.genome())
+    assert (lanes == lanes[0]).all(), "every component computes on the same steps"
+    assert fraction(outcome.schedule) <= 0.35 and outcome.record.quality_loss <= outcome.start_record.quality_loss

@@ -97,7 +97,10 @@ def neighbour(
 
 class BudgetSearch:
     """Local search at a fixed budget. `score(schedules)` returns the calibration record of each digest (from
-    the memo or by scoring), `cost(schedule)` its cost as a fraction of the uncached run."""
+    the memo or by scoring), `cost(schedule)` its cost as a fraction of the uncached run.
+
+    `whole_steps` moves whole steps instead of single components: every component of a step computes or none
+    does, as in BudCache's own step-level masks (the baseline `scripts/bench_budget.py` compares with)."""
 
     def __init__(
         self,
@@ -107,8 +110,10 @@ class BudgetSearch:
         cost: Callable[[CacheSchedule], float],
         seed: int = 0,
         plan: BudgetPlan | None = None,
+        whole_steps: bool = False,
     ) -> None:
         self.template, self.budget, self.score, self.cost = template, budget, score, cost
+        self.whole_steps = whole_steps
         self.plan = plan or BudgetPlan()
         self.rng = np.random.default_rng(seed)
         self.lanes = Lanes(template)
@@ -181,7 +186,13 @@ class BudgetSearch:
     def _move(self, schedule: CacheSchedule) -> CacheSchedule | None:
         lanes = self.lanes.grid(schedule.genome())
         spare = self.budget - self.cost(schedule)
-        moved = neighbour(lanes, self.rng, self.plan, lambda lane: self.lane_cost[lane] <= spare + 1e-12)
+        if self.whole_steps:
+            # One lane standing for every component: a step computes only where all of them do.
+            steps = lanes.all(axis=0, keepdims=True)
+            moved = neighbour(steps, self.rng, self.plan, lambda _: self.lane_cost.sum() <= spare + 1e-12)
+            moved = None if moved is None else np.repeat(moved, self.lanes.count, axis=0)
+        else:
+            moved = neighbour(lanes, self.rng, self.plan, lambda lane: self.lane_cost[lane] <= spare + 1e-12)
         if moved is None:
             return None
         return self.template.with_genome(self.lanes.genome(moved))
