@@ -22,13 +22,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ecad_search.evaluation import run_template, schedule_macs
-from ecad_search.heuristics import fora
 from ecad_search.pool import LocalPool
-from ecad_search.search.budget import BudgetPlan, BudgetSearch
+from ecad_search.search.budget import BudgetPlan
 from ecad_search.search.config import SearchConfig
-from ecad_search.search.runner import prepare
-from ecad_search.search.splits import SplitScorer
+from ecad_search.search.runner import prepare, search_at_budget
 from ecad_search.search.stats import paired_difference
 from ecad_search.store import Store
 
@@ -39,26 +36,18 @@ def search(args: argparse.Namespace, budget: float, whole_steps: bool, folder: P
     config = SearchConfig(model=args.model, generations=1, metric=args.metric, steps=args.steps, db=db,
                           out=str(folder / "out"), seed=args.seed)  # fmt: skip
     prepared = prepare(config)
-    settings, spec = prepared.settings, prepared.spec
-    template = run_template(spec, settings)
-    full = schedule_macs(template, spec, settings)
-    pool = LocalPool(spec, prepared.config.device)
+    pool = LocalPool(prepared.spec, prepared.config.device)
     start = time.perf_counter()
     with Store(db) as store:
-        calibration = SplitScorer(settings, store, pool)
-        finder = BudgetSearch(template, budget, calibration.scores, lambda s: schedule_macs(s, spec, settings) / full,
-                              args.seed, BudgetPlan.of(args.moves), whole_steps=whole_steps)  # fmt: skip
-        starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
-        outcome = finder.run(starts)
-        held_out = SplitScorer(prepared.splits.held_out, store, pool)
-        records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
+        run = search_at_budget(prepared, budget, pool, store, BudgetPlan.of(args.moves), whole_steps=whole_steps)
     pool.close()
+    outcome, records = run.outcome, run.held_out
     return {
         "budget": budget,
         "mask": "whole steps (BudCache-style)" if whole_steps else "components (ours)",
         "start": outcome.start.name,
         "macs_fraction": outcome.record.cost,
-        "calibration_images": calibration.evaluated * settings.num_images,
+        "calibration_images": run.calibration_evaluated * prepared.settings.num_images,
         "seconds": time.perf_counter() - start,
         "held_out_loss": records[outcome.schedule.digest()].quality_loss,
         "start_held_out_loss": records[outcome.start.digest()].quality_loss,

@@ -28,14 +28,12 @@ from ecad_search.evaluation import EvaluationSettings, Evaluator
 from ecad_search.files import save_figure
 from ecad_search.heuristics import fora
 from ecad_search.metrics.fidelity import psnr, ssim
+from ecad_search.metrics.reference import PSNR_CAP_DB
 from ecad_search.models import block_groups, get_model
 from ecad_search.prompts import default_prompt_file, load_prompts
 from ecad_search.runtime.policy import POLICIES, policy_config
 
 FORA_INTERVALS = range(2, 11)
-
-
-PSNR_CAP_DB = 100.0
 
 
 def fidelity(images: torch.Tensor, references: torch.Tensor) -> tuple[float, float]:

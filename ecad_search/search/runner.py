@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +42,7 @@ from ..pool import EvaluationPool, genome_bits, make_pool
 from ..prompts import default_prompt_file, held_out_prompt_file, load_prompts
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
+from .budget import BudgetOutcome, BudgetPlan, BudgetSearch
 from .config import GUARDS, HELD_OUT_SCOPES, SearchConfig, SearchOptionError
 from .driver import GenerationReport, Search
 from .presets import Preset, get_preset
@@ -501,47 +502,82 @@ def run_search(prepared: PreparedSearch, console: Console | None = None) -> Sear
     return search_run
 
 
+
+@dataclass(frozen=True)
+class BudgetRun:
+    """A budget search's outcome, the held-out records of what it found and of where it started, and how many
+    candidates each split scored now (the rest came from the memo)."""
+
+    outcome: BudgetOutcome
+    held_out: dict[str, EvaluationRecord]
+    calibration_evaluated: int
+    held_out_evaluated: int
+
+    def images(self, prepared: PreparedSearch) -> int:
+        """Images generated now, on both splits."""
+        held_out = prepared.splits.held_out.num_images
+        return self.calibration_evaluated * prepared.settings.num_images + self.held_out_evaluated * held_out
+
+
+def search_at_budget(
+    prepared: PreparedSearch,
+    budget: float,
+    pool: EvaluationPool,
+    store: Store,
+    plan: BudgetPlan,
+    whole_steps: bool = False,
+    on_move: Callable[[int, float], None] | None = None,
+) -> BudgetRun:
+    """The local search at `budget` from the best FORA-N (N ≤ 10) within it, on the calibration split, and the
+    held-out records of the result and its start."""
+    settings, spec = prepared.settings, prepared.spec
+    template = run_template(spec, settings)
+    full = schedule_macs(template, spec, settings)
+    calibration = SplitScorer(settings, store, pool)
+    search = BudgetSearch(
+        template,
+        budget,
+        calibration.scores,
+        lambda s: schedule_macs(s, spec, settings) / full,
+        prepared.config.seed,
+        plan,
+        whole_steps=whole_steps,
+    )
+    starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
+    outcome = search.run(starts, on_move)
+    held_out = SplitScorer(prepared.splits.held_out, store, pool)
+    records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
+    return BudgetRun(outcome, records, calibration.evaluated, held_out.evaluated)
+
+
 def run_budget_search(prepared: PreparedSearch, budget: float, moves: int, console: Console | None = None) -> str:
     """The best schedule at or under `budget` (a fraction of the uncached MACs), by local search on the
     calibration images, judged on the held-out images against the best FORA within the budget; writes the
     schedule to OUT/RUN/budget-PERCENT.json and returns the summary."""
-    from .budget import BudgetPlan, BudgetSearch
-
     console = console or Console()
-    config, settings, spec = prepared.config, prepared.settings, prepared.spec
-    template = run_template(spec, settings)
-    full = schedule_macs(template, spec, settings)
+    config = prepared.config
     pool = make_pool(
-        spec, config.device, workers=config.workers, address=config.ray_address, gpus_per_worker=config.gpus_per_worker
-    )
+        prepared.spec, config.device, workers=config.workers, address=config.ray_address,
+        gpus_per_worker=config.gpus_per_worker,
+    )  # fmt: skip
     try:
-        pool.prepare(settings, [prepared.splits.held_out])
-        with Store(config.db) as store:
-            calibration = SplitScorer(settings, store, pool)
-            search = BudgetSearch(
-                template,
-                budget,
-                calibration.scores,
-                lambda s: schedule_macs(s, spec, settings) / full,
-                config.seed,
-                BudgetPlan.of(moves),
-            )
-            starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
-            with console.status("budget search") as status:
-                outcome = search.run(starts, lambda moves, loss: status.update(f"{moves} moves, best loss {loss:.4g}"))
-            held_out = SplitScorer(prepared.splits.held_out, store, pool)
-            records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
+        pool.prepare(prepared.settings, [prepared.splits.held_out])
+        with Store(config.db) as store, console.status("budget search") as status:
+            run = search_at_budget(
+                prepared, budget, pool, store, BudgetPlan.of(moves),
+                on_move=lambda moves, loss: status.update(f"{moves} moves, best loss {loss:.4g}"),
+            )  # fmt: skip
     finally:
         pool.close()
+    outcome, records = run.outcome, run.held_out
     provenance = {"method": "budget search", "run": prepared.run, "budget": budget}
     named = outcome.schedule.with_metadata(name=f"budget-{budget:.0%}", provenance=provenance)
     path = save_schedule(named, prepared.out / f"budget-{round(budget * 100)}.json")
-    images = calibration.evaluated * settings.num_images + held_out.evaluated * prepared.splits.held_out.num_images
     start, found = outcome.start_record, outcome.record
     lines = [
         f"budget {budget:.0%}: {outcome.moves} moves from {outcome.start.name} ({start.cost:.1%} MACs, search loss "
         f"{start.quality_loss:.4g}) to {found.cost:.1%} MACs, search loss {found.quality_loss:.4g}",
-        f"{calibration.evaluated} new evaluations, {images:,} images generated; wrote {path}",
+        f"{run.calibration_evaluated} new evaluations, {run.images(prepared):,} images generated; wrote {path}",
     ]
     ours, theirs = records.get(outcome.schedule.digest()), records.get(outcome.start.digest())
     if ours is not None and theirs is not None:
