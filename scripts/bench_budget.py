@@ -39,7 +39,8 @@ def search(args: argparse.Namespace, budget: float, whole_steps: bool, folder: P
     pool = LocalPool(prepared.spec, prepared.config.device)
     start = time.perf_counter()
     with Store(db) as store:
-        run = search_at_budget(prepared, budget, pool, store, BudgetPlan.of(args.moves), whole_steps=whole_steps)
+        plan = BudgetPlan.of(args.baseline_moves) if whole_steps else BudgetPlan.of(args.moves, args.screen, args.step_moves)
+        run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
     pool.close()
     outcome, records = run.outcome, run.held_out
     return {
@@ -61,7 +62,10 @@ def main() -> None:
     parser.add_argument("--metric", default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.35])
-    parser.add_argument("--moves", type=int, default=48)
+    parser.add_argument("--moves", type=int, default=48, help="annealing moves of ours (`--budget-moves`)")
+    parser.add_argument("--screen", type=int, default=1, help="proposals per move of ours (`--budget-screen`)")
+    parser.add_argument("--step-moves", type=float, default=0.0, help="share of whole-step moves in ours")
+    parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench_budget.json"))
     args = parser.parse_args()

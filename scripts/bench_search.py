@@ -1,150 +1,287 @@
-"""Compare NSGA-II presets on the digits model at equal numbers of generated images.
+"""How many generated images each search setting needs to reach the front of a long `ecad` run, on held-out
+images.
 
-Each preset (and each candidate operator setting, to choose our default by measurement) runs the real search
-on its own fresh database, so no preset profits from another's memo. After every generation it records the
-archive's hypervolume and the images generated so far; the curves of all presets go into one PNG. It also
-reports the share of search time spent outside image generation: the overhead that resident workers must
-remove.
+Every setting (an NSGA-II preset, or one lever switched off) runs the real search, seed by seed, each on its
+own fresh database, so no setting profits from another's memo; every image it generates counts (the FORA
+baselines, calibration and confirmation). After each generation the archive's front is kept. Then every
+front ever kept, and the hand-made schedules the searches start from, are scored on the held-out split (a
+measurement, not counted; one shared database, so a schedule is scored once), and:
 
-    python scripts/bench_search.py --images 12000 --seeds 0 1 --out docs/bench_search.png
+- the reference front is the non-dominated union of the final fronts of the `--reference` setting's runs
+  (the `ecad` preset, run `--reference-images` images per seed);
+- progress = (HV − HV of the hand-made schedules) / (HV of the reference − HV of the hand-made schedules),
+  so that the seeded first population does not count as search; on the recorded losses, and on a log scale
+  (log of the loss above a floor just under every held-out loss seen), where the low-loss end counts;
+- each run reports the images it generated to reach 90, 95 and 99 % progress, its held-out loss at 50, 35, 25 and 20 %
+  MACs against the best FORA-N there, and its wall time.
+
+One PNG shows progress against images for every run.
+
+    python scripts/bench_search.py --settings ecad default no-screen --seeds 0 1 2 --out docs/bench_search
+    python scripts/bench_search.py --model TINY_FOLDER --metric fidelity --steps 20 --out docs/bench_search_tiny
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ecad_search.pool import LocalPool
+from ecad_search.compare.budgets import Point, hypervolume, pareto
+from ecad_search.evaluation import run_template, schedule_macs
+from ecad_search.heuristics import all_heuristics, fora
+from ecad_search.pool import LocalPool, genome_bits
 from ecad_search.search.presets import PRESETS, Preset
-from ecad_search.search.runner import SearchConfig, SearchRun, prepare
+from ecad_search.search.runner import PreparedSearch, SearchConfig, SearchRun, prepare
+from ecad_search.search.splits import SplitScorer
+from ecad_search.store import Store
 
-CANDIDATES = {
+SETTINGS = {
     "ecad": PRESETS["ecad"],
     "default": PRESETS["default"],
-    "uniform-4flips": replace(
-        PRESETS["default"], name="uniform-4flips", crossover="uniform", mutation_prob=1.0, flips_per_offspring=4.0
-    ),
-    "points-1flip": replace(PRESETS["default"], name="points-1flip", mutation_prob=1.0, flips_per_offspring=1.0),
-    "points-4flips": replace(PRESETS["default"], name="points-4flips", mutation_prob=1.0, flips_per_offspring=4.0),
-    "points-12flips": replace(PRESETS["default"], name="points-12flips", mutation_prob=1.0, flips_per_offspring=12.0),
+    "no-screen": replace(PRESETS["default"], name="no-screen", screen=1),
+    "screen-8": replace(PRESETS["default"], name="screen-8", screen=8),
+    "population-12": replace(PRESETS["default"], name="population-12", population=12),
     "no-refine": replace(PRESETS["default"], name="no-refine", refine_share=0.0),
-    "refine-half": replace(PRESETS["default"], name="refine-half", refine_share=1 / 2),
 }
+# ECAD scores every candidate once on its calibration images; our settings run with the default guard.
+GUARDS = {"ecad": "none"}
+BUDGETS = (0.5, 0.35, 0.25, 0.2)
+TARGETS = (0.9, 0.95, 0.99)
 
 
-def run_preset(preset: Preset, seed: int, images: int, pool: LocalPool, base: SearchConfig, folder: Path) -> dict:
-    """One search until `images` images were generated; the curve and the time split."""
-    config = replace(
-        base, preset="default", population=preset.population, seed=seed,
-        db=f"sqlite:///{folder / f'{preset.name}-{seed}.db'}", out=str(folder / "out"), run=f"{preset.name}-{seed}",
-    )  # fmt: skip
-    search_run = SearchRun(prepare(config), Console(quiet=True), pool=pool, preset=preset)
+def run_setting(name: str, seed: int, images: int, pool: LocalPool, args: argparse.Namespace, folder: Path) -> dict:
+    """One search until `images` images were generated: after each generation, the images so far and the
+    front (digest → genome bits)."""
+    preset: Preset = SETTINGS[name]
+    config = base_config(args, folder / f"{name}-{seed}.db", seed, GUARDS.get(name))
+    prepared = prepare(replace(config, population=preset.population, run=f"{name}-{seed}"))
+    search_run = SearchRun(prepared, Console(quiet=True), pool=pool, preset=preset)
+    start = time.perf_counter()
     search_run.evaluate_baselines()
-    per_eval = search_run.prepared.settings.num_images
-    curve, generated, generating, start, index = [], 0, 0.0, time.perf_counter(), 0
+    search = search_run.search
+    confirmation = prepared.splits.confirmation
+    per_confirmation = confirmation.num_images if confirmation else 0
+    generated = search_run.baselines_evaluated * prepared.settings.num_images
+    checkpoints, index = [], 0
     while generated < images:
-        report = search_run.search.step(index)
-        new = [search_run.search.state.records[d] for d in list(search_run.search.state.records)[-report.evaluated :]]
-        generating += sum((r.latency_s or 0.0) * per_eval for r in new) if report.evaluated else 0.0
-        generated += report.evaluated * per_eval
-        beaten = sum(
-            c.rival is not None and c.rival_loss < c.baseline.quality_loss for c in search_run.versus_baselines()
-        )
-        curve.append((generated, report.hypervolume, beaten))
+        report = search.step(index)
+        generated += report.evaluated * prepared.settings.num_images + report.confirmed * per_confirmation
+        front = {p.digest: "".join("1" if b else "0" for b in p.genome) for p in search.state.archive.front()}
+        checkpoints.append({"images": generated, "seconds": time.perf_counter() - start, "front": front})
         index += 1
-    total = time.perf_counter() - start
-    return {"curve": curve, "total_s": total, "generating_s": generating, "generations": index}
+    search_run.store.close()
+    return {"setting": name, "seed": seed, "checkpoints": checkpoints}
+
+
+def base_config(args: argparse.Namespace, db: Path, seed: int, guard: str | None) -> SearchConfig:
+    return SearchConfig(
+        model=args.model, generations=1, metric=args.metric, steps=args.steps, seed=seed, guard=guard,
+        images_per_prompt=args.images_per_prompt, held_out_images_per_prompt=args.held_out_images_per_prompt,
+        db=f"sqlite:///{db}", out=str(db.parent / "out"),
+    )  # fmt: skip
+
+
+class HeldOut:
+    """Held-out points of schedules by digest, scored once on a shared database."""
+
+    def __init__(self, prepared: PreparedSearch, pool: LocalPool, folder: Path) -> None:
+        self.prepared = prepared
+        self.template = run_template(prepared.spec, prepared.settings)
+        self.full = schedule_macs(self.template, prepared.spec, prepared.settings)
+        self.scorer = SplitScorer(prepared.splits.held_out, Store(f"sqlite:///{folder / 'held-out.db'}"), pool)
+        self.points: dict[str, Point] = {}
+        self.fora: set[str] = set()
+
+    def score(self, genomes: list[np.ndarray]) -> list[Point]:
+        """The held-out points of genomes (keyed by the digest the search gives them)."""
+        schedules = {s.digest(): s for s in (self.template.with_genome(g) for g in genomes)}
+        new = {d: s for d, s in schedules.items() if d not in self.points}
+        for digest, record in self.scorer.scores(new).items():
+            cost = schedule_macs(new[digest], self.prepared.spec, self.prepared.settings) / self.full
+            self.points[digest] = Point("", "", digest, cost, record.quality_loss)
+        return [self.points[d] for d in schedules if d in self.points]
+
+    def hand_made(self) -> list[Point]:
+        """What every search starts from: FORA every N and the other heuristics, each scored on held-out."""
+        template = self.template
+        foras = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
+        self.fora = {template.with_genome(s.genome()).digest() for s in foras}
+        return self.score([s.genome() for s in [*all_heuristics(template.groups, template.num_steps), *foras]])
+
+
+def progress_curves(runs: list[dict], held_out: HeldOut, reference: str) -> dict[str, Any]:
+    """Progress of every run at every checkpoint, on the recorded loss and on a log scale."""
+    seeds = held_out.hand_made()
+    for run in runs:
+        for checkpoint in run["checkpoints"]:
+            held_out.score([genome_bits(bits) for bits in checkpoint["front"].values()])
+    final = [held_out.points[d] for run in runs if run["setting"] == reference for d in run["checkpoints"][-1]["front"]]
+    losses = [p.loss for p in held_out.points.values()]
+    reference_loss = float(np.quantile(losses, 0.95))
+    floor = min(losses) - 0.01 * (reference_loss - min(losses))
+    scales = {"loss": lambda v: v, "log loss": lambda v: math.log(v - floor)}
+    out: dict[str, Any] = {"reference_loss": reference_loss, "floor": floor, "scales": {}}
+    for scale, transform in scales.items():
+
+        def area(points: list[Point], transform: Any = transform) -> float:
+            moved = [replace(p, loss=transform(p.loss)) for p in points]
+            return hypervolume(pareto(moved), (1.0, transform(reference_loss)))
+
+        start, goal = area(seeds), area(final)
+        curves = []
+        for run in runs:
+            curve = []
+            for checkpoint in run["checkpoints"]:
+                points = [held_out.points[d] for d in checkpoint["front"] if d in held_out.points]
+                curve.append((checkpoint["images"], (area(points) - start) / (goal - start)))
+            curves.append({"setting": run["setting"], "seed": run["seed"], "curve": curve})
+        out["scales"][scale] = {"seeds_hv": start, "reference_hv": goal, "curves": curves}
+    return out
+
+
+def images_to(curve: list[tuple[int, float]], target: float) -> int | None:
+    return next((images for images, progress in curve if progress >= target), None)
+
+
+def median_images(curves: list[list[tuple[int, float]]], target: float) -> int | None:
+    """The median over seeds of the images to `target`, when more than half the seeds reached it."""
+    reached = sorted(r for r in (images_to(c, target) for c in curves) if r is not None)
+    return reached[len(reached) // 2] if 2 * len(reached) > len(curves) else None
+
+
+def _count(images: int | None) -> str:
+    return "-" if images is None else f"{images:,}"
+
+
+def against_fora(run: dict, held_out: HeldOut) -> dict[str, Any]:
+    """At each budget: the final front's member within it with the least search loss is what the run would
+    offer; its held-out loss beside the best held-out FORA-N within the budget."""
+    front = [held_out.points[d] for d in run["checkpoints"][-1]["front"] if d in held_out.points]
+    foras = [held_out.points[d] for d in held_out.fora if d in held_out.points]
+    rows = {}
+    for budget in BUDGETS:
+        ours = [p for p in front if p.cost <= budget * 1.01]
+        theirs = [p for p in foras if p.cost <= budget * 1.01]
+        rows[f"{budget:.0%}"] = {
+            "ours": min((p.loss for p in ours), default=None),
+            "fora": min((p.loss for p in theirs), default=None),
+        }
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="digits")
-    parser.add_argument("--metric", default="fidelity", help="the objective the presets were compared on")
-    parser.add_argument("--images", type=int, default=12000, help="images generated per preset and seed")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--presets", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    parser.add_argument("--out", type=Path, default=Path("bench_search.png"))
+    parser.add_argument("--metric", default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--images-per-prompt", type=int, default=None)
+    parser.add_argument("--held-out-images-per-prompt", type=int, default=None)
+    parser.add_argument("--settings", nargs="+", default=["ecad", "default", "no-screen"], choices=list(SETTINGS))
+    parser.add_argument("--reference", default="ecad", choices=list(SETTINGS))
+    parser.add_argument("--reference-images", type=int, default=30000, help="images per seed of the reference")
+    parser.add_argument("--images", type=int, default=6000, help="images per seed of every other setting")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("bench_search"))
+    parser.add_argument("--work", type=Path, default=None, help="keep the databases here (default: a temp dir)")
     args = parser.parse_args()
-    base = SearchConfig(model=args.model, generations=1, metric=args.metric, guard="both")
-    prepared = prepare(base)
-    pool = LocalPool(prepared.spec)
-    results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.presets:
-            results[name] = [
-                run_preset(CANDIDATES[name], seed, args.images, pool, base, Path(tmp)) for seed in args.seeds
-            ]
-    plot(results, args.out)
-    args.out.with_suffix(".json").write_text(json.dumps({"images": args.images, "results": results}, indent=1))
-    report(results, args.images)
+        folder = args.work or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        prepared = prepare(base_config(args, folder / "held-out.db", 0, None))
+        pool = LocalPool(prepared.spec, prepared.config.device)
+        runs = []
+        for name in dict.fromkeys([args.reference, *args.settings]):
+            budget = args.reference_images if name == args.reference else args.images
+            for seed in args.seeds:
+                runs.append(run_setting(name, seed, budget, pool, args, folder))
+                print(f"{name} seed {seed}: {runs[-1]['checkpoints'][-1]['images']:,} images", flush=True)
+        held_out = HeldOut(prepared, pool, folder)
+        curves = progress_curves(runs, held_out, args.reference)
+        versus = {f"{r['setting']}-{r['seed']}": against_fora(r, held_out) for r in runs}
+        pool.close()
+    seconds = {f"{r['setting']}-{r['seed']}": r["checkpoints"][-1]["seconds"] for r in runs}
+    result = {"args": {k: str(v) for k, v in vars(args).items()}, "progress": curves, "versus_fora": versus}
+    result["wall_s"] = seconds
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    plot(curves, args.out.with_suffix(".png"), args.model)
+    report(curves, versus, seconds, args.reference)
 
 
-def plot(results: dict[str, list[dict]], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for index, (name, runs) in enumerate(results.items()):
-        for k, run in enumerate(runs):
-            xs, ys, _ = zip(*run["curve"], strict=True)
-            ax.plot(xs, ys, color=f"C{index}", alpha=0.85, label=name if k == 0 else None, marker=".", ms=3)
-    ax.set_xlabel("images generated")
-    ax.set_ylabel("hypervolume of the archive (ref. point: loss 1, MACs 1)")
-    ax.set_title("NSGA-II presets on the digits model, equal image budgets", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+def plot(curves: dict[str, Any], path: Path, model: str) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for ax, (scale, data) in zip(axes, curves["scales"].items(), strict=True):
+        names = list(dict.fromkeys(c["setting"] for c in data["curves"]))
+        for c in data["curves"]:
+            xs, ys = zip(*c["curve"], strict=True)
+            first = c is next(d for d in data["curves"] if d["setting"] == c["setting"])
+            label = c["setting"] if first else None
+            ax.plot(xs, ys, color=f"C{names.index(c['setting'])}", marker=".", ms=3, alpha=0.85, label=label)
+        ax.axhline(TARGETS[-1], color="0.5", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("images generated")
+        ax.set_title(f"progress on held-out images ({scale})", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("(HV − HV seeds) / (HV reference − HV seeds)")
+    axes[0].set_ylim(-0.5, 1.2)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{model}: search progress against generated images", fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
 
 
-def hypervolume_at(curve: list[tuple[int, float, int]], images: int) -> float:
-    """The archive's hypervolume once `images` images were spent (the last generation within the budget)."""
-    return max((hv for generated, hv, _ in curve if generated <= images), default=0.0)
-
-
-def baselines_beaten_at(curve: list[tuple[int, float, int]], images: int) -> int:
-    """How many FORA baselines a searched front schedule beats on the calibration images (no held-out split
-    here: this compares presets, not claims) once `images` images were spent."""
-    return max((beaten for generated, _, beaten in curve if generated <= images), default=0)
-
-
-def report(results: dict[str, list[dict]], images: int) -> None:
-    table = Table(title=f"hypervolume after {images} images (per seed), and where the time went")
-    columns = (
-        "preset",
-        "final HV per seed",
-        "mean",
-        "FORA beaten (calibration)",
-        "generations",
-        "search s",
-        "outside generation",
-    )
-    for column in columns:
-        table.add_column(column)
-    for name, runs in results.items():
-        finals = [hypervolume_at(run["curve"], images) for run in runs]
-        total = sum(run["total_s"] for run in runs)
-        generating = sum(run["generating_s"] for run in runs)
-        table.add_row(
-            name,
-            " ".join(f"{v:.4f}" for v in finals),
-            f"{sum(finals) / len(finals):.4f}",
-            " ".join(str(baselines_beaten_at(run["curve"], images)) for run in runs),
-            " ".join(str(run["generations"]) for run in runs),
-            f"{total:.0f}",
-            f"{1 - generating / total:.1%}",
-        )
-    Console().print(table)
+def report(curves: dict[str, Any], versus: dict[str, Any], seconds: dict[str, float], reference: str) -> None:
+    console = Console(width=120)
+    for scale, data in curves["scales"].items():
+        table = Table(title=f"images to reach each progress ({scale}), per seed; median's factor against {reference}")
+        table.add_column("setting")
+        for target in TARGETS:
+            table.add_column(f"{target:.0%}")
+        table.add_column("final progress")
+        groups: dict[str, list[dict]] = {}
+        for c in data["curves"]:
+            groups.setdefault(c["setting"], []).append(c)
+        medians = {
+            (name, target): median_images([c["curve"] for c in group], target)
+            for name, group in groups.items()
+            for target in TARGETS
+        }
+        for name, group in groups.items():
+            cells = []
+            for target in TARGETS:
+                reached = " ".join(_count(images_to(c["curve"], target)) for c in group)
+                ours, theirs = medians[(name, target)], medians[(reference, target)]
+                factor = f" ({theirs / ours:.1f}×)" if ours and theirs and name != reference else ""
+                cells.append(reached + factor)
+            table.add_row(name, *cells, " ".join(f"{c['curve'][-1][1]:.2f}" for c in group))
+        console.print(table)
+    table = Table(title="held-out loss of the final front against the best FORA-N within each budget")
+    table.add_column("run")
+    for budget in BUDGETS:
+        table.add_column(f"{budget:.0%}")
+    table.add_column("wall s")
+    for run, rows in versus.items():
+        cells = [
+            "-" if r["ours"] is None else f"{r['ours']:.3g} / {'-' if r['fora'] is None else format(r['fora'], '.3g')}"
+            for r in rows.values()
+        ]
+        table.add_row(run, *cells, f"{seconds[run]:.0f}")
+    console.print(table)
 
 
 if __name__ == "__main__":

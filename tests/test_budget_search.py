@@ -17,7 +17,8 @@ from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
 from ecad_search.schedule import CacheSchedule
 from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes
-from ecad_search.store import EvaluationRecord
+from ecad_search.search.runner import earlier_fronts
+from ecad_search.store import EvaluationRecord, Store
 
 runner = CliRunner()
 STEPS = 20
@@ -102,3 +103,42 @@ def test_whole_step_moves_keep_every_component_of_a_step_together() -> None:
     lanes = Lanes(base).grid(outcome.schedule.genome())
     assert (lanes == lanes[0]).all(), "every component computes on the same steps"
     assert fraction(outcome.schedule) <= 0.35 and outcome.record.quality_loss <= outcome.start_record.quality_loss
+
+
+def test_screened_moves_keep_the_budget_follow_the_seed_and_use_the_model() -> None:
+    base = template()
+    target = np.random.default_rng(2).random(base.genome_length) < 0.3
+    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
+    screened = BudgetPlan(anneal_moves=24, neighbours=6, climb_rounds=3, screen=4)
+
+    def run(plan: BudgetPlan) -> tuple[BudgetSearch, CacheSchedule]:
+        search = BudgetSearch(base, 0.35, distance_to(target), fraction, seed=0, plan=plan)
+        return search, search.run(starts).schedule
+
+    search, found = run(screened)
+    assert search.model() is not None and len(search.seen) >= 16
+    assert fraction(found) <= 0.35 + 1e-12
+    assert run(screened)[1].digest() == found.digest(), "the same seed gives the same schedule"
+    unscreened, other = run(BudgetPlan(anneal_moves=24, neighbours=6, climb_rounds=3))
+    assert unscreened.model() is None and other.digest() != found.digest()
+
+
+def test_earlier_fronts_on_the_same_split_are_starting_points(tmp_path: Path) -> None:
+    base = template()
+    front = [fora(base.groups, STEPS, n) for n in (3, 5)]
+    elsewhere = fora(base.groups, STEPS, 7)
+
+    def record(schedule: CacheSchedule) -> EvaluationRecord:
+        bits = "".join("1" if b else "0" for b in schedule.genome())
+        return EvaluationRecord(schedule.digest(), bits, 1.0, fraction(schedule), 1.0, None, {}, 0.0)
+
+    with Store(f"sqlite:///{tmp_path / 's.db'}") as store:
+        for run, key, schedules in (("a", "k", front), ("b", "other", [elsewhere])):
+            store.start_run(run, {}, key, "digits", "frechet", 0, "0")
+            store.record_evaluations(key, [record(s) for s in schedules])
+            digests = [s.digest() for s in schedules]
+            store.record_generation(run, 0, digests, digests, 0.0, len(digests), 0, 1.0)
+        store.start_run("c", {}, "k", "digits", "frechet", 0, "0")  # started, no generation yet
+        starts = earlier_fronts(store, base, "k")
+    assert sorted(s.digest() for s in starts) == sorted(s.digest() for s in front)
+    assert all(s.name.startswith("front-") for s in starts)

@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from ecad_search import CacheSchedule, load_schedule
@@ -20,8 +22,9 @@ from ecad_search.cli import app
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
 from ecad_search.search.config import SearchConfig
+from ecad_search.search.presets import PRESETS
 from ecad_search.search.report import baseline_table, compare_with_baselines
-from ecad_search.search.runner import prepare
+from ecad_search.search.runner import SearchRun, prepare
 from ecad_search.search.seeding import FORA_BASELINES, initial_population
 from ecad_search.search.stats import paired_difference
 from ecad_search.store import EvaluationRecord, Store
@@ -401,3 +404,32 @@ def test_the_splits_never_share_an_image(tmp_path, tiny_pixart_dir, prompts) -> 
     general = prepare(SearchConfig(model="pixart-alpha", generations=1, metric="fidelity", out=str(tmp_path)))
     assert len(general.settings.prompts) == 100 and len(general.splits.held_out.prompts) == 50
     assert not set(general.settings.prompts) & set(general.splits.held_out.prompts)
+
+
+def test_screened_search_is_deterministic_resumes_and_screens(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The default preset breeds four offspring per candidate and its surrogate picks which are generated
+    (from the third generation here, once 16 evaluations exist): a run stopped after two generations and
+    resumed asks for the same populations as one that ran through, and without screening they differ."""
+    prompts = tmp_path / "digits.txt"
+    prompts.write_text("\n".join(f"a handwritten digit {d}" for d in (1, 4, 7)))
+
+    def search(db: str, generations: int) -> list[tuple[str, ...]]:
+        args = ["--model", "digits", "--metric", "fidelity", "--generations", str(generations), "--population",
+                "8", "--prompts", str(prompts), "--images-per-prompt", "2", "--held-out-images-per-prompt", "2",
+                "--db", f"sqlite:///{tmp_path / db}", "--out", str(tmp_path / "out"), "--run", "s"]  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return [g.population for g in Store(f"sqlite:///{tmp_path / db}").generations("s")]
+
+    first = search("a.db", 3)
+    assert search("c.db", 2) == first[:2]
+    assert search("c.db", 3) == first
+    config = SearchConfig(
+        model="digits", generations=3, metric="fidelity", population=8, prompts=str(prompts), images_per_prompt=2,
+        held_out_images_per_prompt=2, db=f"sqlite:///{tmp_path / 'd.db'}", out=str(tmp_path / "out"), run="s",
+    )  # fmt: skip
+    unscreened = SearchRun(prepare(config), Console(quiet=True), preset=replace(PRESETS["default"], screen=1))
+    unscreened.run()
+    assert unscreened.search.loss_model() is None, "screen 1 fits no model"
+    populations = [g.population for g in Store(config.db).generations("s")]
+    assert populations[0] == first[0] and populations[2] != first[2]

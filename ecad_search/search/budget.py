@@ -22,6 +22,7 @@ import numpy as np
 
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord
+from .surrogate import LossModel, MaskFeatures, fit_loss_model
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,9 @@ class BudgetPlan:
     """How long the local search runs: annealing moves (temperature falling geometrically from `t_start` to
     `t_end`, in units of the starting loss's magnitude), then hill-climbing rounds of `neighbours` moves each,
     stopping at the first round without improvement or after `climb_rounds`. `near` is the share of moves that
-    stay within `radius` steps."""
+    stay within `radius` steps; `step_moves` the share that move whole steps (every component of a step), as
+    BudCache's do. With `screen` > 1, each move draws that many proposals and generates the one the surrogate
+    (`surrogate.py`, fitted on this search's evaluations) predicts best."""
 
     anneal_moves: int = 48
     t_start: float = 0.05
@@ -38,12 +41,14 @@ class BudgetPlan:
     climb_rounds: int = 8
     near: float = 0.7
     radius: int = 3
+    screen: int = 1
+    step_moves: float = 0.0
 
     @classmethod
-    def of(cls, moves: int) -> BudgetPlan:
+    def of(cls, moves: int, screen: int = 1, step_moves: float = 0.0) -> BudgetPlan:
         """The plan for `--budget-moves`: that many annealing moves, then rounds of a quarter as many
-        neighbours (at least 4)."""
-        return cls(anneal_moves=moves, neighbours=max(4, moves // 4))
+        neighbours (at least 4); each move the best of `screen` proposals by the surrogate."""
+        return cls(anneal_moves=moves, neighbours=max(4, moves // 4), screen=screen, step_moves=step_moves)
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,9 @@ class BudgetSearch:
         self.rng = np.random.default_rng(seed)
         self.lanes = Lanes(template)
         self.evaluations = 0
+        self.features = MaskFeatures(template)
+        self.seen: dict[str, tuple[np.ndarray, float]] = {}
+        self._model: tuple[int, LossModel | None] = (0, None)
         # The cost of one computation in each lane (the same at every step).
         empty = np.zeros(template.genome_length, dtype=bool)
         base = cost(template.with_genome(empty))
@@ -134,14 +142,33 @@ class BudgetSearch:
         digest = schedule.digest()
         found = self.score({digest: schedule})
         self.evaluations += 1
+        self._remember({digest: schedule}, found)
         return found.get(digest)
+
+    def _remember(self, schedules: dict[str, CacheSchedule], records: dict[str, EvaluationRecord]) -> None:
+        for digest, record in records.items():
+            self.seen[digest] = (schedules[digest].genome(), record.quality_loss)
+
+    def model(self) -> LossModel | None:
+        """The surrogate on every evaluation this search has seen (refitted when there are new ones, in digest
+        order); None without screening or below its minimum of evaluations."""
+        if self.plan.screen <= 1:
+            return None
+        if self._model[0] != len(self.seen):
+            digests = sorted(self.seen)
+            genomes = np.stack([self.seen[d][0] for d in digests])
+            losses = np.array([self.seen[d][1] for d in digests])
+            self._model = (len(self.seen), fit_loss_model(self.features(genomes), losses))
+        return self._model[1]
 
     def run(self, starts: list[CacheSchedule], on_move: Callable[[int, float], None] | None = None) -> BudgetOutcome:
         """From the best of `starts` within the budget (by calibration loss), anneal, then climb."""
         affordable = [s for s in starts if self.cost(s) <= self.budget + 1e-12]
         if not affordable:
             raise ValueError(f"no starting schedule costs at most {self.budget:.0%} of the uncached MACs")
-        records = self.score({s.digest(): s for s in affordable})
+        schedules = {s.digest(): s for s in affordable}
+        records = self.score(schedules)
+        self._remember(schedules, records)
         scored = [(records[s.digest()], s) for s in affordable if s.digest() in records]
         start_record, start = min(scored, key=lambda pair: (pair[0].quality_loss, pair[0].cost))
         best, best_record = start, start_record
@@ -184,15 +211,40 @@ class BudgetSearch:
         return BudgetOutcome(best, best_record, start, start_record, self.evaluations, moves)
 
     def _move(self, schedule: CacheSchedule) -> CacheSchedule | None:
+        """One move from `schedule`: the only proposal, or the best predicted of `plan.screen` unseen ones."""
+        model = self.model()
+        if model is None:
+            return self._propose(schedule)
+        proposals = {}
+        for _ in range(self.plan.screen):
+            proposal = self._propose(schedule)
+            if proposal is not None and proposal.digest() not in self.seen:
+                proposals[proposal.digest()] = proposal
+        if not proposals:
+            return self._propose(schedule)
+        candidates = list(proposals.values())
+        predicted = model.predict(self.features(np.stack([c.genome() for c in candidates])))
+        return candidates[int(np.argmin(predicted))]
+
+    def _propose(self, schedule: CacheSchedule) -> CacheSchedule | None:
         lanes = self.lanes.grid(schedule.genome())
         spare = self.budget - self.cost(schedule)
-        if self.whole_steps:
-            # One lane standing for every component: a step computes only where all of them do.
-            steps = lanes.all(axis=0, keepdims=True)
-            moved = neighbour(steps, self.rng, self.plan, lambda _: self.lane_cost.sum() <= spare + 1e-12)
-            moved = None if moved is None else np.repeat(moved, self.lanes.count, axis=0)
+        if self.whole_steps or self.rng.random() < self.plan.step_moves:
+            moved = self._step_move(lanes, spare)
         else:
             moved = neighbour(lanes, self.rng, self.plan, lambda lane: self.lane_cost[lane] <= spare + 1e-12)
         if moved is None:
             return None
         return self.template.with_genome(self.lanes.genome(moved))
+
+    def _step_move(self, lanes: np.ndarray, spare: float) -> np.ndarray | None:
+        """A move of whole steps: one lane stands for every component, computing where all of them do; a
+        step it switches off stops every component there, a step it switches on computes every component."""
+        steps = lanes.all(axis=0, keepdims=True)
+        moved_steps = neighbour(steps, self.rng, self.plan, lambda _: self.lane_cost.sum() <= spare + 1e-12)
+        if moved_steps is None:
+            return None
+        moved = lanes.copy()
+        moved[:, steps[0] & ~moved_steps[0]] = False
+        moved[:, moved_steps[0] & ~steps[0]] = True
+        return moved

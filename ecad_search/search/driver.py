@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.core.termination import NoTermination
 from pymoo.problems.static import StaticProblem
 
 from ..evaluation import EvaluationSettings
-from ..pool import EvaluationPool
+from ..pool import EvaluationPool, genome_bits
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
 from .archive import Archive
@@ -32,6 +33,7 @@ from .presets import Preset
 from .seeding import initial_population
 from .splits import SplitScorer, pooled_loss
 from .stats import paired_difference
+from .surrogate import MIN_EVALUATIONS, LossModel, MaskFeatures, fit_loss_model, screen
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Search:
         store: Store,
         template: CacheSchedule,
         settings: EvaluationSettings,
+        relative_macs: Callable[[CacheSchedule], float],
         reference_loss: float,
         preset: Preset,
         population: int,
@@ -92,6 +95,8 @@ class Search:
         confirmation: EvaluationSettings | None = None,
     ) -> None:
         self.run, self.pool, self.store, self.template = run, pool, store, template
+        self.relative_macs = relative_macs
+        self.features = MaskFeatures(template)
         self.preset, self.population, self.seed = preset, population, seed
         self.reference_loss = reference_loss
         self.calibration = SplitScorer(settings, store, pool)
@@ -112,10 +117,9 @@ class Search:
         """Ask for a population, evaluate what is new, tell the algorithm, record the generation."""
         start = time.perf_counter()
         population = self.algorithm.ask()
+        if index > 0:
+            population = self._offspring(population, index)
         genomes = population.get("X").astype(bool)
-        if index > 0 and self.preset.refine_share:
-            genomes = self._with_refinements(genomes, index)
-            population.set("X", genomes)
         schedules = [self.schedule(g) for g in genomes]
         digests = [schedule.digest() for schedule in schedules]
         unique = dict(zip(digests, schedules, strict=True))
@@ -222,20 +226,53 @@ class Search:
                 self.state.archive.rescore(digest, (loss, self.state.archive.points[digest].objectives[1]))
         return self.confirmation.evaluated - before
 
-    def _with_refinements(self, offspring: np.ndarray, index: int) -> np.ndarray:
-        """The last `refine_share` of the offspring replaced by unseen one-move neighbours of the front.
+    def _offspring(self, bred: Population, index: int) -> Population:
+        """The candidates of generation `index` from what NSGA-II bred: the front refinement's share
+        (`refine_share` of the population) as unseen one-move neighbours of the front, the rest NSGA-II's
+        offspring. With `screen` > 1, NSGA-II bred that many times the population and the refinement proposes
+        that many neighbours per place, and the surrogate picks which are generated (`surrogate.py`)."""
+        genomes = bred.get("X").astype(bool)
+        size = min(self.population, len(bred))
+        places = min(round(self.preset.refine_share * self.population), size)
+        neighbours = self._refinements(genomes, index, places * self.preset.screen) if places else []
+        model = self.loss_model()
+        if neighbours:
+            neighbours = [neighbours[i] for i in self._screened(model, np.stack(neighbours), places)]
+        chosen = self._screened(model, genomes, size - len(neighbours))
+        spare = np.setdiff1d(np.arange(len(bred)), chosen)[: len(neighbours)]
+        for row, genome in zip(spare, neighbours, strict=True):
+            bred[row].set("X", genome)
+        return bred[np.concatenate([chosen, spare]).astype(int)]
+
+    def loss_model(self) -> LossModel | None:
+        """The surrogate fitted on every calibration evaluation this run holds (in digest order, so that the
+        fit does not depend on the order in which workers returned them); None when screening is off."""
+        if self.preset.screen <= 1:
+            return None
+        records = [self.state.records[d] for d in sorted(self.state.records)]
+        if len(records) < MIN_EVALUATIONS:
+            return None
+        genomes = np.stack([genome_bits(r.genome) for r in records])
+        return fit_loss_model(self.features(genomes), np.array([r.quality_loss for r in records]))
+
+    def _screened(self, model: LossModel | None, genomes: np.ndarray, count: int) -> np.ndarray:
+        """Indices of the `count` genomes worth generating (the first `count` without a model)."""
+        if model is None or count >= len(genomes):
+            return np.arange(min(count, len(genomes)))
+        costs = np.array([self.relative_macs(self.schedule(g)) for g in genomes])
+        front = [(p.objectives[0], self.relative_macs(self.schedule(p.genome))) for p in self.state.archive.front()]
+        return screen(model, self.features(genomes), costs, front, count)
+
+    def _refinements(self, offspring: np.ndarray, index: int, count: int) -> list[np.ndarray]:
+        """Up to `count` unseen one-move neighbours of the front.
 
         The front is visited in turn (cheapest first, continuing each generation where the last one stopped).
         The moves come from a generator seeded by the run's seed and the generation index, and the front is
         the archive's, which a replay rebuilds exactly, so a resumed run asks for the same candidates.
         """
-        count = round(self.preset.refine_share * len(offspring))
         front = [p.genome for p in self.state.archive.front()]
         start = (index * count) % len(front)
         seen = {g.tobytes() for g in offspring} | {p.genome.tobytes() for p in self.state.archive.points.values()}
         rng = np.random.default_rng([self.seed, index])
         local = front_neighbours(front[start:] + front[:start], count, self.template.genes_per_step, rng, seen)
-        if local:
-            offspring = offspring.copy()
-            offspring[len(offspring) - len(local) :] = np.stack([genome for _, genome in local])
-        return offspring
+        return [genome for _, genome in local]

@@ -3,13 +3,11 @@
 ECAD: population 72, 4-point crossover with probability 0.9, pymoo's bit-flip mutation with probability
 0.05 (the chance that an offspring is mutated at all; each bit then flips with probability 1/n, so about 5 %
 of offspring get about one flipped bit), duplicate elimination, and the constraint "differs from the no-cache
-schedule". Our default keeps ECAD's operators at a third of the population, so a fixed image budget buys three
-times as many generations, lets the no-cache schedule anchor the front's quality end, and fills a third of
-every generation after the first with one-move neighbours of the archive's front (`operators.py`): a step
-shift of one component's computation (same MACs) or one dropped computation. Measured with
-scripts/bench_search.py on the digits model (fidelity, 8,640 images, seed 0): hypervolume 0.9342 and all
-five FORA baselines beaten from the fourth generation, against 0.9340 and two beaten (FORA-5/6) without the
-refinement.
+schedule". Our default keeps ECAD's operators on a smaller population, so a fixed image budget buys more
+generations; lets the no-cache schedule anchor the front's quality end; fills a third of every generation
+after the first with one-move neighbours of the archive's front (`operators.py`); and breeds four candidates
+per place, letting the surrogate (`surrogate.py`) choose which are generated (`screen`). The measurements
+behind each choice are in docs/search.md (`scripts/bench_search.py`).
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ class Preset:
     flips_per_offspring: float | None
     forbid_no_cache: bool
     refine_share: float = 0.0
+    screen: int = 1
 
     def crossover_operator(self) -> Crossover:
         if self.crossover == "uniform":
@@ -50,8 +49,10 @@ class Preset:
         return BitflipMutation(prob=self.mutation_prob, prob_var=per_bit)
 
     def algorithm(self, initial: np.ndarray, population: int | None = None) -> NSGA2:
+        size = population or self.population
         return NSGA2(
-            pop_size=population or self.population,
+            pop_size=size,
+            n_offsprings=size * self.screen,
             sampling=initial,
             crossover=self.crossover_operator(),
             mutation=self.mutation_operator(initial.shape[1]),
@@ -80,6 +81,7 @@ PRESETS = {
         flips_per_offspring=None,
         forbid_no_cache=False,
         refine_share=1 / 3,
+        screen=4,
     ),
 }
 

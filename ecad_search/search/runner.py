@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +203,10 @@ def check_writable_folder(folder: Path, option: str) -> None:
 
 
 def _run_name(config: SearchConfig, metric: str) -> str:
-    digest = hashlib.sha256(repr(sorted(config.identity().items())).encode()).hexdigest()[:8]
+    """Named by the options and by what the preset is, so that a preset changed by an upgrade starts a new run
+    (sharing the old one's evaluations) instead of replaying the old one's generations differently."""
+    identity = {**config.identity(), "preset": asdict(get_preset(config.preset))}
+    digest = hashlib.sha256(repr(sorted(identity.items())).encode()).hexdigest()[:8]
     return f"{Path(config.model).name}-{metric}-{config.preset}-s{config.seed}-{digest}"
 
 
@@ -263,6 +266,7 @@ class SearchRun:
                 store=self.store,
                 template=template,
                 settings=settings,
+                relative_macs=lambda schedule: schedule_macs(schedule, prepared.spec, settings) / self.full_macs,
                 reference_loss=get_metric(settings.metric).reference_loss,
                 preset=preset or get_preset(config.preset),
                 population=prepared.population,
@@ -502,7 +506,6 @@ def run_search(prepared: PreparedSearch, console: Console | None = None) -> Sear
     return search_run
 
 
-
 @dataclass(frozen=True)
 class BudgetRun:
     """A budget search's outcome, the held-out records of what it found and of where it started, and how many
@@ -528,8 +531,8 @@ def search_at_budget(
     whole_steps: bool = False,
     on_move: Callable[[int, float], None] | None = None,
 ) -> BudgetRun:
-    """The local search at `budget` from the best FORA-N (N ≤ 10) within it, on the calibration split, and the
-    held-out records of the result and its start."""
+    """The local search at `budget` from the best FORA-N (N ≤ 10) or front member of an earlier search on the
+    same calibration split within it, and the held-out records of the result and its start."""
     settings, spec = prepared.settings, prepared.spec
     template = run_template(spec, settings)
     full = schedule_macs(template, spec, settings)
@@ -544,10 +547,23 @@ def search_at_budget(
         whole_steps=whole_steps,
     )
     starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
-    outcome = search.run(starts, on_move)
+    outcome = search.run(starts + earlier_fronts(store, template, settings.key()), on_move)
     held_out = SplitScorer(prepared.splits.held_out, store, pool)
     records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
     return BudgetRun(outcome, records, calibration.evaluated, held_out.evaluated)
+
+
+def earlier_fronts(store: Store, template: CacheSchedule, eval_key: str) -> list[CacheSchedule]:
+    """The last archived front of every search on this calibration split: free starting points, already
+    scored."""
+    digests = {d for run in store.list_runs() if run.eval_key == eval_key for d in _last_archive(store, run.name)}
+    records = store.evaluations_for(eval_key, sorted(digests))
+    return [template.with_genome(_genome(r), name=f"front-{r.digest[:8]}") for r in records if r.genome]
+
+
+def _last_archive(store: Store, run: str) -> tuple[str, ...]:
+    generations = store.generations(run)
+    return generations[-1].archive if generations else ()
 
 
 def run_budget_search(prepared: PreparedSearch, budget: float, moves: int, console: Console | None = None) -> str:
