@@ -39,7 +39,8 @@ def search(args: argparse.Namespace, budget: float, whole_steps: bool, folder: P
     pool = LocalPool(prepared.spec, prepared.config.device)
     start = time.perf_counter()
     with Store(db) as store:
-        plan = BudgetPlan.of(args.baseline_moves) if whole_steps else BudgetPlan.of(args.moves, args.screen, args.step_moves)
+        ours = BudgetPlan.of(args.moves, args.screen, args.step_moves)
+        plan = BudgetPlan.of(args.baseline_moves) if whole_steps else ours
         run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
     pool.close()
     outcome, records = run.outcome, run.held_out

@@ -68,14 +68,15 @@ def run_setting(name: str, seed: int, images: int, pool: LocalPool, args: argpar
     front (digest → genome bits)."""
     preset: Preset = SETTINGS[name]
     config = base_config(args, folder / f"{name}-{seed}.db", seed, GUARDS.get(name))
-    prepared = prepare(replace(config, population=preset.population, run=f"{name}-{seed}"))
+    config = replace(config, population=preset.population, run=f"{name}-{seed}", held_out_images_per_prompt=None)
+    prepared = prepare(config)
     search_run = SearchRun(prepared, Console(quiet=True), pool=pool, preset=preset)
     start = time.perf_counter()
     search_run.evaluate_baselines()
     search = search_run.search
     confirmation = prepared.splits.confirmation
     per_confirmation = confirmation.num_images if confirmation else 0
-    generated = search_run.baselines_evaluated * prepared.settings.num_images
+    generated = len(search_run.baselines) * prepared.settings.num_images  # also when served from --work
     checkpoints, index = [], 0
     while generated < images:
         report = search.step(index)
@@ -123,8 +124,21 @@ class HeldOut:
         return self.score([s.genome() for s in [*all_heuristics(template.groups, template.num_steps), *foras]])
 
 
+def thinned(runs: list[dict], count: int) -> list[dict]:
+    """Each run with at most `count` checkpoints, nearest to log-spaced image counts (always its last): every
+    front kept costs held-out images to measure."""
+    kept = []
+    for run in runs:
+        checkpoints = run["checkpoints"]
+        images = np.array([c["images"] for c in checkpoints])
+        grid = np.geomspace(images[0], images[-1], count)
+        chosen = sorted({int(np.argmin(np.abs(np.log(images) - np.log(g)))) for g in grid} | {len(images) - 1})
+        kept.append({**run, "checkpoints": [checkpoints[i] for i in chosen]})
+    return kept
+
+
 def progress_curves(runs: list[dict], held_out: HeldOut, reference: str) -> dict[str, Any]:
-    """Progress of every run at every checkpoint, on the recorded loss and on a log scale."""
+    """Progress of every run at each of its checkpoints, on the recorded loss and on a log scale."""
     seeds = held_out.hand_made()
     for run in runs:
         for checkpoint in run["checkpoints"]:
@@ -195,6 +209,7 @@ def main() -> None:
     parser.add_argument("--reference-images", type=int, default=30000, help="images per seed of the reference")
     parser.add_argument("--images", type=int, default=6000, help="images per seed of every other setting")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--checkpoints", type=int, default=12, help="fronts per run scored on held-out images")
     parser.add_argument("--out", type=Path, default=Path("bench_search"))
     parser.add_argument("--work", type=Path, default=None, help="keep the databases here (default: a temp dir)")
     args = parser.parse_args()
@@ -210,6 +225,7 @@ def main() -> None:
                 runs.append(run_setting(name, seed, budget, pool, args, folder))
                 print(f"{name} seed {seed}: {runs[-1]['checkpoints'][-1]['images']:,} images", flush=True)
         held_out = HeldOut(prepared, pool, folder)
+        runs = thinned(runs, args.checkpoints)
         curves = progress_curves(runs, held_out, args.reference)
         versus = {f"{r['setting']}-{r['seed']}": against_fora(r, held_out) for r in runs}
         pool.close()

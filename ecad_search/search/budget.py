@@ -229,7 +229,7 @@ class BudgetSearch:
     def _propose(self, schedule: CacheSchedule) -> CacheSchedule | None:
         lanes = self.lanes.grid(schedule.genome())
         spare = self.budget - self.cost(schedule)
-        if self.whole_steps or self.rng.random() < self.plan.step_moves:
+        if self.whole_steps or (self.plan.step_moves > 0 and self.rng.random() < self.plan.step_moves):
             moved = self._step_move(lanes, spare)
         else:
             moved = neighbour(lanes, self.rng, self.plan, lambda lane: self.lane_cost[lane] <= spare + 1e-12)
