@@ -42,7 +42,7 @@ from rich.table import Table
 from ecad_search.compare.budgets import Point, hypervolume, pareto
 from ecad_search.evaluation import run_template, schedule_macs
 from ecad_search.heuristics import all_heuristics, fora
-from ecad_search.pool import LocalPool, genome_bits
+from ecad_search.pool import LocalPool, genome_bits, genome_text
 from ecad_search.search.presets import PRESETS, Preset
 from ecad_search.search.runner import PreparedSearch, SearchConfig, SearchRun, prepare
 from ecad_search.search.splits import SplitScorer
@@ -80,7 +80,7 @@ def run_setting(name: str, seed: int, images: int, pool: LocalPool, args: argpar
         report = search.step(index)  # a generation served from --work reports what it cost when it ran
         generated += report.evaluated * prepared.settings.num_images + report.confirmed * per_confirmation
         seconds += report.wall_time_s
-        front = {p.digest: "".join("1" if b else "0" for b in p.genome) for p in search.state.archive.front()}
+        front = {p.digest: genome_text(search.schedule(p.genome)) for p in search.state.archive.front()}
         checkpoints.append({"images": generated, "seconds": seconds, "front": front})
         index += 1
     search_run.store.close()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from ecad_search.cli import app
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
+from ecad_search.pool import genome_text
 from ecad_search.schedule import CacheSchedule
 from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes
 from ecad_search.search.runner import earlier_fronts
@@ -129,8 +130,7 @@ def test_earlier_fronts_on_the_same_split_are_starting_points(tmp_path: Path) ->
     elsewhere = fora(base.groups, STEPS, 7)
 
     def record(schedule: CacheSchedule) -> EvaluationRecord:
-        bits = "".join("1" if b else "0" for b in schedule.genome())
-        return EvaluationRecord(schedule.digest(), bits, 1.0, fraction(schedule), 1.0, None, {}, 0.0)
+        return EvaluationRecord(schedule.digest(), genome_text(schedule), 1.0, fraction(schedule), 1.0, None, {}, 0.0)
 
     with Store(f"sqlite:///{tmp_path / 's.db'}") as store:
         for run, key, schedules in (("a", "k", front), ("b", "other", [elsewhere])):

@@ -12,6 +12,7 @@ from .base import (
     PoolError,
     PoolStatus,
     genome_bits,
+    genome_text,
     record_of,
     resident_mib,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "PoolError",
     "PoolStatus",
     "genome_bits",
+    "genome_text",
     "make_pool",
     "record_of",
     "resident_mib",
