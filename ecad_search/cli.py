@@ -107,7 +107,9 @@ def main_form(
     model: Annotated[str | None, typer.Option("--model", "-m", help="registry name or pipeline folder")] = None,
     generations: Annotated[int, typer.Option(help="NSGA-II generations")] = 50,
     population: Annotated[int | None, typer.Option(help="population size (default: the preset's)")] = None,
-    preset: Annotated[str, typer.Option(help="'default' (ours) or 'ecad' (the paper's settings)")] = "default",
+    preset: Annotated[
+        str, typer.Option(help="'default' (ours), 'fast' (ours, smaller and raced) or 'ecad' (the paper's)")
+    ] = "default",
     metric: Annotated[
         str | None,
         typer.Option(help="fidelity, frechet, reward, image-reward, clip (default: the model's; `ecad-search models`)"),
@@ -153,8 +155,8 @@ def main_form(
         typer.Option(help="instead of a front: the best schedule at this fraction of the uncached MACs, e.g. 0.35"),
     ] = None,
     budget_moves: Annotated[
-        int, typer.Option(help="--budget: annealing moves (then hill climbing until no move improves)")
-    ] = 48,
+        int, typer.Option(help="--budget: annealing moves (then hill climbing until no move improves beyond noise)")
+    ] = 32,
 ) -> None:
     """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
 

@@ -16,6 +16,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ def search(args: argparse.Namespace, budget: float, whole_steps: bool, folder: P
     start = time.perf_counter()
     with Store(db) as store:
         ours = BudgetPlan.of(args.moves, args.screen, args.step_moves)
-        plan = BudgetPlan.of(args.baseline_moves) if whole_steps else ours
+        # BudCache climbs until a round improves nothing, however little the improvement.
+        baseline = replace(BudgetPlan.of(args.baseline_moves), patience=0)
+        plan = baseline if whole_steps else ours
         run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
     pool.close()
     outcome, records = run.outcome, run.held_out
@@ -63,9 +66,9 @@ def main() -> None:
     parser.add_argument("--metric", default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.35])
-    parser.add_argument("--moves", type=int, default=48, help="annealing moves of ours (`--budget-moves`)")
+    parser.add_argument("--moves", type=int, default=32, help="annealing moves of ours (`--budget-moves`)")
     parser.add_argument("--screen", type=int, default=1, help="proposals per move of ours (`--budget-screen`)")
-    parser.add_argument("--step-moves", type=float, default=0.0, help="share of whole-step moves in ours")
+    parser.add_argument("--step-moves", type=float, default=0.5, help="share of whole-step moves in ours")
     parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench_budget.json"))

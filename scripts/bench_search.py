@@ -51,13 +51,19 @@ from ecad_search.store import Store
 SETTINGS = {
     "ecad": PRESETS["ecad"],
     "default": PRESETS["default"],
+    "fast": PRESETS["fast"],
     "no-screen": replace(PRESETS["default"], name="no-screen", screen=1),
     "screen-8": replace(PRESETS["default"], name="screen-8", screen=8),
     "population-12": replace(PRESETS["default"], name="population-12", population=12),
     "no-refine": replace(PRESETS["default"], name="no-refine", refine_share=0.0),
+    "race": replace(PRESETS["default"], name="race", race=0.25),
+    "fast-8": replace(PRESETS["fast"], name="fast-8", population=8),
 }
-# ECAD scores every candidate once on its calibration images; our settings run with the default guard.
-GUARDS = {"ecad": "none"}
+# ECAD scores every candidate once on its calibration images; our settings run with the model's guard, and as
+# "<setting>-paired" with the paired test alone (no confirmation images).
+PAIRED = ("population-12", "fast", "fast-8")
+SETTINGS.update({f"{name}-paired": replace(SETTINGS[name], name=f"{name}-paired") for name in PAIRED})
+GUARDS = {"ecad": "none", **{f"{name}-paired": "paired" for name in PAIRED}}
 BUDGETS = (0.5, 0.35, 0.25, 0.2)
 TARGETS = (0.9, 0.95, 0.99)
 
@@ -72,13 +78,11 @@ def run_setting(name: str, seed: int, images: int, pool: LocalPool, args: argpar
     search_run = SearchRun(prepared, Console(quiet=True), pool=pool, preset=preset)
     search_run.evaluate_baselines()
     search = search_run.search
-    confirmation = prepared.splits.confirmation
-    per_confirmation = confirmation.num_images if confirmation else 0
     generated = len(search_run.baselines) * prepared.settings.num_images  # also when served from --work
     checkpoints, index, seconds = [], 0, 0.0
     while generated < images:
         report = search.step(index)  # a generation served from --work reports what it cost when it ran
-        generated += report.evaluated * prepared.settings.num_images + report.confirmed * per_confirmation
+        generated += report.images
         seconds += report.wall_time_s
         front = {p.digest: genome_text(search.schedule(p.genome)) for p in search.state.archive.front()}
         checkpoints.append({"images": generated, "seconds": seconds, "front": front})

@@ -142,3 +142,46 @@ def test_earlier_fronts_on_the_same_split_are_starting_points(tmp_path: Path) ->
         starts = earlier_fronts(store, base, "k")
     assert sorted(s.digest() for s in starts) == sorted(s.digest() for s in front)
     assert all(s.name.startswith("front-") for s in starts)
+
+
+def noisy_distance_to(
+    target: np.ndarray, noise: float
+) -> Callable[[dict[str, CacheSchedule]], dict[str, EvaluationRecord]]:
+    """`distance_to` measured on 8 units, each off by its own noise (seeded by the mask), as a metric's
+    per-seed scores are: improvements of a gene or two are within noise."""
+
+    def score(schedules: dict[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
+        records = {}
+        for digest, s in schedules.items():
+            units = -float(np.sum(s.genome() != target)) + np.random.default_rng(int(digest[:8], 16)).normal(
+                0, noise, 8
+            )
+            scores = {"prompt_scores": units.tolist()}
+            records[digest] = EvaluationRecord(
+                digest, "0", float(1 - units.mean()), fraction(s), 0.0, None, scores, 0.0
+            )
+        return records
+
+    return score
+
+
+def test_the_climb_stops_when_its_improvement_is_within_noise() -> None:
+    """On a noisy loss, a climb with patience 1 stops at the first round whose gain the units cannot tell from
+    noise (keeping it), one with patience 2 at the second in a row, while BudCache's rule (patience 0) climbs
+    on; on a loss without noise they all stop alike."""
+    base = template()
+    target = np.random.default_rng(3).random(base.genome_length) < 0.3
+    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
+
+    def evaluations(score: Callable, patience: int) -> tuple[int, float]:  # type: ignore[type-arg]
+        plan = BudgetPlan(anneal_moves=4, neighbours=20, climb_rounds=8, patience=patience)
+        outcome = BudgetSearch(base, 0.35, score, fraction, seed=0, plan=plan).run(starts)
+        return outcome.evaluations, outcome.record.quality_loss
+
+    noisy = noisy_distance_to(target, 1.0)
+    (stopping, stopped_at), (climbing, climbed_to) = evaluations(noisy, 1), evaluations(noisy, 0)
+    assert stopping < climbing == 4 + 20 * 8, "BudCache's rule climbs every round; ours stops within noise"
+    assert climbed_to < stopped_at
+    exact = noisy_distance_to(target, 0.0)
+    assert evaluations(exact, 1) == evaluations(exact, 0) == evaluations(exact, 2)
+    assert stopping <= evaluations(noisy, 2)[0] <= climbing

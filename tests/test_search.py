@@ -22,12 +22,13 @@ from ecad_search.cli import app
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
 from ecad_search.search.config import SearchConfig
-from ecad_search.search.presets import PRESETS
+from ecad_search.search.presets import PRESETS, Preset
+from ecad_search.search.racing import MIN_RACE_PROMPTS
 from ecad_search.search.report import baseline_table, compare_with_baselines
-from ecad_search.search.runner import SearchRun, prepare
+from ecad_search.search.runner import SearchRun, prepare, runnable_preset
 from ecad_search.search.seeding import FORA_BASELINES, initial_population
 from ecad_search.search.stats import paired_difference
-from ecad_search.store import EvaluationRecord, Store
+from ecad_search.store import EvaluationRecord, GenerationRecord, Store
 
 runner = CliRunner()
 
@@ -176,7 +177,7 @@ def _evaluations(db: Path) -> int:
         (("--db", "sqlite:////nonexistent/dir/x.db"), "nonexistent"),
         (("--metric", "reward"), "metric 'reward' scores the digits model only"),
         (("--metric", "frechet"), "metric 'frechet' scores the digits model only"),
-        (("--preset", "fast"), "unknown preset 'fast'"),
+        (("--preset", "quick"), "unknown preset 'quick'"),
         (("--guard", "maybe"), "unknown guard 'maybe': use one of both, confirm, paired, none"),
         (("--held-out", "all"), "unknown held-out scope 'all': use one of rivals, front"),
         (("--batch-size", "-1"), "--batch-size must be a whole number from 0"),
@@ -433,3 +434,51 @@ def test_screened_search_is_deterministic_resumes_and_screens(tmp_path) -> None:
     assert unscreened.search.loss_model() is None, "screen 1 fits no model"
     populations = [g.population for g in Store(config.db).generations("s")]
     assert populations[0] == first[0] and populations[2] != first[2]
+
+
+def test_a_raced_search_is_deterministic_resumes_and_generates_fewer_images(tmp_path, tiny_pixart_dir) -> None:  # type: ignore[no-untyped-def]
+    """Every lever on (screening, front refinement, confirmation, racing on a quarter of 24 prompts): a run
+    resumed after two generations asks for the same populations as one that ran through, with the same image
+    counts; racing drops candidates, so it generates fewer images than the same preset without it; and every
+    finished candidate's calibration record is stored, merged from its two parts."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(f"a photo of object number {i}" for i in range(24)))
+    raced = replace(PRESETS["default"], race=0.25)
+
+    def search(db: str, generations: int, preset: Preset = raced) -> tuple[SearchRun, list[GenerationRecord]]:
+        config = SearchConfig(
+            model=str(tiny_pixart_dir), generations=generations, metric="fidelity", population=6, steps=4,
+            prompts=str(prompts), db=f"sqlite:///{tmp_path / db}", out=str(tmp_path / "out"), run="r",
+        )  # fmt: skip
+        run = SearchRun(prepare(config), Console(quiet=True), preset=preset)
+        run.run()
+        return run, Store(config.db).generations("r")
+
+    straight, generations = search("a.db", 5)
+    assert straight.search.race is not None and len(straight.search.race.race.prompts) == 8
+    assert straight.search.state.raced_out, "the race dropped nothing"
+    search("b.db", 2)
+    resumed, again = search("b.db", 5)
+    assert [g.population for g in again] == [g.population for g in generations]
+    assert [g.images for g in again] == [g.images for g in generations]
+    assert [r.images for r in resumed.reports] == [g.images for g in generations]
+    assert resumed.search.state.raced_out.keys() == straight.search.state.raced_out.keys()
+    _, unraced = search("c.db", 5, PRESETS["default"])
+    assert unraced[0].population == generations[0].population
+    assert sum(g.images for g in generations) < sum(g.images for g in unraced)
+    finished = [r for r in straight.search.state.records.values() if "raced_prompts" in r.scores]
+    assert finished and all(len(r.scores["prompt_scores"]) == 24 for r in finished)
+    stored = Store(f"sqlite:///{tmp_path / 'a.db'}").lookup(straight.search.eval_key, [r.digest for r in finished])
+    assert stored.keys() == {r.digest for r in finished}
+
+
+def test_racing_runs_only_on_per_prompt_metrics_and_renames_no_earlier_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The Fréchet distance's units are seeds of one image set, so `fast` does not race on digits; and a lever
+    left off is not part of a run's name, so the quick start's run (named in the README) keeps its name."""
+    quick_start = prepare(SearchConfig(model="digits", generations=8, out=str(tmp_path)))
+    assert quick_start.run == "digits-frechet-default-s0-3984c9f7"
+    assert runnable_preset(PRESETS["fast"], quick_start.settings).race == 0
+    fidelity = prepare(SearchConfig(model="pixart-alpha", generations=1, metric="fidelity", out=str(tmp_path)))
+    assert runnable_preset(PRESETS["fast"], fidelity.settings) == PRESETS["fast"]
+    few = replace(fidelity.settings, prompts=fidelity.settings.prompts[:MIN_RACE_PROMPTS])
+    assert runnable_preset(PRESETS["fast"], few).race == 0

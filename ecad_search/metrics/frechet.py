@@ -133,6 +133,7 @@ class FrechetMetric(QualityMetric):
     needs_reference = True
     min_images_per_prompt = 2
     reference_loss = 100.0
+    units_are_prompts = False
 
     def __init__(self, classifier: DigitClassifier) -> None:
         self.classifier = classifier

@@ -4,9 +4,11 @@ A front is not always what a user wants: often it is one schedule at the MACs th
 starts from the best heuristic schedule within the budget (FORA every N, by calibration loss) and improves
 it with moves that keep its cost: one component's computation moved to another step of the same component
 (most often within a few steps), and, while there is room under the budget, one more computation switched
-on. Simulated annealing explores first, then hill climbing takes the best improving neighbour until none
-improves (the stall criterion). It is BudCache's procedure (ICML 2026) on our component-level masks, with
-annealing temperatures relative to the starting loss rather than in absolute loss units.
+on; half the moves do the same with whole steps, which fills a budget that single components would take
+dozens of moves to fill. Simulated annealing explores first, then hill climbing takes the best improving
+neighbour, round after round, until two rounds in a row improve only within noise (the stall criterion). It is
+BudCache's procedure (ICML 2026) on our component-level masks, with annealing temperatures relative to the
+starting loss rather than in absolute loss units, and a stall that does not chase calibration noise.
 
 Every candidate is scored on the search's calibration split through the evaluation memo, so a repeated
 budget search, or one on a database that already holds the masks, pays only for masks never seen.
@@ -22,6 +24,7 @@ import numpy as np
 
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord
+from .stats import paired_difference
 from .surrogate import LossModel, MaskFeatures, fit_loss_model
 
 
@@ -29,10 +32,12 @@ from .surrogate import LossModel, MaskFeatures, fit_loss_model
 class BudgetPlan:
     """How long the local search runs: annealing moves (temperature falling geometrically from `t_start` to
     `t_end`, in units of the starting loss's magnitude), then hill-climbing rounds of `neighbours` moves each,
-    stopping at the first round without improvement or after `climb_rounds`. `near` is the share of moves that
-    stay within `radius` steps; `step_moves` the share that move whole steps (every component of a step), as
-    BudCache's do. With `screen` > 1, each move draws that many proposals and generates the one the surrogate
-    (`surrogate.py`, fitted on this search's evaluations) predicts best."""
+    stopping after `climb_rounds`, at the first round without improvement, or after `patience` rounds in a row
+    whose improvement is within noise (a paired 95 % interval over the two records' unit scores that holds
+    zero; those steps are kept). `patience` 0 stops only where nothing improves, as BudCache does. `near` is
+    the share of moves that stay within `radius` steps; `step_moves` the share that move whole steps (every
+    component of a step), as BudCache's do. With `screen` > 1, each move draws that many proposals and
+    generates the one the surrogate (`surrogate.py`, fitted on this search's evaluations) predicts best."""
 
     anneal_moves: int = 48
     t_start: float = 0.05
@@ -42,10 +47,11 @@ class BudgetPlan:
     near: float = 0.7
     radius: int = 3
     screen: int = 1
-    step_moves: float = 0.0
+    step_moves: float = 0.5
+    patience: int = 2
 
     @classmethod
-    def of(cls, moves: int, screen: int = 1, step_moves: float = 0.0) -> BudgetPlan:
+    def of(cls, moves: int, screen: int = 1, step_moves: float = 0.5) -> BudgetPlan:
         """The plan for `--budget-moves`: that many annealing moves, then rounds of a quarter as many
         neighbours (at least 4); each move the best of `screen` proposals by the surrogate."""
         return cls(anneal_moves=moves, neighbours=max(4, moves // 4), screen=screen, step_moves=step_moves)
@@ -61,6 +67,15 @@ class BudgetOutcome:
     start_record: EvaluationRecord
     evaluations: int
     moves: int
+
+
+def beyond_noise(better: EvaluationRecord, than: EvaluationRecord) -> bool:
+    """Whether `better` scores higher than `than` with a paired 95 % interval over their unit scores; a loss
+    without unit scores has no noise to be within, so any improvement counts."""
+    ours, theirs = better.scores.get("prompt_scores"), than.scores.get("prompt_scores")
+    if not ours or not theirs or len(ours) != len(theirs):
+        return True
+    return paired_difference(ours, theirs).verdict > 0
 
 
 class Lanes:
@@ -193,6 +208,7 @@ class BudgetSearch:
                 best, best_record = candidate, record
             if on_move:
                 on_move(moves, best_record.quality_loss)
+        within_noise = 0
         for _ in range(plan.climb_rounds):
             round_best: tuple[EvaluationRecord, CacheSchedule] | None = None
             for _ in range(plan.neighbours):
@@ -207,7 +223,10 @@ class BudgetSearch:
                     on_move(moves, best_record.quality_loss)
             if round_best is None or round_best[0].quality_loss >= best_record.quality_loss:
                 break
+            within_noise = 0 if beyond_noise(round_best[0], best_record) else within_noise + 1
             best_record, best = round_best
+            if plan.patience and within_noise >= plan.patience:
+                break
         return BudgetOutcome(best, best_record, start, start_record, self.evaluations, moves)
 
     def _move(self, schedule: CacheSchedule) -> CacheSchedule | None:

@@ -9,6 +9,8 @@ workers) is infeasible for NSGA-II (one inequality constraint) and never enters 
 
 With a confirmation split (the selection-bias guard, `splits.py`), every schedule on the archive's front has
 been scored again on fresh seeds and its loss is the pooled one; NSGA-II itself sees calibration losses.
+With racing (`racing.py`), a new candidate is scored on the race prompts first and finished only when it could
+still enter the front; one dropped there never enters the archive, and NSGA-II sees its race loss.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..store import EvaluationRecord, Store
 from .archive import Archive
 from .operators import front_neighbours
 from .presets import Preset
+from .racing import RaceSplit, Rival, beaten
 from .seeding import initial_population
 from .splits import SplitScorer, pooled_loss
 from .stats import paired_difference
@@ -56,20 +59,31 @@ class GenerationReport:
     wall_time_s: float
     confirmed: int = 0
     failed: int = 0
+    images: int = 0
 
 
 @dataclass
 class SearchState:
-    """Where a search is: the archive, what each evaluated digest scored on the calibration images, and the
-    pooled loss of each confirmed one."""
+    """Where a search is: the archive, what each evaluated digest scored on the calibration images, the
+    pooled loss of each confirmed one, and the race record of each candidate racing dropped."""
 
     archive: Archive = field(default_factory=Archive)
     records: dict[str, EvaluationRecord] = field(default_factory=dict)
     pooled: dict[str, float] = field(default_factory=dict)
+    raced_out: dict[str, EvaluationRecord] = field(default_factory=dict)
 
     def search_loss(self, digest: str) -> float:
         """The loss the search decides by: pooled once confirmed, else the calibration loss."""
         return self.pooled.get(digest, self.records[digest].quality_loss)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What scoring a generation's new masks did: masks that generated images now, masks that failed, images."""
+
+    evaluated: int
+    failed: int
+    images: int
 
 
 # Called as each candidate of a generation is settled: (settled so far, population size).
@@ -93,6 +107,7 @@ class Search:
         population: int,
         seed: int,
         confirmation: EvaluationSettings | None = None,
+        race: RaceSplit | None = None,
     ) -> None:
         self.run, self.pool, self.store, self.template = run, pool, store, template
         self.relative_macs = relative_macs
@@ -101,6 +116,8 @@ class Search:
         self.reference_loss = reference_loss
         self.calibration = SplitScorer(settings, store, pool)
         self.confirmation = SplitScorer(confirmation, store, pool) if confirmation else None
+        self.race = race
+        self.racers = (SplitScorer(race.race, store, pool), SplitScorer(race.rest, store, pool)) if race else None
         self.eval_key = self.calibration.key
         self.state = SearchState(archive=Archive(reference_loss), records=self.calibration.records)
         self.done_before = {g.index: g for g in store.generations(run)}
@@ -124,9 +141,9 @@ class Search:
         digests = [schedule.digest() for schedule in schedules]
         unique = dict(zip(digests, schedules, strict=True))
         calibration = self.calibration
-        seen_before = {digest for digest in unique if calibration.known(digest)}
+        seen_before = {digest for digest in unique if self._settled(digest)}
         calibration.load([digest for digest in unique if digest not in seen_before])
-        new = {digest: schedule for digest, schedule in unique.items() if not calibration.known(digest)}
+        new = {digest: schedule for digest, schedule in unique.items() if not self._settled(digest)}
         settled = len(digests) - len(new)
 
         def on_outcome(_: object) -> None:
@@ -137,11 +154,8 @@ class Search:
 
         if on_candidate:
             on_candidate(settled, len(digests))
-        evaluated_before, failed_before = calibration.evaluated, len(calibration.failed_here)
-        calibration.scores(new, on_outcome)
-        evaluated = calibration.evaluated - evaluated_before
-        failed = len(calibration.failed_here) - failed_before
-        from_database = len(unique) - len(seen_before) - evaluated - failed
+        scored = self._score(new, on_outcome)
+        from_database = len(unique) - len(seen_before) - scored.evaluated - scored.failed
         F, G = self._objectives(digests, genomes)
         self.algorithm.evaluator.eval(StaticProblem(self.problem, F=F, G=G), population)
         self.algorithm.tell(infills=population)
@@ -149,6 +163,7 @@ class Search:
             if digest in self.state.records:
                 self.state.archive.add(digest, genome, (self.state.search_loss(digest), float(objectives[1])))
         confirmed = self.confirm_front()
+        images = scored.images + self._images(0, confirmed)
         front = self.state.archive.front()
         hypervolume = self.state.archive.hypervolume()
         seconds = time.perf_counter() - start
@@ -158,16 +173,19 @@ class Search:
             digests,
             [p.digest for p in front],
             hypervolume,
-            evaluated,
+            scored.evaluated,
             from_database,
             seconds,
             confirmed,
+            images,
         )
+        evaluated = scored.evaluated
         earlier = self.done_before.get(index)
         if earlier is not None:
             evaluated, from_database, seconds = earlier.evaluated, earlier.memo_hits, earlier.wall_time_s
             confirmed = earlier.confirmed
-        duplicates = len(digests) - evaluated - from_database - failed
+            images = self._images(evaluated, confirmed) if earlier.images is None else earlier.images
+        duplicates = len(digests) - evaluated - from_database - scored.failed
         return GenerationReport(
             index,
             evaluated,
@@ -178,16 +196,88 @@ class Search:
             earlier is not None,
             seconds,
             confirmed,
-            failed,
+            scored.failed,
+            images,
         )
+
+    def _images(self, evaluated: int, confirmed: int) -> int:
+        """The images of `evaluated` full calibration evaluations and `confirmed` confirmations."""
+        per_confirmation = self.confirmation.settings.num_images if self.confirmation else 0
+        return evaluated * self.calibration.settings.num_images + confirmed * per_confirmation
+
+    def _settled(self, digest: str) -> bool:
+        """Whether this run already knows what a mask scored: on the calibration images, or as raced out."""
+        return self.calibration.known(digest) or digest in self.state.raced_out
+
+    def _score(self, new: dict[str, CacheSchedule], on_outcome: Callable[[object], None]) -> Scored:
+        """Score the masks new to this run on the calibration images, or race them when racing is on."""
+        if self.racers is not None:
+            return self._race(new, on_outcome)
+        calibration = self.calibration
+        evaluated_before, failed_before = calibration.evaluated, len(calibration.failed_here)
+        calibration.scores(new, on_outcome)
+        evaluated = calibration.evaluated - evaluated_before
+        return Scored(evaluated, len(calibration.failed_here) - failed_before, self._images(evaluated, 0))
+
+    def _race(self, new: dict[str, CacheSchedule], on_outcome: Callable[[object], None]) -> Scored:
+        """Score every new mask on the race prompts, drop those the front beats there, finish the others on the
+        rest of the prompts and store their merged calibration records. Every mask is judged against the front
+        as it was before this generation, so the outcome does not depend on the order results arrive in."""
+        assert self.race is not None and self.racers is not None
+        generated: set[str] = set()
+        images = 0
+
+        def counted(scorer: SplitScorer, then: Callable[[object], None] | None = None) -> Callable[[object], None]:
+            def on(outcome: object) -> None:
+                nonlocal images
+                if isinstance(outcome, EvaluationRecord):
+                    generated.add(outcome.digest)
+                    images += scorer.settings.num_images
+                if then:
+                    then(outcome)
+
+            return on
+
+        race, rest = self.racers
+        failed_before = len(race.failed_here) + len(rest.failed_here)
+        raced = race.scores(new, counted(race))
+        rivals = self._rivals()
+        finishing = {}
+        for digest, schedule in new.items():
+            record = raced.get(digest)
+            if record is not None and not beaten(record.scores["prompt_scores"], record.cost, rivals):
+                finishing[digest] = schedule
+                continue
+            if record is not None:
+                self.state.raced_out[digest] = record
+            on_outcome(record)
+        rested = rest.scores(finishing, counted(rest, on_outcome))
+        merged = [self.race.merged(raced[digest], rested[digest]) for digest in finishing if digest in rested]
+        self.store.record_evaluations(self.calibration.key, merged)
+        self.calibration.load([record.digest for record in merged])
+        failed = len(race.failed_here) + len(rest.failed_here) - failed_before
+        return Scored(len(generated), failed, images)
+
+    def _rivals(self) -> list[Rival]:
+        """The archive's front as a race sees it: each member's search loss, cost and race-prompt scores."""
+        assert self.race is not None
+        confirmed = self.confirmation.records if self.confirmation else {}
+        return [
+            Rival(
+                point.objectives[0],
+                point.objectives[1],
+                self.race.race_units(self.search_scores(point.digest, pooled=point.digest in confirmed)),
+            )
+            for point in self.state.archive.front()
+        ]
 
     def _objectives(self, digests: list[str], genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """NSGA-II's objectives and constraint: a failed candidate is infeasible at the worst loss and full cost;
         with `forbid_no_cache`, so is the no-cache mask (at least one computation must be reused)."""
-        records = self.state.records
-        failed = np.array([d not in records for d in digests])
+        known = {**self.state.raced_out, **self.state.records}
+        failed = np.array([d not in known for d in digests])
         worst = (self.reference_loss, 1.0)
-        F = np.array([(records[d].quality_loss, records[d].cost) if d in records else worst for d in digests])
+        F = np.array([(known[d].quality_loss, known[d].cost) if d in known else worst for d in digests])
         G = np.where(failed, 1.0, 0.0)
         if self.preset.forbid_no_cache:
             G = np.maximum(G, 1.0 - (~genomes).sum(axis=1))

@@ -6,13 +6,16 @@ of offspring get about one flipped bit), duplicate elimination, and the constrai
 schedule". Our default keeps ECAD's operators on a smaller population, so a fixed image budget buys more
 generations; lets the no-cache schedule anchor the front's quality end; fills a third of every generation
 after the first with one-move neighbours of the archive's front (`operators.py`); and breeds four candidates
-per place, letting the surrogate (`surrogate.py`) choose which are generated (`screen`). The measurements
-behind each choice are in docs/search.md (`scripts/bench_search.py`).
+per place, letting the surrogate (`surrogate.py`) choose which are generated (`screen`). `fast` halves the
+population again, so the surrogate is refitted twice as often, and races each candidate on a quarter of the
+prompts first (`racing.py`; per-image metrics only). The measurements behind each choice are in
+docs/search.md (`scripts/bench_search.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
@@ -37,6 +40,15 @@ class Preset:
     forbid_no_cache: bool
     refine_share: float = 0.0
     screen: int = 1
+    race: float = 0.0
+
+    def identity(self) -> dict[str, Any]:
+        """What the preset contributes to a run's name: every field, except levers that are off, so that adding
+        a lever renames no earlier run."""
+        fields = asdict(self)
+        if not self.race:
+            del fields["race"]
+        return fields
 
     def crossover_operator(self) -> Crossover:
         if self.crossover == "uniform":
@@ -84,6 +96,7 @@ PRESETS = {
         screen=4,
     ),
 }
+PRESETS["fast"] = replace(PRESETS["default"], name="fast", population=12, race=0.25)
 
 
 def get_preset(name: str) -> Preset:

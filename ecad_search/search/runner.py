@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from .config import GUARDS, HELD_OUT_SCOPES, SearchConfig, SearchOptionError
 from .driver import GenerationReport, Search
 from .presets import Preset, get_preset
 from .progress import SearchProgress, Standing
+from .racing import race_split
 from .report import (
     BaselineComparison,
     FrontEntry,
@@ -141,7 +142,7 @@ def prepare(config: SearchConfig) -> PreparedSearch:
         batch_size=config.batch_size,
     )
     check_population_size(CacheSchedule.all_compute(block_groups(spec), steps), population)
-    run = config.run or _run_name(config, metric)
+    run = config.run or _run_name(config, metric, runnable_preset(preset, settings))
     out = Path(config.out) / _safe(run)
     check_writable_folder(out, "--out")
     splits = make_splits(settings, held_out, held_out_images, confirm=config.guard in ("both", "confirm"))
@@ -202,10 +203,18 @@ def check_writable_folder(folder: Path, option: str) -> None:
         raise SearchOptionError(f"{option} {folder}: cannot write in {existing}; give a writable folder")
 
 
-def _run_name(config: SearchConfig, metric: str) -> str:
+def runnable_preset(preset: Preset, settings: EvaluationSettings) -> Preset:
+    """The preset as it runs on these settings: no racing where the metric's units are not prompts (a Fréchet
+    distance) or where there are too few prompts to race."""
+    if preset.race and (not get_metric(settings.metric).units_are_prompts or race_split(settings, preset.race) is None):
+        return replace(preset, race=0.0)
+    return preset
+
+
+def _run_name(config: SearchConfig, metric: str, preset: Preset) -> str:
     """Named by the options and by what the preset is, so that a preset changed by an upgrade starts a new run
     (sharing the old one's evaluations) instead of replaying the old one's generations differently."""
-    identity = {**config.identity(), "preset": asdict(get_preset(config.preset))}
+    identity = {**config.identity(), "preset": preset.identity()}
     digest = hashlib.sha256(repr(sorted(identity.items())).encode()).hexdigest()[:8]
     return f"{Path(config.model).name}-{metric}-{config.preset}-s{config.seed}-{digest}"
 
@@ -259,6 +268,7 @@ class SearchRun:
             generations_planned=config.generations,
         )
         self.generation: int | None = None
+        preset = runnable_preset(preset or get_preset(config.preset), settings)
         with self._ending_recorded():
             self.search = Search(
                 run=prepared.run,
@@ -268,10 +278,11 @@ class SearchRun:
                 settings=settings,
                 relative_macs=lambda schedule: schedule_macs(schedule, prepared.spec, settings) / self.full_macs,
                 reference_loss=get_metric(settings.metric).reference_loss,
-                preset=preset or get_preset(config.preset),
+                preset=preset,
                 population=prepared.population,
                 seed=config.seed,
                 confirmation=prepared.splits.confirmation,
+                race=race_split(settings, preset.race) if preset.race else None,
             )
         self.reports: list[GenerationReport] = []
         self.baselines: dict[str, EvaluationRecord] = {}

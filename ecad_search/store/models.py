@@ -159,7 +159,7 @@ class Generation(Base):
 
     `memo_hits` counts the population's masks found in the database (scored before the run looked),
     `evaluated` those scored by the generation, `confirmed` the front entrants re-scored on fresh seeds; the
-    rest of the population were duplicates.
+    rest of the population were duplicates. `images` is what all that generated.
     """
 
     __tablename__ = "ecad_generations"
@@ -176,3 +176,5 @@ class Generation(Base):
     wall_time_s: Mapped[float] = mapped_column(Double)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     confirmed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Added by revision 0005: the images the generation generated (calibration, race and confirmation).
+    images: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -139,6 +139,7 @@ class GenerationRecord:
     wall_time_s: float
     created_at: datetime
     confirmed: int = 0
+    images: int | None = None
 
 
 class Store:
@@ -397,6 +398,7 @@ class Store:
         memo_hits: int,
         wall_time_s: float,
         confirmed: int = 0,
+        images: int | None = None,
     ) -> bool:
         """Store a finished generation and advance the run's `generations_done`; False if it was already stored."""
         if index < 0:
@@ -409,6 +411,7 @@ class Store:
             "memo_hits": int(memo_hits),
             "wall_time_s": _real(wall_time_s, "wall_time_s"),
             "confirmed": int(confirmed),
+            "images": None if images is None else int(images),
         }
         with self._writing() as session:
             run = _require_run(session, run_name)
@@ -735,4 +738,5 @@ def _generation_record(generation: Generation) -> GenerationRecord:
         wall_time_s=generation.wall_time_s,
         created_at=generation.created_at,
         confirmed=generation.confirmed,
+        images=generation.images,
     )

@@ -1,0 +1,106 @@
+"""Racing on prompts: a candidate is scored on a spread share of the calibration prompts first, and its other
+images are generated only when, on those prompts, it could still enter the archive's front.
+
+Per-image metrics score each prompt on its own (its seeds averaged), and every mask sees the same prompts and
+seeds (common random numbers), so a candidate's race scores pair with the same prompts' scores of its rival:
+the best front member that costs no more. A candidate that rival beats with a paired 95 % interval clear of zero
+cannot enter the front on those prompts' evidence and is dropped; every other one is finished.
+
+The race and the rest are evaluation settings of their own (their own memo keys), so a mask raced again reuses
+its stored race scores. A finished mask's calibration record is its two parts merged back into the calibration
+prompts' order: per-prompt scores do not depend on which other prompts were generated, so it is what one
+evaluation on every prompt gives, and it is stored under the calibration key like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..evaluation import EvaluationSettings
+from ..store import EvaluationRecord
+from .stats import paired_difference
+
+# Fewer race prompts than this give the bootstrap too little to resample.
+MIN_RACE_PROMPTS = 8
+
+
+@dataclass(frozen=True)
+class RaceSplit:
+    """The calibration prompts split into the race and the rest; `race_positions` are the race prompts'
+    positions among the calibration prompts, in order."""
+
+    calibration: EvaluationSettings
+    race: EvaluationSettings
+    rest: EvaluationSettings
+    race_positions: tuple[int, ...]
+
+    def race_units(self, units: Sequence[float]) -> list[float]:
+        """The race prompts' entries of per-prompt calibration scores."""
+        return [units[i] for i in self.race_positions]
+
+    def merged(self, race: EvaluationRecord, rest: EvaluationRecord) -> EvaluationRecord:
+        """One mask's calibration record from its race and rest records (each prompt weighs alike)."""
+        if race.digest != rest.digest:
+            raise ValueError(f"cannot merge the records of two masks: {race.digest[:12]} and {rest.digest[:12]}")
+        units = np.empty(len(self.calibration.prompts))
+        rest_positions = np.setdiff1d(np.arange(units.size), self.race_positions)
+        units[list(self.race_positions)] = race.scores["prompt_scores"]
+        units[rest_positions] = rest.scores["prompt_scores"]
+        share = len(self.race_positions) / units.size
+
+        def mean(a: float, b: float) -> float:
+            return share * a + (1 - share) * b
+
+        latency = None if race.latency_s is None or rest.latency_s is None else mean(race.latency_s, rest.latency_s)
+        return replace(
+            race,
+            quality_loss=float(1.0 - units.mean()),
+            cost=mean(race.cost, rest.cost),
+            macs=mean(race.macs, rest.macs),
+            latency_s=latency,
+            scores={"prompt_scores": units.tolist(), "raced_prompts": len(self.race_positions)},
+            wall_time_s=race.wall_time_s + rest.wall_time_s,
+        )
+
+
+def race_split(calibration: EvaluationSettings, share: float) -> RaceSplit | None:
+    """The race over `share` of the calibration prompts, spread evenly over them; None when the race would be
+    under `MIN_RACE_PROMPTS` prompts or leave none for the rest."""
+    count = len(calibration.prompts)
+    raced = max(MIN_RACE_PROMPTS, round(share * count))
+    if share <= 0 or raced >= count:
+        return None
+    positions = tuple(int(i) for i in np.unique(np.linspace(0, count - 1, raced).round().astype(int)))
+    chosen = set(positions)
+    rest = [prompt for i, prompt in enumerate(calibration.prompts) if i not in chosen]
+    return RaceSplit(
+        calibration,
+        replace(calibration, prompts=tuple(calibration.prompts[i] for i in positions)),
+        replace(calibration, prompts=tuple(rest)),
+        positions,
+    )
+
+
+@dataclass(frozen=True)
+class Rival:
+    """A front member as a race sees it: its search loss, its cost and its scores on the race prompts."""
+
+    loss: float
+    cost: float
+    race_units: Sequence[float]
+
+
+def rival_of(cost: float, front: Sequence[Rival]) -> Rival | None:
+    """The best front member that costs no more than `cost` (None when the candidate is the cheapest)."""
+    cheaper = [member for member in front if member.cost <= cost]
+    return min(cheaper, key=lambda member: (member.loss, member.cost)) if cheaper else None
+
+
+def beaten(race_units: Sequence[float], cost: float, front: Sequence[Rival]) -> bool:
+    """Whether a candidate scored `race_units` on the race prompts is out: its rival scores higher on them with
+    a paired 95 % bootstrap interval that excludes zero."""
+    rival = rival_of(cost, front)
+    return rival is not None and paired_difference(rival.race_units, race_units).verdict > 0
