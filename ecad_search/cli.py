@@ -154,9 +154,11 @@ def main_form(
         float | None,
         typer.Option(help="instead of a front: the best schedule at this fraction of the uncached MACs, e.g. 0.35"),
     ] = None,
-    budget_moves: Annotated[
-        int, typer.Option(help="--budget: annealing moves (then hill climbing until no move improves beyond noise)")
-    ] = 32,
+    budget_moves: Annotated[int, typer.Option(help="--budget: annealing moves (then hill climbing)")] = 32,
+    budget_patience: Annotated[
+        int,
+        typer.Option(help="--budget: stop climbing after this many rounds in a row gaining within noise (0: never)"),
+    ] = 0,
 ) -> None:
     """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
 
@@ -170,7 +172,7 @@ def main_form(
     from .search.config import SearchConfig
 
     friendly(_search)(
-        (budget, budget_moves),
+        (budget, budget_moves, budget_patience),
         SearchConfig(
             model=model,
             generations=generations,
@@ -200,12 +202,14 @@ def main_form(
     )
 
 
-def _search(budget_search: tuple[float | None, int], config: Any) -> None:
+def _search(budget_search: tuple[float | None, int, int], config: Any) -> None:
     from .models.hub import require_model
 
-    budget, moves = budget_search
+    budget, moves, patience = budget_search
     if moves < 1:
         raise UsageError(f"--budget-moves {moves}: give at least 1")
+    if patience < 0:
+        raise UsageError(f"--budget-patience {patience}: give 0 (climb while anything improves) or more")
     if budget is not None and not 0 < budget < 1:
         raise UsageError(f"--budget {budget}: give a fraction of the uncached MACs between 0 and 1, e.g. 0.35")
     if budget is not None and config.cost != "macs":
@@ -218,7 +222,9 @@ def _search(budget_search: tuple[float | None, int], config: Any) -> None:
     _quiet_libraries()
     try:
         if budget is not None:
-            console.print(run_budget_search(prepared, budget, moves, console))
+            from .search.budget import BudgetPlan
+
+            console.print(run_budget_search(prepared, budget, BudgetPlan.of(moves, patience=patience), console))
             return
         search_run = run_search(prepared, console)
     except PoolError as err:

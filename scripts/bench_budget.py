@@ -40,7 +40,7 @@ def search(args: argparse.Namespace, budget: float, whole_steps: bool, folder: P
     pool = LocalPool(prepared.spec, prepared.config.device)
     start = time.perf_counter()
     with Store(db) as store:
-        ours = BudgetPlan.of(args.moves, args.screen, args.step_moves)
+        ours = BudgetPlan.of(args.moves, args.screen, args.step_moves, args.patience)
         # BudCache climbs until a round improves nothing, however little the improvement.
         baseline = replace(BudgetPlan.of(args.baseline_moves), patience=0)
         plan = baseline if whole_steps else ours
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=32, help="annealing moves of ours (`--budget-moves`)")
     parser.add_argument("--screen", type=int, default=1, help="proposals per move of ours (`--budget-screen`)")
     parser.add_argument("--step-moves", type=float, default=0.5, help="share of whole-step moves in ours")
+    parser.add_argument("--patience", type=int, default=0, help="ours: `--budget-patience`")
     parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench_budget.json"))

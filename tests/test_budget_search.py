@@ -80,6 +80,9 @@ def test_bad_budgets_are_one_line_errors(tmp_path: Path, value: str, message: st
     assert not (tmp_path / "b.db").exists()
     latency = runner.invoke(app, ["--model", "digits", "--budget", "0.3", "--cost", "latency"])
     assert latency.exit_code == 2 and "leave out --cost latency" in latency.output
+    impatient = runner.invoke(app, ["--model", "digits", "--budget", "0.3", "--budget-patience", "-1"])
+    assert impatient.exit_code == 2 and "--budget-patience -1: give 0" in impatient.output
+    assert len(impatient.output.strip().splitlines()) == 1
 
 
 def test_a_budget_search_on_digits(tmp_path: Path) -> None:

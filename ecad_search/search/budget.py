@@ -6,9 +6,10 @@ it with moves that keep its cost: one component's computation moved to another s
 (most often within a few steps), and, while there is room under the budget, one more computation switched
 on; half the moves do the same with whole steps, which fills a budget that single components would take
 dozens of moves to fill. Simulated annealing explores first, then hill climbing takes the best improving
-neighbour, round after round, until two rounds in a row improve only within noise (the stall criterion). It is
-BudCache's procedure (ICML 2026) on our component-level masks, with annealing temperatures relative to the
-starting loss rather than in absolute loss units, and a stall that does not chase calibration noise.
+neighbour, round after round, until a round improves nothing (the stall criterion) or, with a patience,
+until that many rounds in a row improve only within noise (cheaper, and measured to find worse schedules).
+It is BudCache's procedure (ICML 2026) on our component-level masks, with annealing temperatures relative
+to the starting loss rather than in absolute loss units.
 
 Every candidate is scored on the search's calibration split through the evaluation memo, so a repeated
 budget search, or one on a database that already holds the masks, pays only for masks never seen.
@@ -48,13 +49,14 @@ class BudgetPlan:
     radius: int = 3
     screen: int = 1
     step_moves: float = 0.5
-    patience: int = 2
+    patience: int = 0
 
     @classmethod
-    def of(cls, moves: int, screen: int = 1, step_moves: float = 0.5) -> BudgetPlan:
-        """The plan for `--budget-moves`: that many annealing moves, then rounds of a quarter as many
-        neighbours (at least 4); each move the best of `screen` proposals by the surrogate."""
-        return cls(anneal_moves=moves, neighbours=max(4, moves // 4), screen=screen, step_moves=step_moves)
+    def of(cls, moves: int, screen: int = 1, step_moves: float = 0.5, patience: int = 0) -> BudgetPlan:
+        """The plan for `--budget-moves` and `--budget-patience`: that many annealing moves, then rounds of a
+        quarter as many neighbours (at least 4); each move the best of `screen` proposals by the surrogate."""
+        neighbours = max(4, moves // 4)
+        return cls(moves, neighbours=neighbours, screen=screen, step_moves=step_moves, patience=patience)
 
 
 @dataclass(frozen=True)

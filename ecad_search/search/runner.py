@@ -577,7 +577,7 @@ def _last_archive(store: Store, run: str) -> tuple[str, ...]:
     return generations[-1].archive if generations else ()
 
 
-def run_budget_search(prepared: PreparedSearch, budget: float, moves: int, console: Console | None = None) -> str:
+def run_budget_search(prepared: PreparedSearch, budget: float, plan: BudgetPlan, console: Console | None = None) -> str:
     """The best schedule at or under `budget` (a fraction of the uncached MACs), by local search on the
     calibration images, judged on the held-out images against the best FORA within the budget; writes the
     schedule to OUT/RUN/budget-PERCENT.json and returns the summary."""
@@ -591,7 +591,7 @@ def run_budget_search(prepared: PreparedSearch, budget: float, moves: int, conso
         pool.prepare(prepared.settings, [prepared.splits.held_out])
         with Store(config.db) as store, console.status("budget search") as status:
             run = search_at_budget(
-                prepared, budget, pool, store, BudgetPlan.of(moves),
+                prepared, budget, pool, store, plan,
                 on_move=lambda moves, loss: status.update(f"{moves} moves, best loss {loss:.4g}"),
             )  # fmt: skip
     finally:
