@@ -188,3 +188,24 @@ def test_the_climb_stops_when_its_improvement_is_within_noise() -> None:
     exact = noisy_distance_to(target, 0.0)
     assert evaluations(exact, 1) == evaluations(exact, 0) == evaluations(exact, 2)
     assert stopping <= evaluations(noisy, 2)[0] <= climbing
+
+
+def test_no_move_leaves_the_budget_even_from_broken_up_steps() -> None:
+    """From a start at the budget in which no step computes every component (so a whole-step move has no step
+    to move and would have to add one), every candidate the search scores stays within the budget."""
+    base = template()
+    lanes = Lanes(base)
+    grid = np.zeros((lanes.count, lanes.steps), dtype=bool)
+    grid[np.arange(lanes.count), np.arange(lanes.count) % lanes.steps] = True
+    start = base.with_genome(lanes.genome(grid), name="scattered")
+    budget = fraction(start)
+    costs: list[float] = []
+    score = distance_to(np.ones(base.genome_length, dtype=bool))
+
+    def scored(schedules: dict[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
+        costs.extend(fraction(s) for s in schedules.values())
+        return score(schedules)
+
+    plan = BudgetPlan(anneal_moves=40, neighbours=10, climb_rounds=4, step_moves=0.5)
+    outcome = BudgetSearch(base, budget, scored, fraction, seed=0, plan=plan).run([start])
+    assert len(costs) > 1 and max(costs) <= budget + 1e-12 and fraction(outcome.schedule) <= budget + 1e-12

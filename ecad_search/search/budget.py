@@ -100,13 +100,16 @@ def neighbour(
     lanes: np.ndarray, rng: np.random.Generator, plan: BudgetPlan, room: Callable[[int], bool]
 ) -> np.ndarray | None:
     """One move: a computation moved along its lane (near its step with probability `plan.near`), or, when
-    `room(lane)` says the budget allows it, one more computation switched on. None when no move exists."""
+    `room(lane)` says the budget allows it, one more computation switched on. None when no move exists (a lane
+    with nothing to move and no room to add)."""
     lane = int(rng.integers(lanes.shape[0]))
     row = lanes[lane]
     on, off = np.flatnonzero(row), np.flatnonzero(~row)
     if off.size == 0:
         return None
     moved = lanes.copy()
+    if on.size == 0 and not room(lane):
+        return None
     if on.size == 0 or (room(lane) and rng.random() < 0.25):
         moved[lane, rng.choice(off)] = True
         return moved
@@ -256,7 +259,8 @@ class BudgetSearch:
             moved = neighbour(lanes, self.rng, self.plan, lambda lane: self.lane_cost[lane] <= spare + 1e-12)
         if moved is None:
             return None
-        return self.template.with_genome(self.lanes.genome(moved))
+        proposal = self.template.with_genome(self.lanes.genome(moved))
+        return proposal if self.cost(proposal) <= self.budget + 1e-12 else None
 
     def _step_move(self, lanes: np.ndarray, spare: float) -> np.ndarray | None:
         """A move of whole steps: one lane stands for every component, computing where all of them do; a
