@@ -96,15 +96,20 @@ def test_two_workers_store_what_one_process_stores(tmp_path, ray_cluster, prompt
     assert len(evaluations) > 20 and len(generations) == 2
 
 
-def test_pixart_workers_store_what_one_process_stores(tmp_path, ray_cluster, tiny_pixart_dir) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("preset", "prompt_count", "generations"), [("default", 2, 2), ("fast", 24, 3)])
+def test_pixart_workers_store_what_one_process_stores(  # type: ignore[no-untyped-def]
+    tmp_path, ray_cluster, tiny_pixart_dir, preset, prompt_count, generations
+) -> None:
+    """Also with racing (`fast` on 24 prompts): the race and rest records, the merged calibration records and
+    the generations are the same whatever answers first."""
     prompts = tmp_path / "p.txt"
-    prompts.write_text("a red cat\na blue house\n")
+    prompts.write_text("\n".join(f"a photo of object number {i}" for i in range(prompt_count)))
 
     def args(name: str, *extra: str) -> list[str]:
         return [
-            "--model", str(tiny_pixart_dir), "--metric", "fidelity", "--steps", "4", "--generations", "2",
-            "--population", "6", "--prompts", str(prompts), "--db", f"sqlite:///{tmp_path / name}",
-            "--out", str(tmp_path / "out"), "--run", name, *extra,
+            "--model", str(tiny_pixart_dir), "--metric", "fidelity", "--steps", "4", "--generations",
+            str(generations), "--population", "6", "--preset", preset, "--prompts", str(prompts),
+            "--db", f"sqlite:///{tmp_path / name}", "--out", str(tmp_path / "out"), "--run", name, *extra,
         ]  # fmt: skip
 
     in_one_thread(args("local.db"))
@@ -112,6 +117,8 @@ def test_pixart_workers_store_what_one_process_stores(tmp_path, ray_cluster, tin
     assert result.exit_code == 0, result.output
     local, ray_run = stored(tmp_path / "local.db"), stored(tmp_path / "ray.db")
     assert ray_run == local and len(local[0]) > 10
+    raced = [scores for *_, scores in local[0] if "raced_prompts" in scores]
+    assert bool(raced) == (preset == "fast")
 
 
 def kill_the_first_busy_worker(killed: list[int], deadline_s: float = 120) -> None:

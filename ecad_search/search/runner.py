@@ -251,8 +251,11 @@ class SearchRun:
             address=config.ray_address,
             gpus_per_worker=config.gpus_per_worker,
         )
+        preset = runnable_preset(preset or get_preset(config.preset), settings)
+        race = race_split(settings, preset.race) if preset.race else None
         splits = prepared.splits
-        upcoming = [split for split in (splits.confirmation, splits.held_out) if split is not None]
+        raced = (race.race, race.rest) if race else ()
+        upcoming = [split for split in (*raced, splits.confirmation, splits.held_out) if split is not None]
         self.seconds_per_image = self.pool.prepare(settings, upcoming)
         template = run_template(prepared.spec, settings)
         self.full_macs = schedule_macs(template, prepared.spec, settings)
@@ -268,7 +271,6 @@ class SearchRun:
             generations_planned=config.generations,
         )
         self.generation: int | None = None
-        preset = runnable_preset(preset or get_preset(config.preset), settings)
         with self._ending_recorded():
             self.search = Search(
                 run=prepared.run,
@@ -282,7 +284,7 @@ class SearchRun:
                 population=prepared.population,
                 seed=config.seed,
                 confirmation=prepared.splits.confirmation,
-                race=race_split(settings, preset.race) if preset.race else None,
+                race=race,
             )
         self.reports: list[GenerationReport] = []
         self.baselines: dict[str, EvaluationRecord] = {}
