@@ -16,7 +16,6 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +40,8 @@ def search(args: argparse.Namespace, budget: float, whole_steps: bool, folder: P
     start = time.perf_counter()
     with Store(db) as store:
         ours = BudgetPlan.of(args.moves, args.screen, args.step_moves, args.patience)
-        # BudCache climbs until a round improves nothing, however little the improvement.
-        baseline = replace(BudgetPlan.of(args.baseline_moves), patience=0)
-        plan = baseline if whole_steps else ours
+        # BudCache climbs until a round improves nothing, however little the improvement (patience 0).
+        plan = BudgetPlan.of(args.baseline_moves) if whole_steps else ours
         run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
     pool.close()
     outcome, records = run.outcome, run.held_out

@@ -259,8 +259,7 @@ class BudgetSearch:
             moved = neighbour(lanes, self.rng, self.plan, lambda lane: self.lane_cost[lane] <= spare + 1e-12)
         if moved is None:
             return None
-        proposal = self.template.with_genome(self.lanes.genome(moved))
-        return proposal if self.cost(proposal) <= self.budget + 1e-12 else None
+        return self.template.with_genome(self.lanes.genome(moved))
 
     def _step_move(self, lanes: np.ndarray, spare: float) -> np.ndarray | None:
         """A move of whole steps: one lane stands for every component, computing where all of them do; a

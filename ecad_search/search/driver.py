@@ -211,19 +211,25 @@ class Search:
 
     def _score(self, new: dict[str, CacheSchedule], on_outcome: Callable[[object], None]) -> Scored:
         """Score the masks new to this run on the calibration images, or race them when racing is on."""
-        if self.racers is not None:
-            return self._race(new, on_outcome)
+        if self.race is not None and self.racers is not None:
+            return self._race(self.race, *self.racers, new, on_outcome)
         calibration = self.calibration
         evaluated_before, failed_before = calibration.evaluated, len(calibration.failed_here)
         calibration.scores(new, on_outcome)
         evaluated = calibration.evaluated - evaluated_before
         return Scored(evaluated, len(calibration.failed_here) - failed_before, self._images(evaluated, 0))
 
-    def _race(self, new: dict[str, CacheSchedule], on_outcome: Callable[[object], None]) -> Scored:
+    def _race(
+        self,
+        split: RaceSplit,
+        race: SplitScorer,
+        rest: SplitScorer,
+        new: dict[str, CacheSchedule],
+        on_outcome: Callable[[object], None],
+    ) -> Scored:
         """Score every new mask on the race prompts, drop those the front beats there, finish the others on the
         rest of the prompts and store their merged calibration records. Every mask is judged against the front
         as it was before this generation, so the outcome does not depend on the order results arrive in."""
-        assert self.race is not None and self.racers is not None
         generated: set[str] = set()
         images = 0
 
@@ -238,10 +244,9 @@ class Search:
 
             return on
 
-        race, rest = self.racers
         failed_before = len(race.failed_here) + len(rest.failed_here)
         raced = race.scores(new, counted(race))
-        rivals = self._rivals()
+        rivals = self._rivals(split)
         finishing = {}
         for digest, schedule in new.items():
             record = raced.get(digest)
@@ -252,21 +257,20 @@ class Search:
                 self.state.raced_out[digest] = record
             on_outcome(record)
         rested = rest.scores(finishing, counted(rest, on_outcome))
-        merged = [self.race.merged(raced[digest], rested[digest]) for digest in finishing if digest in rested]
+        merged = [split.merged(raced[digest], rested[digest]) for digest in finishing if digest in rested]
         self.store.record_evaluations(self.calibration.key, merged)
         self.calibration.load([record.digest for record in merged])
         failed = len(race.failed_here) + len(rest.failed_here) - failed_before
         return Scored(len(generated), failed, images)
 
-    def _rivals(self) -> list[Rival]:
+    def _rivals(self, split: RaceSplit) -> list[Rival]:
         """The archive's front as a race sees it: each member's search loss, cost and race-prompt scores."""
-        assert self.race is not None
         confirmed = self.confirmation.records if self.confirmation else {}
         return [
             Rival(
                 point.objectives[0],
                 point.objectives[1],
-                self.race.race_units(self.search_scores(point.digest, pooled=point.digest in confirmed)),
+                split.race_units(self.search_scores(point.digest, pooled=point.digest in confirmed)),
             )
             for point in self.state.archive.front()
         ]
