@@ -150,6 +150,9 @@ def main_form(
         str | None, typer.Option(help="join a Ray cluster: auto or ray://host:port (default: start a local one)")
     ] = None,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker on a GPU cluster (0.5: two per GPU)")] = 1.0,
+    prefix_memory: Annotated[
+        int, typer.Option(help="MiB kept so that masks sharing their first steps compute them once (0: off)")
+    ] = 1024,
     budget: Annotated[
         float | None,
         typer.Option(help="instead of a front: the best schedule at this fraction of the uncached MACs, e.g. 0.35"),
@@ -198,6 +201,7 @@ def main_form(
             workers=workers,
             ray_address=ray_address,
             gpus_per_worker=gpus_per_worker,
+            prefix_memory=prefix_memory,
         ),
     )
 

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from .models import ModelSpec, block_groups, get_family, schedule_metadata
 from .models.blocks import discover_block_groups
 from .runtime import ScheduleHandle, apply_schedule
 from .runtime.policy import PolicyConfig, PolicyError, apply_policy
+from .runtime.prefix import PrefixLink, PrefixTape, prefix_plan
 from .schedule import CacheSchedule
 
 COSTS = ("macs", "latency")
@@ -204,9 +205,12 @@ class Evaluator:
         n = self.settings.images_per_prompt
         return [torch.Generator().manual_seed(self.settings.seed + j) for _ in range(count) for j in range(n)]
 
-    def generate(self, schedule: CacheSchedule | None) -> tuple[torch.Tensor, float]:
-        """All calibration images (N, C, H, W) in [0, 1] for a schedule (None: uncached), and the seconds taken."""
-        self.handle.swap(schedule or self.template)
+    def generate(
+        self, schedule: CacheSchedule | None, link: PrefixLink | None = None, tape: PrefixTape | None = None
+    ) -> tuple[torch.Tensor, float]:
+        """All calibration images (N, C, H, W) in [0, 1] for a schedule (None: uncached), and the seconds taken;
+        with a `tape`, the steps `link` shares with earlier candidates are taken from it."""
+        self.handle.swap(schedule or self.template, link, tape)
         return self._run_chunks()
 
     def _run_chunks(self) -> tuple[torch.Tensor, float]:
@@ -258,23 +262,51 @@ class Evaluator:
     def macs(self, schedule: CacheSchedule) -> float:
         return schedule_macs(schedule, self.spec, self.settings)
 
-    def evaluate(self, candidate: CacheSchedule | PolicyConfig) -> Evaluation:
-        """Score a schedule, or an online policy (its MACs are what it ran, overhead included)."""
+    def evaluate_many(
+        self, candidates: Sequence[CacheSchedule | PolicyConfig], prefix_bytes: int = 0
+    ) -> Iterator[tuple[int, Evaluation]]:
+        """Score candidates, yielding (index, evaluation) as each is known. With `prefix_bytes`, schedules run in
+        prefix-tree order and compute the steps they share with earlier ones once (see `runtime.prefix`),
+        within that memory: the same images, so the same scores. A latency cost is measured on whole runs, so
+        it shares nothing."""
+        share = prefix_bytes > 0 and self.settings.cost != "latency"
+        shared = [i for i, candidate in enumerate(candidates) if share and isinstance(candidate, CacheSchedule)]
+        for index, candidate in enumerate(candidates):
+            if index not in shared:
+                yield index, self.evaluate(candidate)
+        if not shared:
+            return
+        tape = PrefixTape(prefix_bytes)
+        try:
+            for position, link in prefix_plan([candidates[i] for i in shared]):
+                yield shared[position], self.evaluate(candidates[shared[position]], link, tape)
+                tape.drop(link.drops)
+        finally:
+            self.handle.swap(self.template)
+
+    def evaluate(
+        self, candidate: CacheSchedule | PolicyConfig, link: PrefixLink | None = None, tape: PrefixTape | None = None
+    ) -> Evaluation:
+        """Score a schedule, or an online policy (its MACs are what it ran, overhead included). A schedule
+        whose shared prefix came from a `tape` has no latency of its own."""
         start = time.perf_counter()
+        replayed = 0 if tape is None else tape.replayed_steps
         if isinstance(candidate, PolicyConfig):
             images, seconds, macs, _ = self.generate_with_policy(candidate)
         else:
-            (images, seconds), macs = self.generate(candidate), self.macs(candidate)
+            (images, seconds), macs = self.generate(candidate, link, tape), self.macs(candidate)
         units = self.metric.unit_scores(
             images, self.image_prompts, self.references, self.settings.images_per_prompt
         ).double()
-        latency = seconds / self.settings.num_images
-        cost = latency / self.full_seconds_per_image if self.settings.cost == "latency" else macs / self.full_macs
+        seconds_per_image = seconds / self.settings.num_images
+        shared = tape is not None and tape.replayed_steps > replayed
+        latency_cost = self.settings.cost == "latency"
+        cost = seconds_per_image / self.full_seconds_per_image if latency_cost else macs / self.full_macs
         return Evaluation(
             quality_loss=float(1.0 - units.mean()),
             cost=float(cost),
             macs=macs,
-            latency_s=latency,
+            latency_s=None if shared else seconds_per_image,
             prompt_scores=[float(s) for s in units],
             figures=self._figures(images),
             wall_time_s=time.perf_counter() - start,

@@ -15,6 +15,8 @@ MAX_SCHEDULE_STEPS = 100
 MAX_GENERATE_STEPS = 1000
 MAX_POPULATION = 1000
 MAX_WORKERS = 4096
+# MiB an evaluation may keep for shared prefixes (1 TiB: beyond any accelerator's memory).
+MAX_PREFIX_MIB = 2**20
 # What to install for workers and cluster jobs.
 RAY_EXTRA = "pip install 'ecad-search[ray]'"
 MAX_GENERATIONS = 10_000

@@ -181,6 +181,7 @@ def _evaluations(db: Path) -> int:
         (("--guard", "maybe"), "unknown guard 'maybe': use one of both, confirm, paired, none"),
         (("--held-out", "all"), "unknown held-out scope 'all': use one of rivals, front"),
         (("--batch-size", "-1"), "--batch-size must be a whole number from 0"),
+        (("--prefix-memory", "-1"), "--prefix-memory must be a whole number from 0 to 1048576 (MiB; 0 shares no"),
         (("--held-out-images-per-prompt", "0"), "--held-out-images-per-prompt must be a whole number from 1"),
         (("--device", "gpu"), "unknown device 'gpu'"),
     ],
@@ -437,18 +438,22 @@ def test_screened_search_is_deterministic_resumes_and_screens(tmp_path) -> None:
 
 
 def test_a_raced_search_is_deterministic_resumes_and_generates_fewer_images(tmp_path, tiny_pixart_dir) -> None:  # type: ignore[no-untyped-def]
-    """Every lever on (screening, front refinement, confirmation, racing on a quarter of 24 prompts): a run
-    resumed after two generations asks for the same populations as one that ran through, with the same image
-    counts; racing drops candidates, so it generates fewer images than the same preset without it; and every
-    finished candidate's calibration record is stored, merged from its two parts."""
+    """Every lever on (screening, front refinement, confirmation, racing on a quarter of 24 prompts, shared
+    prefixes): a run resumed after two generations asks for the same populations as one that ran through, with
+    the same image counts; racing drops candidates, so it generates fewer images than the same preset without
+    it; every finished candidate's calibration record is stored, merged from its two parts; and a run that
+    shares no prefix stores exactly the same evaluations."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(f"a photo of object number {i}" for i in range(24)))
     raced = replace(PRESETS["default"], race=0.25)
 
-    def search(db: str, generations: int, preset: Preset = raced) -> tuple[SearchRun, list[GenerationRecord]]:
+    def search(
+        db: str, generations: int, preset: Preset = raced, prefix_memory: int = 1024
+    ) -> tuple[SearchRun, list[GenerationRecord]]:
         config = SearchConfig(
             model=str(tiny_pixart_dir), generations=generations, metric="fidelity", population=6, steps=4,
             prompts=str(prompts), db=f"sqlite:///{tmp_path / db}", out=str(tmp_path / "out"), run="r",
+            prefix_memory=prefix_memory,
         )  # fmt: skip
         run = SearchRun(prepare(config), Console(quiet=True), preset=preset)
         run.run()
@@ -470,6 +475,13 @@ def test_a_raced_search_is_deterministic_resumes_and_generates_fewer_images(tmp_
     assert finished and all(len(r.scores["prompt_scores"]) == 24 for r in finished)
     stored = Store(f"sqlite:///{tmp_path / 'a.db'}").lookup(straight.search.eval_key, [r.digest for r in finished])
     assert stored.keys() == {r.digest for r in finished}
+    alone, _ = search("d.db", 5, prefix_memory=0)
+    records = straight.search.state.records
+    assert alone.search.state.records.keys() == records.keys()
+    for digest, record in alone.search.state.records.items():
+        assert record.scores["prompt_scores"] == records[digest].scores["prompt_scores"], "sharing changed a score"
+    shared = sum(r.latency_s is None for r in records.values())
+    assert shared and not any(r.latency_s is None for r in alone.search.state.records.values())
 
 
 def test_racing_runs_only_on_per_prompt_metrics_and_renames_no_earlier_run(tmp_path) -> None:  # type: ignore[no-untyped-def]

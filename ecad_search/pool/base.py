@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluation import EvaluationSettings, Evaluator
+from ..evaluation import Evaluation, EvaluationSettings, Evaluator
 from ..formats.policy import policy_from_text, policy_text
 from ..runtime.policy import PolicyConfig
 from ..schedule import CacheSchedule
@@ -84,9 +84,9 @@ def resident_mib() -> tuple[float, float]:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, gpu / 2**20
 
 
-def record_of(digest: str, candidate: Candidate, evaluator: Evaluator) -> EvaluationRecord:
-    """Score one schedule or policy and describe it as the store keeps it."""
-    result = evaluator.evaluate(candidate)
+def record_of(digest: str, candidate: Candidate, scored: Evaluator | Evaluation) -> EvaluationRecord:
+    """A schedule's or policy's evaluation (made here by an evaluator, or given) as the store keeps it."""
+    result = scored.evaluate(candidate) if isinstance(scored, Evaluator) else scored
     is_policy = isinstance(candidate, PolicyConfig)
     return EvaluationRecord(
         digest=digest,

@@ -13,10 +13,12 @@ from .base import Candidate, EvaluationPool, OnOutcome, record_of
 
 
 class LocalPool(EvaluationPool):
-    """Evaluators built on first need; the first loads the pipeline and the metric, the others share them."""
+    """Evaluators built on first need; the first loads the pipeline and the metric, the others share them.
+    Masks given together compute the first steps they share once, within `prefix_mib` (0: not at all)."""
 
-    def __init__(self, spec: ModelSpec, device: str = "cpu") -> None:
+    def __init__(self, spec: ModelSpec, device: str = "cpu", *, prefix_mib: int = 0) -> None:
         self.spec, self.device = spec, device
+        self.prefix_bytes = prefix_mib * 2**20
         self._evaluators: dict[str, Evaluator] = {}
 
     def _first(self) -> Evaluator | None:
@@ -61,8 +63,9 @@ class LocalPool(EvaluationPool):
         if not candidates:
             return
         evaluator = self.evaluator(settings)
-        for digest, candidate in candidates.items():
-            on_outcome(record_of(digest, candidate, evaluator))
+        digests = list(candidates)
+        for index, evaluation in evaluator.evaluate_many([candidates[d] for d in digests], self.prefix_bytes):
+            on_outcome(record_of(digests[index], candidates[digests[index]], evaluation))
 
     def close(self) -> None:
         self._evaluators.clear()

@@ -17,7 +17,16 @@ from torch import nn
 
 from ..models.blocks import component_modules
 from ..schedule import CacheSchedule, ScheduleError
-from .hooks import COMPONENT_HOOK, STEP_HOOK, CacheStats, ComponentCacheHook, Forecaster, ScheduleRuntime, StepHook
+from .hooks import (
+    COMPONENT_HOOK,
+    STEP_HOOK,
+    CacheStats,
+    ComponentCacheHook,
+    Forecaster,
+    ScheduleRuntime,
+    ScheduleStepHook,
+)
+from .prefix import PrefixLink, PrefixTape
 
 
 class StepMismatchError(ScheduleError):
@@ -53,7 +62,7 @@ class ScheduleHandle:
         existing = getattr(self.transformer, "_diffusers_hook", None)
         if existing is not None and existing.get_hook(self.step_hook) is not None:
             raise ScheduleError("a schedule is already applied to this transformer; disable it first")
-        self._hook(self.transformer, StepHook(self._runtime), self.step_hook)
+        self._hook(self.transformer, ScheduleStepHook(self._runtime), self.step_hook)
         for key, module in self._modules.items():
             self._hook(module, ComponentCacheHook(self._runtime, key), self.component_hook)
         HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
@@ -74,13 +83,14 @@ class ScheduleHandle:
             self._watch = None
         self.enabled = False
 
-    def swap(self, schedule: CacheSchedule) -> None:
+    def swap(self, schedule: CacheSchedule, link: PrefixLink | None = None, tape: PrefixTape | None = None) -> None:
         """Follow another schedule of the same layout without touching the hooks: how an evaluator that
-        scores many masks on one resident pipeline moves from one candidate to the next."""
+        scores many masks on one resident pipeline moves from one candidate to the next. With a `tape`, the
+        steps `link` shares with earlier candidates come from it (see `runtime.prefix`)."""
         if schedule.groups != self.schedule.groups:
             raise ScheduleError("the new schedule's block groups differ from the applied one's; apply it instead")
         self.schedule = schedule
-        self._runtime.load(schedule)
+        self._runtime.load(schedule, link, tape)
 
     def reset(self) -> None:
         """Forget the current run: the next transformer call is step 0."""
@@ -104,7 +114,7 @@ class ScheduleHandle:
                 f"the schedule has {steps} steps but the pipeline was set up for {model_calls} transformer calls; "
                 f"call it with num_inference_steps={steps} or use a {model_calls}-step schedule"
             )
-        self._runtime.forget_all()
+        self._runtime.start_run()
 
 
 class SchedulerWatch:

@@ -26,6 +26,7 @@ from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
 
 from ..schedule import CacheSchedule, reuse_plan
+from .prefix import Key, PrefixLink, PrefixTape, RunKey, nbytes
 
 STEP_HOOK = "ecad_search_step"
 COMPONENT_HOOK = "ecad_search_component"
@@ -38,14 +39,23 @@ class StepCountError(RuntimeError):
 
 @dataclass
 class RunState(BaseState):
-    """Where one run is: its step, and the component outputs kept for later steps."""
+    """Where one run is: its step, the component outputs kept for later steps, and, when later candidates
+    fork from this run, the latest output of each component they reuse (given up past the tape's budget)."""
 
     step: int = 0
-    kept: dict[tuple[int, int, int], Any] = field(default_factory=dict)
+    kept: dict[Key, Any] = field(default_factory=dict)
+    latest: dict[Key, Any] = field(default_factory=dict)
+    latest_bytes: int = 0
+    over_budget: bool = False
+    replaying: bool = False
 
     def reset(self, *args: Any, **kwargs: Any) -> None:
         self.step = 0
         self.kept.clear()
+        self.latest.clear()
+        self.latest_bytes = 0
+        self.over_budget = False
+        self.replaying = False
 
 
 @dataclass
@@ -101,11 +111,18 @@ class ScheduleRuntime:
         self.active: RunState | None = None
         self.states: list[RunState] = []
         self.stats = CacheStats()
+        self.link = PrefixLink()
+        self.tape: PrefixTape | None = None
+        self.run_index = -1
         self.load(schedule)
 
-    def load(self, schedule: CacheSchedule) -> None:
-        """Follow another mask of the same layout from the next run on (hooks stay where they are)."""
+    def load(self, schedule: CacheSchedule, link: PrefixLink | None = None, tape: PrefixTape | None = None) -> None:
+        """Follow another mask of the same layout from the next run on (hooks stay where they are); with a
+        `tape`, take the shared prefix `link` names from it and leave on it what later candidates take."""
         self.forget_all()
+        self.link = PrefixLink() if tape is None or link is None else link
+        self.tape = tape
+        self.run_index = -1
         self.schedule = schedule
         self.num_steps = schedule.num_steps
         self.compute = [np.asarray(mask) for _, _, mask in schedule.iter_groups()]
@@ -134,6 +151,55 @@ class ScheduleRuntime:
                 self.on_finish(state)
         self.active = None
 
+    def start_run(self) -> None:
+        """A pipeline call begins: its runs start afresh, and the next pipeline call of this mask is the next
+        entry of the tape."""
+        self.forget_all()
+        self.run_index += 1
+
+    def run_step(self, forward: Any, args: tuple, kwargs: dict) -> Any:
+        """One transformer call of the active run: from the tape within the shared prefix, else computed."""
+        state, tape, link = self.active, self.tape, self.link
+        if state is None or tape is None:
+            return forward(*args, **kwargs)
+        run: RunKey = (self.run_index, next(i for i, known in enumerate(self.states) if known is state))
+        step = state.step
+        if step == 0:
+            state.replaying = link.replay > 0 and tape.can_replay(run, link.replay, self.num_steps)
+        if state.replaying and step < link.replay:
+            return tape.output(run, step)
+        if state.replaying and step == link.replay:
+            self.take_snapshot(state, tape.snapshot(run, step))
+        if step in link.forks and not state.over_budget:
+            tape.keep_snapshot(run, step, {key: state.latest[key] for key in link.forks[step]})
+        output = forward(*args, **kwargs)
+        if step < link.record:
+            tape.record_output(run, step, output)
+        return output
+
+    def take_snapshot(self, state: RunState, snapshot: dict[Key, Any]) -> None:
+        """Hold what an independent run would hold at the fork step: the snapshot's outputs that this mask
+        reuses there (the same tensors), and the latest outputs this run's own forks need."""
+        step = state.step
+        for key, output in snapshot.items():
+            g, b, c = key
+            if not self.compute[g][step, b, c]:
+                state.kept[key] = output
+                self.stats.add(output, +1)
+        for key, output in snapshot.items():
+            self.hold_latest(state, key, output)
+
+    def hold_latest(self, state: RunState, key: Key, output: Any) -> None:
+        """Hold a component's latest output for this run's snapshots, unless they could not fit the tape's
+        budget anyway: then hold nothing, so sharing never costs more memory than it was given."""
+        if key not in self.link.tracked or state.over_budget or self.tape is None:
+            return
+        state.latest_bytes += _nbytes(output) - _nbytes(state.latest.get(key))
+        state.latest[key] = output
+        if state.latest_bytes > self.tape.budget_bytes:
+            state.latest.clear()
+            state.over_budget = True
+
     def forget(self, state: RunState) -> None:
         for output in state.kept.values():
             self.stats.add(output, -1)
@@ -154,6 +220,7 @@ class ScheduleRuntime:
         step = state.step
         if self.compute[g][step, b, c]:
             output = forward(*args, **kwargs)
+            self.hold_latest(state, key, output)
             if self.forecaster is not None:
                 self.replace(state, key, self.forecaster.update(state.kept.get(key), output, step))
             elif self.store[g][step, b, c]:
@@ -210,6 +277,14 @@ class StepHook(ModelHook):
         return module
 
 
+class ScheduleStepHook(StepHook):
+    """The step hook of a schedule: the runtime may answer a step of a shared prefix without running the
+    transformer."""
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return self.runtime.run_step(self.fn_ref.original_forward, args, kwargs)
+
+
 class ComponentCacheHook(ModelHook):
     """Computes or reuses one component of one block according to the schedule."""
 
@@ -224,8 +299,4 @@ class ComponentCacheHook(ModelHook):
 
 def _nbytes(output: Any) -> int:
     """Bytes of a kept output: a tensor, a tuple of them, or a forecaster's terms."""
-    if isinstance(output, Forecast):
-        return _nbytes(output.terms)
-    if isinstance(output, tuple):
-        return sum(_nbytes(part) for part in output)
-    return output.numel() * output.element_size() if isinstance(output, torch.Tensor) else 0
+    return nbytes(output.terms if isinstance(output, Forecast) else output)

@@ -21,7 +21,8 @@ class SearchConfig:
     the selection-bias guard (docs/search.md): "confirm" re-scores every would-be front member on fresh seeds
     and pools the scores; "paired" puts a schedule forward against a FORA baseline only when its lead on the
     search's images is beyond noise (a paired 95 % interval); "both" does both; "none" trusts the calibration
-    images alone.
+    images alone. `prefix_memory` (MiB) bounds what an in-process evaluation keeps so that candidates sharing
+    their first steps compute them once (`runtime.prefix`); it changes no image.
     """
 
     model: str
@@ -48,13 +49,16 @@ class SearchConfig:
     workers: int = 0
     ray_address: str | None = None
     gpus_per_worker: float = 1.0
+    prefix_memory: int = 1024
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in WHERE_IT_RUNS}
 
 
 # What a run does not depend on: how long it goes, what it reports, and where it runs.
-WHERE_IT_RUNS = ("generations", "held_out", "db", "out", "device", "workers", "ray_address", "gpus_per_worker")
+WHERE_IT_RUNS = (
+    "generations", "held_out", "db", "out", "device", "workers", "ray_address", "gpus_per_worker", "prefix_memory"
+)  # fmt: skip
 GUARDS = ("both", "confirm", "paired", "none")
 HELD_OUT_SCOPES = ("rivals", "front")
 

@@ -31,6 +31,7 @@ from ..options import (
     MAX_GENERATIONS,
     MAX_IMAGES_PER_PROMPT,
     MAX_POPULATION,
+    MAX_PREFIX_MIB,
     MAX_WORKERS,
     RAY_EXTRA,
     check_guidance,
@@ -151,6 +152,7 @@ def prepare(config: SearchConfig) -> PreparedSearch:
 
 def _check_workers(config: SearchConfig) -> None:
     check_range("--workers", config.workers, 0, MAX_WORKERS)
+    check_range("--prefix-memory", config.prefix_memory, 0, MAX_PREFIX_MIB, "MiB; 0 shares no prefix")
     if not 0 < config.gpus_per_worker <= 8:
         raise SearchOptionError(f"--gpus-per-worker must be above 0 and at most 8, got {config.gpus_per_worker}")
     if config.workers or config.ray_address:
@@ -250,6 +252,7 @@ class SearchRun:
             workers=config.workers,
             address=config.ray_address,
             gpus_per_worker=config.gpus_per_worker,
+            prefix_mib=config.prefix_memory,
         )
         preset = runnable_preset(preset or get_preset(config.preset), settings)
         race = race_split(settings, preset.race) if preset.race else None
@@ -587,7 +590,7 @@ def run_budget_search(prepared: PreparedSearch, budget: float, plan: BudgetPlan,
     config = prepared.config
     pool = make_pool(
         prepared.spec, config.device, workers=config.workers, address=config.ray_address,
-        gpus_per_worker=config.gpus_per_worker,
+        gpus_per_worker=config.gpus_per_worker, prefix_mib=config.prefix_memory,
     )  # fmt: skip
     try:
         pool.prepare(prepared.settings, [prepared.splits.held_out])

@@ -1,0 +1,96 @@
+"""What shared prefixes save in a real search: the same run with `--prefix-memory 0` and with a budget.
+
+Each seed's search runs twice in-process, each on a fresh database: once computing every step of every
+candidate, once sharing the steps that candidates scored together agree on. It reports the transformer calls
+each made (counted on the pipeline), the wall time, and checks that both stored exactly the same
+evaluations (every mask's loss and per-prompt scores equal to the last bit) and the same front.
+
+    python scripts/bench_prefix.py --out docs/bench_prefix_digits.json
+    python scripts/bench_prefix.py --model TINY_FOLDER --metric fidelity --steps 20 --preset fast \\
+        --guard paired --generations 12 --out docs/bench_prefix_tiny.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ecad_search.pool import LocalPool
+from ecad_search.search.runner import SearchConfig, SearchRun, prepare
+
+QUERY = """
+SELECT c.digest, e.eval_key, e.quality_loss, e.scores FROM ecad_evaluations e
+JOIN ecad_candidates c ON c.id = e.candidate_id ORDER BY c.digest, e.eval_key
+"""
+
+
+def run_once(args: argparse.Namespace, seed: int, prefix_mib: int, folder: Path) -> dict:
+    """One search; its transformer calls, wall time, stored evaluations and final front."""
+    db = folder / f"s{seed}-p{prefix_mib}.db"
+    config = SearchConfig(
+        model=args.model, generations=args.generations, metric=args.metric, steps=args.steps, seed=seed,
+        preset=args.preset, guard=args.guard, db=f"sqlite:///{db}", out=str(folder / "out"),
+        prefix_memory=prefix_mib,
+    )  # fmt: skip
+    prepared = prepare(config)
+    pool = LocalPool(prepared.spec, prepared.config.device, prefix_mib=prefix_mib)
+    start = time.perf_counter()
+    search_run = SearchRun(prepared, Console(quiet=True), pool=pool)
+    calls: list[int] = []
+    first = pool._first()
+    assert first is not None
+    first.pipe.transformer.transformer_blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    search_run.run()
+    seconds = time.perf_counter() - start
+    front = sorted(p.digest for p in search_run.search.state.archive.front())
+    search_run.store.close()
+    pool.close()
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(QUERY).fetchall()
+    return {"calls": len(calls), "seconds": seconds, "evaluations": rows, "front": front}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="digits")
+    parser.add_argument("--metric", default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--guard", default=None)
+    parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--prefix-memory", type=int, default=1024, help="MiB of the sharing run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("bench_prefix.json"))
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            alone, shared = (run_once(args, seed, mib, Path(tmp)) for mib in (0, args.prefix_memory))
+            if alone["evaluations"] != shared["evaluations"] or alone["front"] != shared["front"]:
+                raise SystemExit(f"seed {seed}: sharing prefixes changed what the search stored")
+            rows.append({
+                "seed": seed, "evaluations": len(alone["evaluations"]),
+                "calls_alone": alone["calls"], "calls_shared": shared["calls"],
+                "seconds_alone": round(alone["seconds"], 1), "seconds_shared": round(shared["seconds"], 1),
+            })  # fmt: skip
+            print(rows[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": rows}, indent=1))
+    table = Table("seed", "evaluations", "transformer calls", "saved", "wall s", title="shared prefixes")
+    for row in rows:
+        saved = 1 - row["calls_shared"] / row["calls_alone"]
+        calls = f"{row['calls_alone']:,} → {row['calls_shared']:,}"
+        wall = f"{row['seconds_alone']} → {row['seconds_shared']}"
+        table.add_row(str(row["seed"]), str(row["evaluations"]), calls, f"{saved:.0%}", wall)
+    Console(width=80).print(table)
+
+
+if __name__ == "__main__":
+    main()
