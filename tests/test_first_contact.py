@@ -242,7 +242,7 @@ def test_sigterm_ends_the_run_as_interrupted_with_one_line(
     errors = [line for line in stderr.splitlines() if line.strip()]
     assert errors == ["error: terminated (SIGTERM)"], stderr
     assert "re-run the same command to resume" in stdout
-    assert _status(db).startswith("interrupted:")
+    assert _status(db).startswith("interrupted:"), stdout
 
 
 def test_a_prompt_the_model_cannot_draw_fails_before_the_run_exists(tmp_path) -> None:  # type: ignore[no-untyped-def]
