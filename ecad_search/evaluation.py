@@ -269,11 +269,10 @@ class Evaluator:
         prefix-tree order and compute the steps they share with earlier ones once (see `runtime.prefix`),
         within that memory: the same images, so the same scores. A latency cost is measured on whole runs, so
         it shares nothing."""
-        share = prefix_bytes > 0 and self.settings.cost != "latency"
-        shared = [i for i, candidate in enumerate(candidates) if share and isinstance(candidate, CacheSchedule)]
-        for index, candidate in enumerate(candidates):
-            if index not in shared:
-                yield index, self.evaluate(candidate)
+        shares = prefix_bytes > 0 and self.settings.cost != "latency"
+        shared = [i for i, candidate in enumerate(candidates) if shares and isinstance(candidate, CacheSchedule)]
+        for index in sorted(set(range(len(candidates))) - set(shared)):
+            yield index, self.evaluate(candidates[index])
         if not shared:
             return
         tape = PrefixTape(prefix_bytes)

@@ -13,22 +13,18 @@ import torch
 from ecad_search.evaluation import EvaluationSettings, Evaluator
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
-from ecad_search.runtime.prefix import PrefixTape, component_keys, prefix_plan, step_rows
+from ecad_search.runtime.prefix import PrefixTape, component_keys, prefix_plan
 from ecad_search.schedule import CacheSchedule
 
 STEPS = 6
 
 
 def moved(schedule: CacheSchedule, step: int, column: int) -> CacheSchedule:
-    """The schedule with one component flipped at one step (a one-move neighbour)."""
-    rows = step_rows(schedule).copy()
-    rows[step, column] = ~rows[step, column]
-    masks, offset = {}, 0
-    for _, group, mask in schedule.iter_groups():
-        width = mask[0].size
-        masks[group.name] = rows[:, offset : offset + width].reshape(mask.shape)
-        offset += width
-    return CacheSchedule(groups=schedule.groups, masks=masks)
+    """The schedule with one component (a column of `step_rows`) flipped at one step: a one-move neighbour."""
+    genome = schedule.genome().copy()
+    gene = (step - 1) * schedule.genes_per_step + column
+    genome[gene] = ~genome[gene]
+    return schedule.with_genome(genome)
 
 
 def candidates(template: CacheSchedule) -> list[CacheSchedule]:

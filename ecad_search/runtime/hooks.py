@@ -186,13 +186,15 @@ class ScheduleRuntime:
             if not self.compute[g][step, b, c]:
                 state.kept[key] = output
                 self.stats.add(output, +1)
+        tracked = self.link.tracked
         for key, output in snapshot.items():
-            self.hold_latest(state, key, output)
+            if key in tracked:
+                self.hold_latest(state, key, output)
 
     def hold_latest(self, state: RunState, key: Key, output: Any) -> None:
-        """Hold a component's latest output for this run's snapshots, unless they could not fit the tape's
-        budget anyway: then hold nothing, so sharing never costs more memory than it was given."""
-        if key not in self.link.tracked or state.over_budget or self.tape is None:
+        """Hold a tracked component's latest output for this run's snapshots, unless they could not fit the
+        tape's budget anyway: then hold nothing, so sharing never costs more memory than it was given."""
+        if state.over_budget or self.tape is None:
             return
         state.latest_bytes += _nbytes(output) - _nbytes(state.latest.get(key))
         state.latest[key] = output
@@ -220,7 +222,8 @@ class ScheduleRuntime:
         step = state.step
         if self.compute[g][step, b, c]:
             output = forward(*args, **kwargs)
-            self.hold_latest(state, key, output)
+            if key in self.link.tracked:
+                self.hold_latest(state, key, output)
             if self.forecaster is not None:
                 self.replace(state, key, self.forecaster.update(state.kept.get(key), output, step))
             elif self.store[g][step, b, c]:
