@@ -76,6 +76,7 @@ def run_setting(name: str, seed: int, images: int, pool: LocalPool, args: argpar
     config = replace(config, population=preset.population, run=f"{name}-{seed}", held_out_images_per_prompt=None)
     prepared = prepare(config)
     search_run = SearchRun(prepared, Console(quiet=True), pool=pool, preset=preset)
+    search_run.start()
     search_run.evaluate_baselines()
     search = search_run.search
     generated = len(search_run.baselines) * prepared.settings.num_images  # also when served from --work

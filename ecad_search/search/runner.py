@@ -42,7 +42,7 @@ from ..options import (
 from ..pool import EvaluationPool, genome_bits, make_pool
 from ..prompts import default_prompt_file, held_out_prompt_file, load_prompts
 from ..schedule import CacheSchedule
-from ..store import EvaluationRecord, Store
+from ..store import EvaluationRecord, Store, signals_held
 from .budget import BudgetOutcome, BudgetPlan, BudgetSearch
 from .config import GUARDS, HELD_OUT_SCOPES, SearchConfig, SearchOptionError
 from .driver import GenerationReport, Search
@@ -230,11 +230,13 @@ class SearchRun:
 
     The pool loads the calibration split (pipeline, metric weights, uncached references) before the database
     is opened, so a model or metric that cannot load leaves no trace in the database. From the moment the run
-    is marked `running`, every way out (finished, an error, Ctrl-C, SIGTERM) sets its status. The
-    confirmation and held-out splits go to the same pool, which loads each only when it has something to
-    score that the database does not already hold. The run itself loads no pipeline: its schedules and their
-    MACs come from the registry entry.
+    is marked `running` (`start`, the first thing `run` does), every way out (finished, an error, Ctrl-C,
+    SIGTERM) sets its status. The confirmation and held-out splits go to the same pool, which loads each only
+    when it has something to score that the database does not already hold. The run itself loads no
+    pipeline: its schedules and their MACs come from the registry entry.
     """
+
+    search: Search  # set by `start`
 
     def __init__(
         self,
@@ -260,39 +262,49 @@ class SearchRun:
         raced = (race.race, race.rest) if race else ()
         upcoming = [split for split in (*raced, splits.confirmation, splits.held_out) if split is not None]
         self.seconds_per_image = self.pool.prepare(settings, upcoming)
-        template = run_template(prepared.spec, settings)
-        self.full_macs = schedule_macs(template, prepared.spec, settings)
+        self.preset, self.race = preset, race
+        self.template = run_template(prepared.spec, settings)
+        self.full_macs = schedule_macs(self.template, prepared.spec, settings)
         self.store = Store(config.db)
-        self.store.start_run(
-            prepared.run,
-            prepared.config.identity(),
-            settings.key(),
-            prepared.spec.name,
-            settings.metric,
-            config.seed,
-            __version__,
-            generations_planned=config.generations,
-        )
         self.generation: int | None = None
-        with self._ending_recorded():
-            self.search = Search(
-                run=prepared.run,
-                pool=self.pool,
-                store=self.store,
-                template=template,
-                settings=settings,
-                relative_macs=lambda schedule: schedule_macs(schedule, prepared.spec, settings) / self.full_macs,
-                reference_loss=get_metric(settings.metric).reference_loss,
-                preset=preset,
-                population=prepared.population,
-                seed=config.seed,
-                confirmation=prepared.splits.confirmation,
-                race=race,
-            )
+        self.running = False
         self.reports: list[GenerationReport] = []
         self.baselines: dict[str, EvaluationRecord] = {}
         self.baselines_evaluated = 0
         self.held_out = SplitScorer(prepared.splits.held_out, self.store, self.pool)
+
+    def start(self) -> None:
+        """Mark the run `running` (created, or resumed with the same options), then pick up its search where
+        it stood. A signal that arrives meanwhile waits until `running` says so, so that `_ending_recorded`
+        records how the run ended."""
+        prepared, settings = self.prepared, self.prepared.settings
+        config = prepared.config
+        with signals_held():
+            self.store.start_run(
+                prepared.run,
+                config.identity(),
+                settings.key(),
+                prepared.spec.name,
+                settings.metric,
+                config.seed,
+                __version__,
+                generations_planned=config.generations,
+            )
+            self.running = True
+        self.search = Search(
+            run=prepared.run,
+            pool=self.pool,
+            store=self.store,
+            template=self.template,
+            settings=settings,
+            relative_macs=lambda schedule: schedule_macs(schedule, prepared.spec, settings) / self.full_macs,
+            reference_loss=get_metric(settings.metric).reference_loss,
+            preset=self.preset,
+            population=prepared.population,
+            seed=config.seed,
+            confirmation=prepared.splits.confirmation,
+            race=self.race,
+        )
 
     def evaluate_baselines(self, progress: SearchProgress | None = None) -> None:
         """FORA every-N up to N=6, scored once (memoised like any candidate): the front's yardstick. A baseline
@@ -316,6 +328,7 @@ class SearchRun:
         config = self.prepared.config
         generations = config.generations
         with self._ending_recorded():
+            self.start()
             self.prepared.out.mkdir(parents=True, exist_ok=True)
             self._announce_cost()
             workers = (lambda: self.pool.status) if self.pool.workers else None
@@ -335,7 +348,9 @@ class SearchRun:
                     progress.generation(report, self.standing(report))
                 self.score_held_out(progress)
                 self.write_outputs(generations - 1)
-        self.store.set_status(self.prepared.run, "finished")
+            with signals_held():
+                self.store.set_status(self.prepared.run, "finished")
+                self.running = False
         return self.reports
 
     def score_held_out(self, progress: SearchProgress | None = None) -> None:
@@ -360,15 +375,19 @@ class SearchRun:
 
     @contextmanager
     def _ending_recorded(self) -> Iterator[None]:
-        """Whatever stops the work inside (Ctrl-C, SIGTERM, an error) is recorded as the run's status."""
+        """Whatever stops the work inside (Ctrl-C, SIGTERM, an error) once the run was started is recorded as
+        the run's status; before that, the run was left as it was."""
         try:
             yield
         except KeyboardInterrupt:
-            where = "before its first generation" if self.generation is None else f"in generation {self.generation + 1}"
-            self._ended("interrupted", f"stopped {where}; re-run the same command to resume")
+            if self.running:
+                index = self.generation
+                where = "before its first generation" if index is None else f"in generation {index + 1}"
+                self._ended("interrupted", f"stopped {where}; re-run the same command to resume")
             raise
         except BaseException:
-            self._ended("failed", "")
+            if self.running:
+                self._ended("failed", "")
             raise
 
     def _ended(self, status: str, message: str) -> None:

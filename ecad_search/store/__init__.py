@@ -11,6 +11,7 @@ from .repository import (
     RunInfo,
     Store,
     StoreError,
+    signals_held,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "RunInfo",
     "Store",
     "StoreError",
+    "signals_held",
 ]

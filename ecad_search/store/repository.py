@@ -59,11 +59,12 @@ _INSTALL_HINT = {
 
 
 @contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait until a write transaction has committed or rolled back, then arrive as usual.
 
-    Interrupted inside one, SQLite can stay locked, and the run's final status could not be recorded. Only the
-    main thread can handle signals; elsewhere nothing changes.
+    Interrupted inside one, SQLite can stay locked, and the run's final status could not be recorded. Held
+    around a write and what follows it, a signal arrives only once both are done. Only the main thread can
+    handle signals; elsewhere nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -190,8 +191,8 @@ class Store:
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:
-        """One write transaction, never cut short by a signal (`_signals_held`)."""
-        with _signals_held(), self._sessions.begin() as session:
+        """One write transaction, never cut short by a signal (`signals_held`)."""
+        with signals_held(), self._sessions.begin() as session:
             yield session
 
     def close(self) -> None:
