@@ -209,3 +209,26 @@ def test_no_move_leaves_the_budget_even_from_broken_up_steps() -> None:
     plan = BudgetPlan(anneal_moves=40, neighbours=10, climb_rounds=4, step_moves=0.5)
     outcome = BudgetSearch(base, budget, scored, fraction, seed=0, plan=plan).run([start])
     assert len(costs) > 1 and max(costs) <= budget + 1e-12 and fraction(outcome.schedule) <= budget + 1e-12
+
+
+def test_a_climbing_round_goes_to_the_scorer_as_one_batch() -> None:
+    """Annealing moves one schedule at a time (each from the one it accepted last); a climbing round's
+    neighbours are all drawn from the same best schedule, so they are scored together: a pool with workers
+    spreads them, and in process they share their first steps."""
+    base = template()
+    target = np.random.default_rng(5).random(base.genome_length) < 0.3
+    score = distance_to(target)
+    batches: list[int] = []
+
+    def batched(schedules: dict[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
+        batches.append(len(schedules))
+        return score(schedules)
+
+    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
+    plan = BudgetPlan(anneal_moves=6, neighbours=8, climb_rounds=3, step_moves=0.0)
+    outcome = BudgetSearch(base, 0.35, batched, fraction, seed=0, plan=plan).run(starts)
+    affordable = sum(fraction(s) <= 0.35 for s in starts)
+    assert batches[0] == affordable and batches[1:7] == [1] * 6
+    rounds = batches[7:]
+    assert 1 <= len(rounds) <= 3 and all(5 <= size <= 8 for size in rounds), batches
+    assert outcome.evaluations == 6 + 8 * len(rounds), "every neighbour of a round counts, repeats included"

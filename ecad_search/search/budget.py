@@ -8,6 +8,8 @@ on; half the moves do the same with whole steps, which fills a budget that singl
 dozens of moves to fill. Simulated annealing explores first, then hill climbing takes the best improving
 neighbour, round after round, until a round improves nothing (the stall criterion) or, with a patience,
 until that many rounds in a row improve only within noise (cheaper, and measured to find worse schedules).
+Annealing is sequential (each move starts from the schedule it accepted last); a climbing round's neighbours
+all start from the same schedule, so they are drawn first and scored as one batch.
 It is BudCache's procedure (ICML 2026) on our component-level masks, with annealing temperatures relative
 to the starting loss rather than in absolute loss units.
 
@@ -38,7 +40,8 @@ class BudgetPlan:
     zero; those steps are kept). `patience` 0 stops only where nothing improves, as BudCache does. `near` is
     the share of moves that stay within `radius` steps; `step_moves` the share that move whole steps (every
     component of a step), as BudCache's do. With `screen` > 1, each move draws that many proposals and
-    generates the one the surrogate (`surrogate.py`, fitted on this search's evaluations) predicts best."""
+    generates the one the surrogate (`surrogate.py`, fitted on this search's evaluations) predicts best; a
+    climbing round's moves all use the model fitted before the round."""
 
     anneal_moves: int = 48
     t_start: float = 0.05
@@ -158,12 +161,14 @@ class BudgetSearch:
         lanes[lane, 0] = True
         return self.lanes.genome(lanes)
 
-    def _record(self, schedule: CacheSchedule) -> EvaluationRecord | None:
-        digest = schedule.digest()
-        found = self.score({digest: schedule})
-        self.evaluations += 1
-        self._remember({digest: schedule}, found)
-        return found.get(digest)
+    def _records(self, schedules: list[CacheSchedule]) -> list[EvaluationRecord | None]:
+        """The calibration record of each schedule (None where it could not be scored), scored as one batch:
+        a pool spreads a batch over its workers, and in process its masks share their common first steps."""
+        batch = {schedule.digest(): schedule for schedule in schedules}
+        found = self.score(batch)
+        self.evaluations += len(schedules)
+        self._remember(batch, found)
+        return [found.get(schedule.digest()) for schedule in schedules]
 
     def _remember(self, schedules: dict[str, CacheSchedule], records: dict[str, EvaluationRecord]) -> None:
         for digest, record in records.items():
@@ -202,7 +207,7 @@ class BudgetSearch:
             candidate = self._move(current)
             if candidate is None:
                 continue
-            record = self._record(candidate)
+            [record] = self._records([candidate])
             moves += 1
             if record is None:
                 continue
@@ -215,12 +220,10 @@ class BudgetSearch:
                 on_move(moves, best_record.quality_loss)
         within_noise = 0
         for _ in range(plan.climb_rounds):
+            proposals = [self._move(best) for _ in range(plan.neighbours)]
+            candidates = [candidate for candidate in proposals if candidate is not None]
             round_best: tuple[EvaluationRecord, CacheSchedule] | None = None
-            for _ in range(plan.neighbours):
-                candidate = self._move(best)
-                if candidate is None:
-                    continue
-                record = self._record(candidate)
+            for record, candidate in zip(self._records(candidates), candidates, strict=True):
                 moves += 1
                 if record is not None and (round_best is None or record.quality_loss < round_best[0].quality_loss):
                     round_best = (record, candidate)
