@@ -162,6 +162,10 @@ def main_form(
         int,
         typer.Option(help="--budget: stop climbing after this many rounds in a row gaining within noise (0: never)"),
     ] = 0,
+    budget_race: Annotated[
+        float,
+        typer.Option(help="--budget: climbing neighbours race on this share of the prompts first (0: off)"),
+    ] = 0.25,
 ) -> None:
     """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
 
@@ -175,7 +179,7 @@ def main_form(
     from .search.config import SearchConfig
 
     friendly(_search)(
-        (budget, budget_moves, budget_patience),
+        (budget, budget_moves, budget_patience, budget_race),
         SearchConfig(
             model=model,
             generations=generations,
@@ -206,14 +210,16 @@ def main_form(
     )
 
 
-def _search(budget_search: tuple[float | None, int, int], config: Any) -> None:
+def _search(budget_search: tuple[float | None, int, int, float], config: Any) -> None:
     from .models.hub import require_model
 
-    budget, moves, patience = budget_search
+    budget, moves, patience, race = budget_search
     if moves < 1:
         raise UsageError(f"--budget-moves {moves}: give at least 1")
     if patience < 0:
         raise UsageError(f"--budget-patience {patience}: give 0 (climb while anything improves) or more")
+    if not 0 <= race < 1:
+        raise UsageError(f"--budget-race {race}: give a share of the prompts from 0 (off) to below 1, e.g. 0.25")
     if budget is not None and not 0 < budget < 1:
         raise UsageError(f"--budget {budget}: give a fraction of the uncached MACs between 0 and 1, e.g. 0.35")
     if budget is not None and config.cost != "macs":
@@ -228,7 +234,8 @@ def _search(budget_search: tuple[float | None, int, int], config: Any) -> None:
         if budget is not None:
             from .search.budget import BudgetPlan
 
-            console.print(run_budget_search(prepared, budget, BudgetPlan.of(moves, patience=patience), console))
+            plan = BudgetPlan.of(moves, patience=patience, race=race)
+            console.print(run_budget_search(prepared, budget, plan, console))
             return
         search_run = run_search(prepared, console)
     except PoolError as err:

@@ -39,7 +39,7 @@ def search(args: argparse.Namespace, budget: float, whole_steps: bool, folder: P
     pool = LocalPool(prepared.spec, prepared.config.device)
     start = time.perf_counter()
     with Store(db) as store:
-        ours = BudgetPlan.of(args.moves, args.screen, args.step_moves, args.patience)
+        ours = BudgetPlan.of(args.moves, args.screen, args.step_moves, args.patience, args.race)
         # BudCache climbs until a round improves nothing, however little the improvement (patience 0).
         plan = BudgetPlan.of(args.baseline_moves) if whole_steps else ours
         run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
@@ -50,7 +50,7 @@ def search(args: argparse.Namespace, budget: float, whole_steps: bool, folder: P
         "mask": "whole steps (BudCache-style)" if whole_steps else "components (ours)",
         "start": outcome.start.name,
         "macs_fraction": outcome.record.cost,
-        "calibration_images": run.calibration_evaluated * prepared.settings.num_images,
+        "calibration_images": run.calibration_images,
         "seconds": time.perf_counter() - start,
         "held_out_loss": records[outcome.schedule.digest()].quality_loss,
         "start_held_out_loss": records[outcome.start.digest()].quality_loss,
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--screen", type=int, default=1, help="proposals per move of ours (`--budget-screen`)")
     parser.add_argument("--step-moves", type=float, default=0.5, help="share of whole-step moves in ours")
     parser.add_argument("--patience", type=int, default=0, help="ours: `--budget-patience`")
+    parser.add_argument("--race", type=float, default=0.25, help="ours: `--budget-race`")
     parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench_budget.json"))

@@ -5,6 +5,7 @@ the command on digits (a schedule within the budget, judged on held-out images; 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from typer.testing import CliRunner
 from ecad_search.cli import app
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
-from ecad_search.pool import genome_text
+from ecad_search.pool import LocalPool, genome_text
 from ecad_search.schedule import CacheSchedule
 from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes
-from ecad_search.search.runner import earlier_fronts
+from ecad_search.search.config import SearchConfig
+from ecad_search.search.runner import BudgetRun, earlier_fronts, prepare, search_at_budget
 from ecad_search.store import EvaluationRecord, Store
 
 runner = CliRunner()
@@ -83,6 +85,14 @@ def test_bad_budgets_are_one_line_errors(tmp_path: Path, value: str, message: st
     impatient = runner.invoke(app, ["--model", "digits", "--budget", "0.3", "--budget-patience", "-1"])
     assert impatient.exit_code == 2 and "--budget-patience -1: give 0" in impatient.output
     assert len(impatient.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1"])
+def test_bad_race_shares_are_one_line_errors(tmp_path: Path, value: str) -> None:
+    args = ["--model", "digits", "--budget", "0.35", "--budget-race", value, "--db", f"sqlite:///{tmp_path / 'b.db'}"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and f"--budget-race {float(value)}: give a share" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "b.db").exists()
 
 
 def test_a_budget_search_on_digits(tmp_path: Path) -> None:
@@ -232,3 +242,46 @@ def test_a_climbing_round_goes_to_the_scorer_as_one_batch() -> None:
     rounds = batches[7:]
     assert 1 <= len(rounds) <= 3 and all(5 <= size <= 8 for size in rounds), batches
     assert outcome.evaluations == 6 + 8 * len(rounds), "every neighbour of a round counts, repeats included"
+
+
+def test_racing_climbing_neighbours_generates_fewer_images_and_stores_whole_records(
+    tmp_path: Path, tiny_pixart_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """`--budget-race 0.25` on the tiny PixArt (24 prompts, a per-prompt metric): climbing neighbours race on 8
+    prompts against the best schedule, and only those it does not beat there are finished. It generates fewer
+    images than the same search without racing; every finished neighbour's calibration record covers all 24
+    prompts; a re-run pays for nothing."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(f"a photo of object number {i}" for i in range(24)))
+
+    def budget_search(db: str, race: float) -> tuple[BudgetRun, Store]:
+        config = SearchConfig(
+            model=str(tiny_pixart_dir), generations=1, metric="fidelity", steps=6, prompts=str(prompts),
+            held_out_images_per_prompt=1, db=f"sqlite:///{tmp_path / db}", out=str(tmp_path / "out"), run="b",
+        )  # fmt: skip
+        prepared = prepare(config)
+        pool = LocalPool(prepared.spec, prepared.config.device)
+        store = Store(config.db)
+        plan = BudgetPlan(anneal_moves=3, neighbours=8, climb_rounds=2, race=race)
+        try:
+            return search_at_budget(prepared, 0.5, pool, store, plan), store
+        finally:
+            pool.close()
+
+    plain, _ = budget_search("plain.db", 0.0)
+    raced, store = budget_search("raced.db", 0.25)
+    store.close()
+    assert raced.calibration_images < plain.calibration_images
+    assert raced.outcome.record.quality_loss <= raced.outcome.start_record.quality_loss
+    with sqlite3.connect(tmp_path / "raced.db") as connection:
+        rows = connection.execute("SELECT eval_key, scores FROM ecad_evaluations").fetchall()
+    by_size: dict[int, int] = {}
+    for _, scores in rows:
+        size = len(json.loads(scores)["prompt_scores"])
+        by_size[size] = by_size.get(size, 0) + 1
+    raced_count, finished = by_size[8], by_size[16]
+    assert 0 < finished < raced_count, "the race dropped some neighbours and finished others"
+    assert by_size[24] >= finished, "every finished neighbour has a record on all 24 prompts"
+    again, store = budget_search("raced.db", 0.25)
+    store.close()
+    assert again.images == 0 and again.outcome.schedule.digest() == raced.outcome.schedule.digest()

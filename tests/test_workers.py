@@ -4,6 +4,7 @@ the one-line refusal without Ray."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -119,6 +120,32 @@ def test_pixart_workers_store_what_one_process_stores(  # type: ignore[no-untype
     assert ray_run == local and len(local[0]) > 10
     raced = [scores for *_, scores in local[0] if "raced_prompts" in scores]
     assert bool(raced) == (preset == "fast")
+
+
+def test_a_raced_budget_search_on_workers_stores_what_one_process_stores(  # type: ignore[no-untyped-def]
+    tmp_path, ray_cluster, tiny_pixart_dir
+) -> None:
+    """`--budget` with racing on two workers: climbing rounds go out as batches, the race prompts are encoded
+    before worker 0 drops its text encoders, and the same schedule and records result as in-process."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(f"a photo of object number {i}" for i in range(24)))
+
+    def args(name: str, *extra: str) -> list[str]:
+        return [
+            "--model", str(tiny_pixart_dir), "--metric", "fidelity", "--steps", "6", "--budget", "0.5",
+            "--budget-moves", "4", "--held-out-images-per-prompt", "1", "--prompts", str(prompts),
+            "--db", f"sqlite:///{tmp_path / name}.db", "--out", str(tmp_path / name), "--run", "b", *extra,
+        ]  # fmt: skip
+
+    in_one_thread(args("local"))
+    result = runner.invoke(app, args("ray", "--workers", "2"))
+    assert result.exit_code == 0, result.output
+    local, ray_run = stored(tmp_path / "local.db"), stored(tmp_path / "ray.db")
+    assert ray_run == local
+    assert any(len(json.loads(scores)["prompt_scores"]) == 8 for *_, scores in local[0]), "nothing raced"
+    found = [json.loads((tmp_path / name / "b" / "budget-50.json").read_text()) for name in ("local", "ray")]
+    local_schedule, ray_schedule = ({k: v for k, v in s.items() if k != "provenance"} for s in found)
+    assert ray_schedule == local_schedule
 
 
 def kill_the_first_busy_worker(killed: list[int], deadline_s: float = 120) -> None:

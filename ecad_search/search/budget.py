@@ -9,7 +9,8 @@ dozens of moves to fill. Simulated annealing explores first, then hill climbing 
 neighbour, round after round, until a round improves nothing (the stall criterion) or, with a patience,
 until that many rounds in a row improve only within noise (cheaper, and measured to find worse schedules).
 Annealing is sequential (each move starts from the schedule it accepted last); a climbing round's neighbours
-all start from the same schedule, so they are drawn first and scored as one batch.
+all start from the same schedule, so they are drawn first and scored as one batch, and, where the metric
+scores each prompt on its own, raced against that schedule on a share of the prompts (`racing.py`).
 It is BudCache's procedure (ICML 2026) on our component-level masks, with annealing temperatures relative
 to the starting loss rather than in absolute loss units.
 
@@ -30,6 +31,9 @@ from ..store import EvaluationRecord
 from .stats import paired_difference
 from .surrogate import LossModel, MaskFeatures, fit_loss_model
 
+# Scores masks against an incumbent: the records of those it does not beat on a share of the prompts.
+Race = Callable[[dict[str, CacheSchedule], EvaluationRecord], dict[str, EvaluationRecord]]
+
 
 @dataclass(frozen=True)
 class BudgetPlan:
@@ -41,7 +45,9 @@ class BudgetPlan:
     the share of moves that stay within `radius` steps; `step_moves` the share that move whole steps (every
     component of a step), as BudCache's do. With `screen` > 1, each move draws that many proposals and
     generates the one the surrogate (`surrogate.py`, fitted on this search's evaluations) predicts best; a
-    climbing round's moves all use the model fitted before the round."""
+    climbing round's moves all use the model fitted before the round. With `race` > 0, a climbing round's
+    neighbours race on that share of the calibration prompts against the best schedule (`racing.py`), where
+    the metric scores each prompt on its own."""
 
     anneal_moves: int = 48
     t_start: float = 0.05
@@ -53,13 +59,17 @@ class BudgetPlan:
     screen: int = 1
     step_moves: float = 0.5
     patience: int = 0
+    race: float = 0.0
 
     @classmethod
-    def of(cls, moves: int, screen: int = 1, step_moves: float = 0.5, patience: int = 0) -> BudgetPlan:
-        """The plan for `--budget-moves` and `--budget-patience`: that many annealing moves, then rounds of a
-        quarter as many neighbours (at least 4); each move the best of `screen` proposals by the surrogate."""
+    def of(
+        cls, moves: int, screen: int = 1, step_moves: float = 0.5, patience: int = 0, race: float = 0.0
+    ) -> BudgetPlan:
+        """The plan for `--budget-moves`, `--budget-patience` and `--budget-race`: that many annealing moves,
+        then rounds of a quarter as many neighbours (at least 4); each move the best of `screen` proposals by
+        the surrogate."""
         neighbours = max(4, moves // 4)
-        return cls(moves, neighbours=neighbours, screen=screen, step_moves=step_moves, patience=patience)
+        return cls(moves, neighbours=neighbours, screen=screen, step_moves=step_moves, patience=patience, race=race)
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,9 @@ class BudgetSearch:
     the memo or by scoring), `cost(schedule)` its cost as a fraction of the uncached run.
 
     `whole_steps` moves whole steps instead of single components: every component of a step computes or none
-    does, as in BudCache's own step-level masks (the baseline `scripts/bench_budget.py` compares with)."""
+    does, as in BudCache's own step-level masks (the baseline `scripts/bench_budget.py` compares with).
+    `race`, where given, scores a climbing round's neighbours against the best schedule; annealing does not
+    race, since it may accept a worse move and needs its loss."""
 
     def __init__(
         self,
@@ -139,8 +151,10 @@ class BudgetSearch:
         seed: int = 0,
         plan: BudgetPlan | None = None,
         whole_steps: bool = False,
+        race: Race | None = None,
     ) -> None:
         self.template, self.budget, self.score, self.cost = template, budget, score, cost
+        self.race = race
         self.whole_steps = whole_steps
         self.plan = plan or BudgetPlan()
         self.rng = np.random.default_rng(seed)
@@ -161,11 +175,14 @@ class BudgetSearch:
         lanes[lane, 0] = True
         return self.lanes.genome(lanes)
 
-    def _records(self, schedules: list[CacheSchedule]) -> list[EvaluationRecord | None]:
-        """The calibration record of each schedule (None where it could not be scored), scored as one batch:
-        a pool spreads a batch over its workers, and in process its masks share their common first steps."""
+    def _records(
+        self, schedules: list[CacheSchedule], against: EvaluationRecord | None = None
+    ) -> list[EvaluationRecord | None]:
+        """The calibration record of each schedule (None where it could not be scored, or, racing `against` an
+        incumbent, where it lost the race), scored as one batch: a pool spreads a batch over its workers, and
+        in process its masks share their common first steps."""
         batch = {schedule.digest(): schedule for schedule in schedules}
-        found = self.score(batch)
+        found = self.race(batch, against) if self.race and against else self.score(batch)
         self.evaluations += len(schedules)
         self._remember(batch, found)
         return [found.get(schedule.digest()) for schedule in schedules]
@@ -223,7 +240,7 @@ class BudgetSearch:
             proposals = [self._move(best) for _ in range(plan.neighbours)]
             candidates = [candidate for candidate in proposals if candidate is not None]
             round_best: tuple[EvaluationRecord, CacheSchedule] | None = None
-            for record, candidate in zip(self._records(candidates), candidates, strict=True):
+            for record, candidate in zip(self._records(candidates, best_record), candidates, strict=True):
                 moves += 1
                 if record is not None and (round_best is None or record.quality_loss < round_best[0].quality_loss):
                     round_best = (record, candidate)

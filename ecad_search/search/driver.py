@@ -32,7 +32,7 @@ from ..store import EvaluationRecord, Store
 from .archive import Archive
 from .operators import front_neighbours
 from .presets import Preset
-from .racing import RaceSplit, Rival, beaten
+from .racing import RaceSplit, Rival, beaten, finish
 from .seeding import initial_population
 from .splits import SplitScorer, pooled_loss
 from .stats import paired_difference
@@ -256,10 +256,7 @@ class Search:
             if record is not None:
                 self.state.raced_out[digest] = record
             on_outcome(record)
-        rested = rest.scores(finishing, counted(rest, on_outcome))
-        merged = [split.merged(raced[digest], rested[digest]) for digest in finishing if digest in rested]
-        self.store.record_evaluations(self.calibration.key, merged)
-        self.calibration.load([record.digest for record in merged])
+        finish(split, self.calibration, rest, raced, finishing, counted(rest, on_outcome))
         failed = len(race.failed_here) + len(rest.failed_here) - failed_before
         return Scored(len(generated), failed, images)
 

@@ -48,7 +48,7 @@ from .config import GUARDS, HELD_OUT_SCOPES, SearchConfig, SearchOptionError
 from .driver import GenerationReport, Search
 from .presets import Preset, get_preset
 from .progress import SearchProgress, Standing
-from .racing import race_split
+from .racing import IncumbentRace, RaceSplit, race_split
 from .report import (
     BaselineComparison,
     FrontEntry,
@@ -208,9 +208,17 @@ def check_writable_folder(folder: Path, option: str) -> None:
 def runnable_preset(preset: Preset, settings: EvaluationSettings) -> Preset:
     """The preset as it runs on these settings: no racing where the metric's units are not prompts (a Fréchet
     distance) or where there are too few prompts to race."""
-    if preset.race and (not get_metric(settings.metric).units_are_prompts or race_split(settings, preset.race) is None):
+    if preset.race and prompt_race(settings, preset.race) is None:
         return replace(preset, race=0.0)
     return preset
+
+
+def prompt_race(settings: EvaluationSettings, share: float) -> RaceSplit | None:
+    """The race over `share` of the calibration prompts; None where the metric's units are not prompts (a
+    Fréchet distance) or there are too few prompts to race."""
+    if share <= 0 or not get_metric(settings.metric).units_are_prompts:
+        return None
+    return race_split(settings, share)
 
 
 def _run_name(config: SearchConfig, metric: str, preset: Preset) -> str:
@@ -553,18 +561,20 @@ def run_search(prepared: PreparedSearch, console: Console | None = None) -> Sear
 
 @dataclass(frozen=True)
 class BudgetRun:
-    """A budget search's outcome, the held-out records of what it found and of where it started, and how many
-    candidates each split scored now (the rest came from the memo)."""
+    """A budget search's outcome, the held-out records of what it found and of where it started, how many
+    masks it generated images for now on the calibration prompts (raced ones included; the rest came from the
+    memo), and the images it generated on each split."""
 
     outcome: BudgetOutcome
     held_out: dict[str, EvaluationRecord]
-    calibration_evaluated: int
-    held_out_evaluated: int
+    evaluated: int
+    calibration_images: int
+    held_out_images: int
 
-    def images(self, prepared: PreparedSearch) -> int:
+    @property
+    def images(self) -> int:
         """Images generated now, on both splits."""
-        held_out = prepared.splits.held_out.num_images
-        return self.calibration_evaluated * prepared.settings.num_images + self.held_out_evaluated * held_out
+        return self.calibration_images + self.held_out_images
 
 
 def search_at_budget(
@@ -582,6 +592,8 @@ def search_at_budget(
     template = run_template(spec, settings)
     full = schedule_macs(template, spec, settings)
     calibration = SplitScorer(settings, store, pool)
+    split = prompt_race(settings, plan.race)
+    race = IncumbentRace(split, calibration) if split else None
     search = BudgetSearch(
         template,
         budget,
@@ -590,12 +602,15 @@ def search_at_budget(
         prepared.config.seed,
         plan,
         whole_steps=whole_steps,
+        race=race,
     )
     starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
     outcome = search.run(starts + earlier_fronts(store, template, settings.key()), on_move)
     held_out = SplitScorer(prepared.splits.held_out, store, pool)
     records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
-    return BudgetRun(outcome, records, calibration.evaluated, held_out.evaluated)
+    evaluated = calibration.evaluated + (race.race.evaluated if race else 0)
+    calibration_images = calibration.evaluated * settings.num_images + (race.images() if race else 0)
+    return BudgetRun(outcome, records, evaluated, calibration_images, held_out.evaluated * held_out.settings.num_images)
 
 
 def earlier_fronts(store: Store, template: CacheSchedule, eval_key: str) -> list[CacheSchedule]:
@@ -622,7 +637,8 @@ def run_budget_search(prepared: PreparedSearch, budget: float, plan: BudgetPlan,
         gpus_per_worker=config.gpus_per_worker, prefix_mib=config.prefix_memory,
     )  # fmt: skip
     try:
-        pool.prepare(prepared.settings, [prepared.splits.held_out])
+        split = prompt_race(prepared.settings, plan.race)
+        pool.prepare(prepared.settings, [*((split.race, split.rest) if split else ()), prepared.splits.held_out])
         with Store(config.db) as store, console.status("budget search") as status:
             run = search_at_budget(
                 prepared, budget, pool, store, plan,
@@ -638,7 +654,7 @@ def run_budget_search(prepared: PreparedSearch, budget: float, plan: BudgetPlan,
     lines = [
         f"budget {budget:.0%}: {outcome.moves} moves from {outcome.start.name} ({start.cost:.1%} MACs, search loss "
         f"{start.quality_loss:.4g}) to {found.cost:.1%} MACs, search loss {found.quality_loss:.4g}",
-        f"{run.calibration_evaluated} new evaluations, {run.images(prepared):,} images generated; wrote {path}",
+        f"{run.evaluated} new evaluations, {run.images:,} images generated; wrote {path}",
     ]
     ours, theirs = records.get(outcome.schedule.digest()), records.get(outcome.start.digest())
     if ours is not None and theirs is not None:
