@@ -285,3 +285,28 @@ def test_racing_climbing_neighbours_generates_fewer_images_and_stores_whole_reco
     again, store = budget_search("raced.db", 0.25)
     store.close()
     assert again.images == 0 and again.outcome.schedule.digest() == raced.outcome.schedule.digest()
+
+
+def test_annealing_races_with_the_margin_its_draw_allows_and_climbing_with_none() -> None:
+    """Every annealing move races against the schedule it moved from, with the margin −T ln u ≥ 0 that its
+    acceptance draw allows; climbing neighbours race against the best with no margin; the search still only
+    improves on its start."""
+    base = template()
+    target = np.random.default_rng(7).random(base.genome_length) < 0.3
+    score = noisy_distance_to(target, 0.0)
+    calls: list[tuple[int, str, float]] = []
+
+    def race(schedules: dict[str, CacheSchedule], incumbent: EvaluationRecord, margin: float) -> dict:  # type: ignore[type-arg]
+        calls.append((len(schedules), incumbent.digest, margin))
+        records = score(schedules)
+        return {d: r for d, r in records.items() if r.quality_loss - incumbent.quality_loss <= margin}
+
+    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
+    plan = BudgetPlan(anneal_moves=12, neighbours=6, climb_rounds=3)
+    search = BudgetSearch(base, 0.35, score, fraction, seed=0, plan=plan, race=race)
+    outcome = search.run(starts)
+    annealing, climbing = calls[:12], calls[12:]
+    assert all(size == 1 and margin > 0 for size, _, margin in annealing)
+    assert climbing and all(size > 1 and margin == 0 for size, _, margin in climbing)
+    assert len({digest for _, digest, _ in annealing}) > 1, "annealing races against the schedule it accepted last"
+    assert outcome.record.quality_loss < outcome.start_record.quality_loss

@@ -9,8 +9,9 @@ dozens of moves to fill. Simulated annealing explores first, then hill climbing 
 neighbour, round after round, until a round improves nothing (the stall criterion) or, with a patience,
 until that many rounds in a row improve only within noise (cheaper, and measured to find worse schedules).
 Annealing is sequential (each move starts from the schedule it accepted last); a climbing round's neighbours
-all start from the same schedule, so they are drawn first and scored as one batch, and, where the metric
-scores each prompt on its own, raced against that schedule on a share of the prompts (`racing.py`).
+all start from the same schedule, so they are drawn first and scored as one batch. Where the metric scores
+each prompt on its own, every move races on a share of the prompts (`racing.py`) against the schedule it
+moved from, and is finished only if it could still be accepted.
 It is BudCache's procedure (ICML 2026) on our component-level masks, with annealing temperatures relative
 to the starting loss rather than in absolute loss units.
 
@@ -31,8 +32,9 @@ from ..store import EvaluationRecord
 from .stats import paired_difference
 from .surrogate import LossModel, MaskFeatures, fit_loss_model
 
-# Scores masks against an incumbent: the records of those it does not beat on a share of the prompts.
-Race = Callable[[dict[str, CacheSchedule], EvaluationRecord], dict[str, EvaluationRecord]]
+# Scores masks against an incumbent: the records of those it does not beat by more than a margin (in loss
+# units) on a share of the prompts.
+Race = Callable[[dict[str, CacheSchedule], EvaluationRecord, float], dict[str, EvaluationRecord]]
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,9 @@ class BudgetPlan:
     the share of moves that stay within `radius` steps; `step_moves` the share that move whole steps (every
     component of a step), as BudCache's do. With `screen` > 1, each move draws that many proposals and
     generates the one the surrogate (`surrogate.py`, fitted on this search's evaluations) predicts best; a
-    climbing round's moves all use the model fitted before the round. With `race` > 0, a climbing round's
-    neighbours race on that share of the calibration prompts against the best schedule (`racing.py`), where
-    the metric scores each prompt on its own."""
+    climbing round's moves all use the model fitted before the round. With `race` > 0, moves race on that share
+    of the calibration prompts against the schedule they moved from (`racing.py`), where the metric scores
+    each prompt on its own."""
 
     anneal_moves: int = 48
     t_start: float = 0.05
@@ -139,8 +141,10 @@ class BudgetSearch:
 
     `whole_steps` moves whole steps instead of single components: every component of a step computes or none
     does, as in BudCache's own step-level masks (the baseline `scripts/bench_budget.py` compares with).
-    `race`, where given, scores a climbing round's neighbours against the best schedule; annealing does not
-    race, since it may accept a worse move and needs its loss."""
+    `race`, where given, scores a climbing round's neighbours against the best schedule, and each annealing
+    move against the current one with the margin its acceptance draw allows (a Metropolis move is accepted
+    when its loss rises by less than -T ln u, so a move worse by more than that is rejected whatever the
+    rest of the prompts say)."""
 
     def __init__(
         self,
@@ -176,13 +180,13 @@ class BudgetSearch:
         return self.lanes.genome(lanes)
 
     def _records(
-        self, schedules: list[CacheSchedule], against: EvaluationRecord | None = None
+        self, schedules: list[CacheSchedule], against: EvaluationRecord | None = None, margin: float = 0.0
     ) -> list[EvaluationRecord | None]:
         """The calibration record of each schedule (None where it could not be scored, or, racing `against` an
-        incumbent, where it lost the race), scored as one batch: a pool spreads a batch over its workers, and
-        in process its masks share their common first steps."""
+        incumbent, where it lost the race by more than `margin`), scored as one batch: a pool spreads a batch
+        over its workers, and in process its masks share their common first steps."""
         batch = {schedule.digest(): schedule for schedule in schedules}
-        found = self.race(batch, against) if self.race and against else self.score(batch)
+        found = self.race(batch, against, margin) if self.race and against else self.score(batch)
         self.evaluations += len(schedules)
         self._remember(batch, found)
         return [found.get(schedule.digest()) for schedule in schedules]
@@ -224,12 +228,16 @@ class BudgetSearch:
             candidate = self._move(current)
             if candidate is None:
                 continue
-            [record] = self._records([candidate])
+            # Racing draws the acceptance threshold first: a move worse than the current schedule by more than
+            # the margin it may lose (-T ln u) is rejected on the race prompts alone.
+            draw = self.rng.random() if self.race else None
+            margin = -temperature * math.log(max(draw, 1e-300)) if draw is not None else 0.0
+            [record] = self._records([candidate], current_record if draw is not None else None, margin)
             moves += 1
             if record is None:
                 continue
             delta = record.quality_loss - current_record.quality_loss
-            if delta <= 0 or self.rng.random() < math.exp(-delta / temperature):
+            if delta <= 0 or (self.rng.random() if draw is None else draw) < math.exp(-delta / temperature):
                 current, current_record = candidate, record
             if record.quality_loss < best_record.quality_loss:
                 best, best_record = candidate, record

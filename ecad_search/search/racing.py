@@ -127,10 +127,12 @@ def finish(
 
 
 class IncumbentRace:
-    """Racing for a local search (`--budget`'s hill climbing), where a neighbour matters only if it beats the
-    incumbent: each new mask is scored on the race prompts first, and finished on the rest only when the
-    incumbent does not beat it there with a paired 95 % interval. Masks the calibration split already knows
-    cost nothing; a mask dropped here is absent from the result, as one that could not be scored is."""
+    """Racing for a local search (`--budget`), where a move matters only if it beats the schedule it moved
+    from, or loses to it by less than a margin (annealing may accept such a move): each new mask is scored on
+    the race prompts first, and finished on the rest only when the incumbent does not beat it there by more
+    than the margin, with a paired 95 % interval. Masks the calibration split already knows cost nothing; a
+    mask dropped here is absent from the result, as one that could not be scored is. Per-prompt metrics'
+    loss is one minus the mean unit score, so the margin in loss units is one in unit scores."""
 
     def __init__(self, split: RaceSplit, calibration: SplitScorer) -> None:
         self.split, self.calibration = split, calibration
@@ -138,7 +140,7 @@ class IncumbentRace:
         self.rest = SplitScorer(split.rest, calibration.store, calibration.pool)
 
     def __call__(
-        self, schedules: Mapping[str, CacheSchedule], incumbent: EvaluationRecord
+        self, schedules: Mapping[str, CacheSchedule], incumbent: EvaluationRecord, margin: float = 0.0
     ) -> dict[str, EvaluationRecord]:
         self.calibration.load(list(schedules))
         known = {digest: schedules[digest] for digest in schedules if self.calibration.known(digest)}
@@ -149,7 +151,7 @@ class IncumbentRace:
         finishing = {
             digest: schedule
             for digest, schedule in new.items()
-            if digest in raced and paired_difference(rival, raced[digest].scores["prompt_scores"]).verdict <= 0
+            if digest in raced and paired_difference(rival, raced[digest].scores["prompt_scores"]).low <= margin
         }
         merged = finish(self.split, self.calibration, self.rest, raced, finishing)
         return {**found, **{record.digest: record for record in merged}}
