@@ -172,6 +172,7 @@ def _evaluations(db: Path) -> int:
         (("--prompts", "{binary}"), "is not UTF-8 text"),
         (("--out", "{file}"), "is a file, not a folder"),
         (("--out", "{file}/sub"), "is a file, not a folder"),
+        (("--out", "{db}"), "is in its way; give another folder"),
         (("--prompts", "/nonexistent/prompts.txt"), "cannot read prompts file"),
         (("--db", "nonsense://"), "database"),
         (("--db", "sqlite:////nonexistent/dir/x.db"), "nonexistent"),
@@ -190,7 +191,7 @@ def test_bad_options_are_one_line_and_leave_the_database_untouched(tmp_path, tin
     db, out = tmp_path / "s.db", tmp_path / "out"
     (tmp_path / "binary.txt").write_bytes(bytes(range(256)))
     (tmp_path / "file").write_text("not a folder")
-    value = change[1].format(binary=tmp_path / "binary.txt", file=tmp_path / "file")
+    value = change[1].format(binary=tmp_path / "binary.txt", file=tmp_path / "file", db=db)
     args = search_args(tiny_pixart_dir, prompts, db, out, 1)
     if change[0] in args:
         args[args.index(change[0]) + 1] = value

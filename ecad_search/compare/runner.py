@@ -109,7 +109,7 @@ def prepare_compare(config: CompareConfig) -> PreparedCompare:
     if "learned" in methods and not (front or files) and config.methods is not None:
         raise SearchOptionError("the learned method needs --run RUN or --schedules FILES")
     out = Path(config.out) / f"compare-{_safe(prepared.spec.name)}-{held_out.key()[:8]}"
-    check_writable_folder(out, "--out")
+    check_writable_folder(out, "--out", config.db)
     return PreparedCompare(config, prepared.spec, held_out, tuple(methods), tuple(learned_settings(front, files)), out)
 
 

@@ -145,7 +145,7 @@ def prepare(config: SearchConfig) -> PreparedSearch:
     check_population_size(CacheSchedule.all_compute(block_groups(spec), steps), population)
     run = config.run or _run_name(config, metric, runnable_preset(preset, settings))
     out = Path(config.out) / _safe(run)
-    check_writable_folder(out, "--out")
+    check_writable_folder(out, "--out", config.db)
     splits = make_splits(settings, held_out, held_out_images, confirm=config.guard in ("both", "confirm"))
     return PreparedSearch(config, spec, splits, population, run, out, tuple(notes + held_out_notes))
 
@@ -194,8 +194,12 @@ def _distinct(spec: ModelSpec, prompts: tuple[str, ...], which: str) -> tuple[tu
     return kept, [note]
 
 
-def check_writable_folder(folder: Path, option: str) -> None:
-    """The folder exists and is writable, or can be created: checked before any image is generated."""
+def check_writable_folder(folder: Path, option: str, db: str) -> None:
+    """The folder exists and is writable, or can be created, and the --db file is not in its way: checked
+    before any image is generated (and before the database is created)."""
+    database = Store.local_file(db)
+    if database is not None and database.absolute() in (folder.absolute(), *folder.absolute().parents):
+        raise SearchOptionError(f"{option} {folder}: the --db file {database} is in its way; give another folder")
     for existing in (folder, *folder.parents):
         if existing.exists():
             break

@@ -169,6 +169,12 @@ class Store:
         self.holder = claims.new_holder()
 
     @staticmethod
+    def local_file(url: str) -> Path | None:
+        """The file an SQLite URL names; None for servers, in-memory and URI databases."""
+        parsed, dialect = _checked_url(url)
+        return _sqlite_file(parsed) if dialect.name == "sqlite" else None
+
+    @staticmethod
     def validate_url(url: str) -> None:
         """Raise `StoreError` if `url` cannot be opened or holds tables of our names that are not ours; creates
         and changes nothing, so the CLI can check options up front.
