@@ -186,7 +186,7 @@ class BudgetSearch:
         incumbent, where it lost the race by more than `margin`), scored as one batch: a pool spreads a batch
         over its workers, and in process its masks share their common first steps."""
         batch = {schedule.digest(): schedule for schedule in schedules}
-        found = self.race(batch, against, margin) if self.race and against else self.score(batch)
+        found = self.race(batch, against, margin) if self.race and against is not None else self.score(batch)
         self.evaluations += len(schedules)
         self._remember(batch, found)
         return [found.get(schedule.digest()) for schedule in schedules]
