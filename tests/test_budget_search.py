@@ -281,6 +281,7 @@ def test_racing_climbing_neighbours_generates_fewer_images_and_stores_whole_reco
         by_size[size] = by_size.get(size, 0) + 1
     raced_count, finished = by_size[8], by_size[16]
     assert 0 < finished < raced_count, "the race dropped some neighbours and finished others"
+    assert raced.dropped == raced_count - finished
     assert by_size[24] >= finished, "every finished neighbour has a record on all 24 prompts"
     again, store = budget_search("raced.db", 0.25)
     store.close()

@@ -567,11 +567,12 @@ def run_search(prepared: PreparedSearch, console: Console | None = None) -> Sear
 class BudgetRun:
     """A budget search's outcome, the held-out records of what it found and of where it started, how many
     masks it generated images for now on the calibration prompts (raced ones included; the rest came from the
-    memo), and the images it generated on each split."""
+    memo) and how many of its moves the race dropped, and the images it generated on each split."""
 
     outcome: BudgetOutcome
     held_out: dict[str, EvaluationRecord]
     evaluated: int
+    dropped: int
     calibration_images: int
     held_out_images: int
 
@@ -614,7 +615,8 @@ def search_at_budget(
     records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
     evaluated = calibration.evaluated + (race.race.evaluated if race else 0)
     calibration_images = calibration.evaluated * settings.num_images + (race.images() if race else 0)
-    return BudgetRun(outcome, records, evaluated, calibration_images, held_out.evaluated * held_out.settings.num_images)
+    held_out_images = held_out.evaluated * held_out.settings.num_images
+    return BudgetRun(outcome, records, evaluated, race.dropped if race else 0, calibration_images, held_out_images)
 
 
 def earlier_fronts(store: Store, template: CacheSchedule, eval_key: str) -> list[CacheSchedule]:
@@ -655,10 +657,11 @@ def run_budget_search(prepared: PreparedSearch, budget: float, plan: BudgetPlan,
     named = outcome.schedule.with_metadata(name=f"budget-{budget:.0%}", provenance=provenance)
     path = save_schedule(named, prepared.out / f"budget-{round(budget * 100)}.json")
     start, found = outcome.start_record, outcome.record
+    dropped = f" ({run.dropped} dropped after their race)" if run.dropped else ""
     lines = [
         f"budget {budget:.0%}: {outcome.moves} moves from {outcome.start.name} ({start.cost:.1%} MACs, search loss "
         f"{start.quality_loss:.4g}) to {found.cost:.1%} MACs, search loss {found.quality_loss:.4g}",
-        f"{run.evaluated} new evaluations, {run.images:,} images generated; wrote {path}",
+        f"{run.evaluated} new evaluations{dropped}, {run.images:,} images generated; wrote {path}",
     ]
     ours, theirs = records.get(outcome.schedule.digest()), records.get(outcome.start.digest())
     if ours is not None and theirs is not None:
