@@ -1,5 +1,6 @@
 """Racing on prompts: a candidate is scored on a spread share of the calibration prompts first, and its other
-images are generated only when, on those prompts, it could still enter the archive's front.
+images are generated only when, on those prompts, it could still enter the archive's front (the front search),
+or still be taken over the schedule it moved from (`IncumbentRace`, the `--budget` local search).
 
 Per-image metrics score each prompt on its own (its seeds averaged), and every mask sees the same prompts and
 seeds (common random numbers), so a candidate's race scores pair with the same prompts' scores of its rival:
