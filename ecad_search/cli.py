@@ -157,6 +157,10 @@ def main_form(
         float | None,
         typer.Option(help="instead of a front: the best schedule at this fraction of the uncached MACs, e.g. 0.35"),
     ] = None,
+    budget_latency: Annotated[
+        float | None,
+        typer.Option(help="as --budget, a fraction of the uncached latency on this device (a fitted model), e.g. 0.5"),
+    ] = None,
     budget_moves: Annotated[int, typer.Option(help="--budget: annealing moves (then hill climbing)")] = 32,
     budget_patience: Annotated[
         int,
@@ -179,7 +183,7 @@ def main_form(
     from .search.config import SearchConfig
 
     friendly(_search)(
-        (budget, budget_moves, budget_patience, budget_race),
+        (budget, budget_latency, budget_moves, budget_patience, budget_race),
         SearchConfig(
             model=model,
             generations=generations,
@@ -210,10 +214,16 @@ def main_form(
     )
 
 
-def _search(budget_search: tuple[float | None, int, int, float], config: Any) -> None:
+def _search(budget_search: tuple[float | None, float | None, int, int, float], config: Any) -> None:
     from .models.hub import require_model
 
-    budget, moves, patience, race = budget_search
+    budget, latency, moves, patience, race = budget_search
+    if budget is not None and latency is not None:
+        raise UsageError("give --budget (a share of the MACs) or --budget-latency (of the latency), not both")
+    if latency is not None and not 0 < latency < 1:
+        raise UsageError(f"--budget-latency {latency}: give a fraction of the uncached latency between 0 and 1")
+    by_latency = latency is not None
+    budget = latency if by_latency else budget
     if moves < 1:
         raise UsageError(f"--budget-moves {moves}: give at least 1")
     if patience < 0:
@@ -223,7 +233,8 @@ def _search(budget_search: tuple[float | None, int, int, float], config: Any) ->
     if budget is not None and not 0 < budget < 1:
         raise UsageError(f"--budget {budget}: give a fraction of the uncached MACs between 0 and 1, e.g. 0.35")
     if budget is not None and config.cost != "macs":
-        raise UsageError("--budget is a fraction of the uncached MACs: leave out --cost latency")
+        what = "--budget-latency times runs of its own" if by_latency else "--budget is a fraction of the uncached MACs"
+        raise UsageError(f"{what}: leave out --cost latency")
     require_model(_spec(config.model, config.resolution))
     from .pool import PoolError
     from .search.runner import prepare, run_budget_search, run_search
@@ -235,7 +246,7 @@ def _search(budget_search: tuple[float | None, int, int, float], config: Any) ->
             from .search.budget import BudgetPlan
 
             plan = BudgetPlan.of(moves, patience=patience, race=race)
-            console.print(run_budget_search(prepared, budget, plan, console))
+            console.print(run_budget_search(prepared, budget, plan, console, by_latency=by_latency))
             return
         search_run = run_search(prepared, console)
     except PoolError as err:

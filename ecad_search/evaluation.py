@@ -185,8 +185,10 @@ class Evaluator:
 
     def sibling(self, settings: EvaluationSettings, inputs: SplitInputs | None = None) -> Evaluator:
         """An evaluator for other prompts or seeds (a held-out split) on the same resident pipeline, metric and
-        hooks: only its prompt embeddings and uncached references are computed anew (or taken from `inputs`)."""
-        same = ("model", "metric", "steps", "guidance_scale", "resolution", "cost")
+        hooks: only its prompt embeddings and uncached references are computed anew (or taken from `inputs`).
+        Its cost may differ: `--budget-latency` times probe schedules on a latency-cost split of the same
+        prompts."""
+        same = ("model", "metric", "steps", "guidance_scale", "resolution")
         differing = [name for name in same if getattr(settings, name) != getattr(self.settings, name)]
         if differing:
             raise ValueError(f"a sibling evaluator shares the pipeline; these settings differ: {', '.join(differing)}")

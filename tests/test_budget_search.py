@@ -14,6 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ecad_search.cli import app
+from ecad_search.cost.latency import LatencyModel, latency_probes
+from ecad_search.cost.latency import computations as latency_computations
+from ecad_search.cost.latency import kinds as latency_kinds
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
 from ecad_search.pool import LocalPool, genome_text
@@ -311,3 +314,67 @@ def test_annealing_races_with_the_margin_its_draw_allows_and_climbing_with_none(
     assert climbing and all(size > 1 and margin == 0 for size, _, margin in climbing)
     assert len({digest for _, digest, _ in annealing}) > 1, "annealing races against the schedule it accepted last"
     assert outcome.record.quality_loss < outcome.start_record.quality_loss
+
+
+def test_the_latency_model_recovers_additive_timings_and_moves_keep_its_prediction() -> None:
+    """Timings that are exactly a fixed part plus a time per computation of each component kind give that
+    model back; moving a computation along its lane keeps the predicted latency, as it keeps the MACs."""
+    base = template()
+    probes = latency_probes(base)
+    assert set(probes) == {"uncached", "step-0-only"} | {f"only-{g}.{c}" for g, c in latency_kinds(base)}
+    times = np.arange(1, len(latency_kinds(base)) + 1) * 1e-3
+    seconds = {name: 0.25 + float(latency_computations(s) @ times) for name, s in probes.items()}
+    model = LatencyModel.fit(base, seconds)
+    assert model.fixed == pytest.approx(0.25) and model.per_computation == pytest.approx(tuple(times))
+    start = fora(base.groups, STEPS, 3)
+    lanes = Lanes(start)
+    grid = lanes.grid(start.genome())
+    grid[0] = np.roll(grid[0], 1)
+    moved = start.with_genome(lanes.genome(grid))
+    assert moved.digest() != start.digest() and model.seconds(moved) == pytest.approx(model.seconds(start))
+    with pytest.raises(ValueError, match="no timing for the latency probes step-0-only"):
+        LatencyModel.fit(base, {k: v for k, v in seconds.items() if k != "step-0-only"})
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--budget", "0.3", "--budget-latency", "0.5"], "give --budget (a share of the MACs) or --budget-latency"),
+        (["--budget-latency", "1.5"], "--budget-latency 1.5: give a fraction of the uncached latency"),
+        (["--budget-latency", "0.5", "--cost", "latency"], "--budget-latency times runs of its own"),
+    ],
+)
+def test_bad_latency_budgets_are_one_line_errors(tmp_path: Path, extra: list[str], message: str) -> None:
+    result = runner.invoke(app, ["--model", "digits", *extra, "--db", f"sqlite:///{tmp_path / 'b.db'}"])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "b.db").exists()
+
+
+def test_a_latency_budget_search_times_its_probes_once_and_checks_what_it_found(tmp_path: Path) -> None:
+    """`--budget-latency` on digits: the probes are timed on a latency-cost split of the calibration prompts
+    and stored, the found schedule's predicted latency is within the budget and it is timed as well, and a
+    re-run pays for nothing."""
+    config = SearchConfig(
+        model="digits", generations=1, metric="fidelity", steps=10, images_per_prompt=2,
+        held_out_images_per_prompt=2, db=f"sqlite:///{tmp_path / 'b.db'}", out=str(tmp_path / "out"), run="b",
+    )  # fmt: skip
+    prepared = prepare(config)
+
+    def budget_search() -> BudgetRun:
+        pool = LocalPool(prepared.spec, prepared.config.device)
+        plan = BudgetPlan(anneal_moves=4, neighbours=4, climb_rounds=1)
+        try:
+            with Store(config.db) as store:
+                return search_at_budget(prepared, 0.9, pool, store, plan, by_latency=True)
+        finally:
+            pool.close()
+
+    first = budget_search()
+    check = first.latency
+    assert check is not None and check.measured is not None and check.measured > 0 and check.uncached_s > 0
+    assert check.predicted <= 0.9 + 1e-12 and any(t > 0 for t in check.model.per_computation)
+    probes = len(latency_probes(first.outcome.schedule))
+    assert first.calibration_images >= probes * prepared.settings.num_images, "the probes were timed"
+    again = budget_search()
+    assert again.images == 0 and again.outcome.schedule.digest() == first.outcome.schedule.digest()
+    assert again.latency is not None and again.latency.model == check.model

@@ -137,7 +137,8 @@ def neighbour(
 
 class BudgetSearch:
     """Local search at a fixed budget. `score(schedules)` returns the calibration record of each digest (from
-    the memo or by scoring), `cost(schedule)` its cost as a fraction of the uncached run.
+    the memo or by scoring), `cost(schedule)` its cost as a fraction of the uncached run's `measure` (MACs, or
+    a latency model's prediction).
 
     `whole_steps` moves whole steps instead of single components: every component of a step computes or none
     does, as in BudCache's own step-level masks (the baseline `scripts/bench_budget.py` compares with).
@@ -156,9 +157,10 @@ class BudgetSearch:
         plan: BudgetPlan | None = None,
         whole_steps: bool = False,
         race: Race | None = None,
+        measure: str = "MACs",
     ) -> None:
         self.template, self.budget, self.score, self.cost = template, budget, score, cost
-        self.race = race
+        self.race, self.measure = race, measure
         self.whole_steps = whole_steps
         self.plan = plan or BudgetPlan()
         self.rng = np.random.default_rng(seed)
@@ -211,7 +213,11 @@ class BudgetSearch:
         """From the best of `starts` within the budget (by calibration loss), anneal, then climb."""
         affordable = [s for s in starts if self.cost(s) <= self.budget + 1e-12]
         if not affordable:
-            raise ValueError(f"no starting schedule costs at most {self.budget:.0%} of the uncached MACs")
+            cheapest = min(self.cost(s) for s in starts) if starts else 1.0
+            raise ValueError(
+                f"no starting schedule costs at most {self.budget:.0%} of the uncached {self.measure} (the cheapest "
+                f"costs {cheapest:.0%}); give a larger budget"
+            )
         schedules = {s.digest(): s for s in affordable}
         records = self.score(schedules)
         self._remember(schedules, records)

@@ -18,6 +18,7 @@ import numpy as np
 from rich.console import Console
 
 from .. import __version__
+from ..cost.latency import UNCACHED, LatencyModel, latency_probes
 from ..evaluation import COSTS, EvaluationSettings, run_template, schedule_macs
 from ..files import write_atomic
 from ..formats import save_schedule
@@ -575,11 +576,37 @@ class BudgetRun:
     dropped: int
     calibration_images: int
     held_out_images: int
+    latency: LatencyCheck | None = None
 
     @property
     def images(self) -> int:
-        """Images generated now, on both splits."""
+        """Images generated now, on both splits (and the timed runs of a latency budget)."""
         return self.calibration_images + self.held_out_images
+
+
+@dataclass(frozen=True)
+class LatencyCheck:
+    """What a `--budget-latency` search kept to, and what it found: the latency model fitted on this device,
+    the uncached run's measured seconds per image, and the found schedule's latency as a fraction of it, as
+    the model predicts it and as measured (None when it could not be timed)."""
+
+    model: LatencyModel
+    uncached_s: float
+    predicted: float
+    measured: float | None
+
+
+def fit_latency(template: CacheSchedule, timing: SplitScorer) -> tuple[LatencyModel, float]:
+    """The latency model from the probe schedules timed on `timing` (a latency-cost split), and the uncached
+    run's seconds per image."""
+    probes = latency_probes(template)
+    records = timing.scores({schedule.digest(): schedule for schedule in probes.values()})
+    seconds = {name: records[s.digest()].latency_s for name, s in probes.items() if s.digest() in records}
+    timed = {name: value for name, value in seconds.items() if value is not None}
+    if len(timed) < len(probes):
+        missing = ", ".join(sorted(set(probes) - set(timed)))
+        raise SearchOptionError(f"--budget-latency: could not time the probe schedules {missing}; see the log above")
+    return LatencyModel.fit(template, timed), timed[UNCACHED]
 
 
 def search_at_budget(
@@ -590,12 +617,23 @@ def search_at_budget(
     plan: BudgetPlan,
     whole_steps: bool = False,
     on_move: Callable[[int, float], None] | None = None,
+    by_latency: bool = False,
 ) -> BudgetRun:
     """The local search at `budget` from the best FORA-N (N ≤ 10) or front member of an earlier search on the
-    same calibration split within it, and the held-out records of the result and its start."""
+    same calibration split within it, and the held-out records of the result and its start. The budget is a
+    fraction of the uncached MACs, or, `by_latency`, of the uncached latency that a model fitted on timed
+    runs of this device predicts; the found schedule is then timed too."""
     settings, spec = prepared.settings, prepared.spec
     template = run_template(spec, settings)
     full = schedule_macs(template, spec, settings)
+    timing = SplitScorer(replace(settings, cost="latency"), store, pool) if by_latency else None
+    model, uncached_s = fit_latency(template, timing) if timing is not None else (None, 0.0)
+
+    def cost(schedule: CacheSchedule) -> float:
+        if model is not None:
+            return model.seconds(schedule) / model.seconds(template)
+        return schedule_macs(schedule, spec, settings) / full
+
     calibration = SplitScorer(settings, store, pool)
     split = prompt_race(settings, plan.race)
     race = IncumbentRace(split, calibration) if split else None
@@ -603,11 +641,12 @@ def search_at_budget(
         template,
         budget,
         calibration.scores,
-        lambda s: schedule_macs(s, spec, settings) / full,
+        cost,
         prepared.config.seed,
         plan,
         whole_steps=whole_steps,
         race=race,
+        measure="latency (predicted)" if model is not None else "MACs",
     )
     starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
     outcome = search.run(starts + earlier_fronts(store, template, settings.key()), on_move)
@@ -616,7 +655,22 @@ def search_at_budget(
     evaluated = calibration.evaluated + (race.race.evaluated if race else 0)
     calibration_images = calibration.evaluated * settings.num_images + (race.images() if race else 0)
     held_out_images = held_out.evaluated * held_out.settings.num_images
-    return BudgetRun(outcome, records, evaluated, race.dropped if race else 0, calibration_images, held_out_images)
+    check = None
+    if timing is not None and model is not None:
+        found = timing.scores({outcome.schedule.digest(): outcome.schedule}).get(outcome.schedule.digest())
+        measured = found.latency_s / uncached_s if found is not None and found.latency_s is not None else None
+        check = LatencyCheck(model, uncached_s, cost(outcome.schedule), measured)
+        calibration_images += timing.evaluated * timing.settings.num_images
+    dropped = race.dropped if race else 0
+    return BudgetRun(outcome, records, evaluated, dropped, calibration_images, held_out_images, check)
+
+
+def _latency_line(check: LatencyCheck) -> str:
+    measured = "could not be timed" if check.measured is None else f"measured {check.measured:.1%}"
+    return (
+        f"latency: predicted {check.predicted:.1%} of the uncached {check.uncached_s:.3g} s per image, {measured} "
+        "on this device"
+    )
 
 
 def earlier_fronts(store: Store, template: CacheSchedule, eval_key: str) -> list[CacheSchedule]:
@@ -632,37 +686,50 @@ def _last_archive(store: Store, run: str) -> tuple[str, ...]:
     return generations[-1].archive if generations else ()
 
 
-def run_budget_search(prepared: PreparedSearch, budget: float, plan: BudgetPlan, console: Console | None = None) -> str:
-    """The best schedule at or under `budget` (a fraction of the uncached MACs), by local search on the
-    calibration images, judged on the held-out images against the best FORA within the budget; writes the
-    schedule to OUT/RUN/budget-PERCENT.json and returns the summary."""
+def run_budget_search(
+    prepared: PreparedSearch,
+    budget: float,
+    plan: BudgetPlan,
+    console: Console | None = None,
+    by_latency: bool = False,
+) -> str:
+    """The best schedule at or under `budget` (a fraction of the uncached MACs, or `by_latency` of the
+    uncached latency on this device), by local search on the calibration images, judged on the held-out
+    images against the best FORA within the budget; writes the schedule to OUT/RUN/budget-PERCENT.json (or
+    budget-latency-PERCENT.json) and returns the summary."""
     console = console or Console()
-    config = prepared.config
+    config, settings = prepared.config, prepared.settings
     pool = make_pool(
         prepared.spec, config.device, workers=config.workers, address=config.ray_address,
         gpus_per_worker=config.gpus_per_worker, prefix_mib=config.prefix_memory,
     )  # fmt: skip
     try:
-        split = prompt_race(prepared.settings, plan.race)
-        pool.prepare(prepared.settings, [*((split.race, split.rest) if split else ()), prepared.splits.held_out])
+        split = prompt_race(settings, plan.race)
+        timing = (replace(settings, cost="latency"),) if by_latency else ()
+        pool.prepare(settings, [*((split.race, split.rest) if split else ()), *timing, prepared.splits.held_out])
         with Store(config.db) as store, console.status("budget search") as status:
             run = search_at_budget(
                 prepared, budget, pool, store, plan,
                 on_move=lambda moves, loss: status.update(f"{moves} moves, best loss {loss:.4g}"),
+                by_latency=by_latency,
             )  # fmt: skip
     finally:
         pool.close()
     outcome, records = run.outcome, run.held_out
-    provenance = {"method": "budget search", "run": prepared.run, "budget": budget}
-    named = outcome.schedule.with_metadata(name=f"budget-{budget:.0%}", provenance=provenance)
-    path = save_schedule(named, prepared.out / f"budget-{round(budget * 100)}.json")
+    measure = "latency" if by_latency else "MACs"
+    provenance = {"method": "budget search", "run": prepared.run, "budget": budget, "budget_of": measure}
+    kind = "budget-latency" if by_latency else "budget"
+    named = outcome.schedule.with_metadata(name=f"{kind}-{budget:.0%}", provenance=provenance)
+    path = save_schedule(named, prepared.out / f"{kind}-{round(budget * 100)}.json")
     start, found = outcome.start_record, outcome.record
     dropped = f" ({run.dropped} dropped after their race)" if run.dropped else ""
     lines = [
-        f"budget {budget:.0%}: {outcome.moves} moves from {outcome.start.name} ({start.cost:.1%} MACs, search loss "
-        f"{start.quality_loss:.4g}) to {found.cost:.1%} MACs, search loss {found.quality_loss:.4g}",
+        f"{measure} budget {budget:.0%}: {outcome.moves} moves from {outcome.start.name} ({start.cost:.1%} MACs, "
+        f"search loss {start.quality_loss:.4g}) to {found.cost:.1%} MACs, search loss {found.quality_loss:.4g}",
         f"{run.evaluated} new evaluations{dropped}, {run.images:,} images generated; wrote {path}",
     ]
+    if run.latency is not None:
+        lines.append(_latency_line(run.latency))
     ours, theirs = records.get(outcome.schedule.digest()), records.get(outcome.start.digest())
     if ours is not None and theirs is not None:
         lead = paired_difference(ours.scores["prompt_scores"], theirs.scores["prompt_scores"])
