@@ -596,6 +596,12 @@ class LatencyCheck:
     measured: float | None
 
 
+def latency_split(settings: EvaluationSettings) -> EvaluationSettings:
+    """The calibration prompts and seeds with a latency cost: where `--budget-latency` times its runs, whole
+    (a latency cost shares no prefix), and stored under a key of its own."""
+    return replace(settings, cost="latency")
+
+
 def fit_latency(template: CacheSchedule, timing: SplitScorer) -> tuple[LatencyModel, float]:
     """The latency model from the probe schedules timed on `timing` (a latency-cost split), and the uncached
     run's seconds per image."""
@@ -626,7 +632,7 @@ def search_at_budget(
     settings, spec = prepared.settings, prepared.spec
     template = run_template(spec, settings)
     full = schedule_macs(template, spec, settings)
-    timing = SplitScorer(replace(settings, cost="latency"), store, pool) if by_latency else None
+    timing = SplitScorer(latency_split(settings), store, pool) if by_latency else None
     model, uncached_s = fit_latency(template, timing) if timing is not None else (None, 0.0)
 
     def cost(schedule: CacheSchedule) -> float:
@@ -705,8 +711,8 @@ def run_budget_search(
     )  # fmt: skip
     try:
         split = prompt_race(settings, plan.race)
-        timing = (replace(settings, cost="latency"),) if by_latency else ()
-        pool.prepare(settings, [*((split.race, split.rest) if split else ()), *timing, prepared.splits.held_out])
+        timed = (latency_split(settings),) if by_latency else ()
+        pool.prepare(settings, [*((split.race, split.rest) if split else ()), *timed, prepared.splits.held_out])
         with Store(config.db) as store, console.status("budget search") as status:
             run = search_at_budget(
                 prepared, budget, pool, store, plan,
