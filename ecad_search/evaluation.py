@@ -51,11 +51,15 @@ class EvaluationSettings:
     # Also store PSNR and SSIM to the uncached images (`compare`); part of the key only when set, so the keys
     # of every earlier evaluation stay as they were.
     reference_figures: bool = False
+    # The device that timed a latency-cost split (`--budget-latency`): seconds timed on another device are not
+    # these. Part of the key only when set, as `reference_figures` is.
+    timed_on: str = ""
 
     def key(self) -> str:
         fields = asdict(self)
-        if not self.reference_figures:
-            del fields["reference_figures"]
+        for optional in ("reference_figures", "timed_on"):
+            if not fields[optional]:
+                del fields[optional]
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 

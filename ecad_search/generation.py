@@ -7,6 +7,8 @@ command line, the benchmarks and the search all generate the same way.
 from __future__ import annotations
 
 import inspect
+import os
+import platform
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +61,13 @@ def resolve_device(name: str) -> str:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{name}' is not available (torch sees no CUDA GPU): use --device cpu or auto")
     return name
+
+
+def device_label(device: str) -> str:
+    """What times a run on `device`: the GPU's name, or the CPU's and its core count."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()}"
 
 
 def load_pipeline(spec: ModelSpec, *, device: str = "cpu", dtype: torch.dtype | None = None) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,14 @@ from ecad_search.cli import app
 from ecad_search.cost.latency import LatencyModel, latency_probes
 from ecad_search.cost.latency import computations as latency_computations
 from ecad_search.cost.latency import kinds as latency_kinds
+from ecad_search.generation import device_label
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
 from ecad_search.pool import LocalPool, genome_text
 from ecad_search.schedule import CacheSchedule
 from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes
 from ecad_search.search.config import SearchConfig
-from ecad_search.search.runner import BudgetRun, earlier_fronts, prepare, search_at_budget
+from ecad_search.search.runner import BudgetRun, earlier_fronts, latency_split, prepare, search_at_budget
 from ecad_search.store import EvaluationRecord, Store
 
 runner = CliRunner()
@@ -378,3 +380,12 @@ def test_a_latency_budget_search_times_its_probes_once_and_checks_what_it_found(
     again = budget_search()
     assert again.images == 0 and again.outcome.schedule.digest() == first.outcome.schedule.digest()
     assert again.latency is not None and again.latency.model == check.model
+    timed = latency_split(prepared.settings, LocalPool(prepared.spec, "cpu"))
+    assert timed.timed_on == device_label("cpu") and timed.timed_on.startswith("cpu ")
+    elsewhere = replace(timed, timed_on="NVIDIA H100 80GB HBM3")
+    assert elsewhere.key() != timed.key(), "timings from another device are not reused"
+    assert replace(timed, timed_on="").key() == replace(prepared.settings, cost="latency").key()
+    with Store(config.db) as store:
+        assert (
+            len(store.lookup(timed.key(), [s.digest() for s in latency_probes(first.outcome.schedule).values()])) == 5
+        )

@@ -21,6 +21,9 @@ from typer.testing import CliRunner
 
 from ecad_search.cli import app
 from ecad_search.evaluation import run_template
+from ecad_search.generation import device_label
+from ecad_search.models import get_model
+from ecad_search.pool import make_pool
 from ecad_search.pool.ray_pool import FAULT_VARIABLE
 from ecad_search.search.config import SearchConfig
 from ecad_search.search.runner import prepare
@@ -146,6 +149,15 @@ def test_a_raced_budget_search_on_workers_stores_what_one_process_stores(  # typ
     found = [json.loads((tmp_path / name / "b" / "budget-50.json").read_text()) for name in ("local", "ray")]
     local_schedule, ray_schedule = ({k: v for k, v in s.items() if k != "provenance"} for s in found)
     assert ray_schedule == local_schedule
+
+
+def test_workers_report_the_device_they_time_on(ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    """`--budget-latency` keys its timings by the device that ran them: on workers, theirs, not the driver's."""
+    pool = make_pool(get_model("digits"), "cpu", workers=1)
+    try:
+        assert pool.device_label() == device_label("cpu")
+    finally:
+        pool.close()
 
 
 def kill_the_first_busy_worker(killed: list[int], deadline_s: float = 120) -> None:

@@ -119,6 +119,10 @@ class EvaluationPool(ABC):
         """Score every candidate (digest → mask or policy), calling `on_outcome` once per candidate as soon as
         it is known."""
 
+    @abstractmethod
+    def device_label(self) -> str:
+        """The device the pool's runs are timed on (`generation.device_label`)."""
+
     @property
     def status(self) -> PoolStatus:
         return PoolStatus(self.workers, self.workers, 0, 0)

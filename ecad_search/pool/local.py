@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..evaluation import EvaluationSettings, Evaluator, SplitInputs, encode_chunks
+from ..generation import device_label
 from ..models import ModelSpec, get_family
 from .base import Candidate, EvaluationPool, OnOutcome, record_of
 
@@ -20,6 +21,9 @@ class LocalPool(EvaluationPool):
         self.spec, self.device = spec, device
         self.prefix_bytes = prefix_mib * 2**20
         self._evaluators: dict[str, Evaluator] = {}
+
+    def device_label(self) -> str:
+        return device_label(self.device)
 
     def _first(self) -> Evaluator | None:
         """The evaluator that loaded the pipeline and the metric (the others share them)."""

@@ -78,6 +78,9 @@ class EvaluationWorker:
     def prepare(self, settings: EvaluationSettings) -> float:
         return self.pool.prepare(settings)
 
+    def device_label(self) -> str:
+        return self.pool.device_label()
+
     def split_inputs(self, settings: EvaluationSettings, encoded: SplitInputs | None = None) -> SplitInputs:
         """A split's full inputs: computed here, from its prompt embeddings when `encoded` gives them."""
         return self.pool.evaluator(settings, encoded).inputs()
@@ -170,6 +173,10 @@ class RayPool(EvaluationPool):
         if upcoming:
             self.actors[0].release_text_encoders.remote()
         return float(self.ray.get(self.actors[0].prepare.remote(settings)))
+
+    def device_label(self) -> str:
+        """Worker 0's device: every worker takes the same share of the same kind of GPU."""
+        return str(self.ray.get(self.actors[0].device_label.remote()))
 
     def resident_mib(self) -> list[tuple[float, float]]:
         """Each worker's host and GPU memory in MiB."""

@@ -596,10 +596,10 @@ class LatencyCheck:
     measured: float | None
 
 
-def latency_split(settings: EvaluationSettings) -> EvaluationSettings:
-    """The calibration prompts and seeds with a latency cost: where `--budget-latency` times its runs, whole
-    (a latency cost shares no prefix), and stored under a key of its own."""
-    return replace(settings, cost="latency")
+def latency_split(settings: EvaluationSettings, pool: EvaluationPool) -> EvaluationSettings:
+    """The calibration prompts and seeds with a latency cost, on the pool's device: where `--budget-latency`
+    times its runs, whole (a latency cost shares no prefix), and stored under a key of its own per device."""
+    return replace(settings, cost="latency", timed_on=pool.device_label())
 
 
 def fit_latency(template: CacheSchedule, timing: SplitScorer) -> tuple[LatencyModel, float]:
@@ -632,7 +632,7 @@ def search_at_budget(
     settings, spec = prepared.settings, prepared.spec
     template = run_template(spec, settings)
     full = schedule_macs(template, spec, settings)
-    timing = SplitScorer(latency_split(settings), store, pool) if by_latency else None
+    timing = SplitScorer(latency_split(settings, pool), store, pool) if by_latency else None
     model, uncached_s = fit_latency(template, timing) if timing is not None else (None, 0.0)
 
     def cost(schedule: CacheSchedule) -> float:
@@ -711,7 +711,7 @@ def run_budget_search(
     )  # fmt: skip
     try:
         split = prompt_race(settings, plan.race)
-        timed = (latency_split(settings),) if by_latency else ()
+        timed = (latency_split(settings, pool),) if by_latency else ()
         pool.prepare(settings, [*((split.race, split.rest) if split else ()), *timed, prepared.splits.held_out])
         with Store(config.db) as store, console.status("budget search") as status:
             run = search_at_budget(
