@@ -168,7 +168,7 @@ def main_form(
     ] = 0,
     budget_race: Annotated[
         float,
-        typer.Option(help="--budget: climbing neighbours race on this share of the prompts first (0: off)"),
+        typer.Option(help="--budget: moves race on this share of the prompts first (per-prompt metrics; 0: off)"),
     ] = 0.25,
 ) -> None:
     """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
