@@ -249,13 +249,11 @@ def test_a_climbing_round_goes_to_the_scorer_as_one_batch() -> None:
     assert outcome.evaluations == 6 + 8 * len(rounds), "every neighbour of a round counts, repeats included"
 
 
-def test_racing_climbing_neighbours_generates_fewer_images_and_stores_whole_records(
-    tmp_path: Path, tiny_pixart_dir: Path
-) -> None:  # type: ignore[no-untyped-def]
-    """`--budget-race 0.25` on the tiny PixArt (24 prompts, a per-prompt metric): climbing neighbours race on 8
-    prompts against the best schedule, and only those it does not beat there are finished. It generates fewer
-    images than the same search without racing; every finished neighbour's calibration record covers all 24
-    prompts; a re-run pays for nothing."""
+def test_racing_moves_generates_fewer_images_and_stores_whole_records(tmp_path: Path, tiny_pixart_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """`--budget-race 0.25` on the tiny PixArt (24 prompts, a per-prompt metric): moves race on 8 prompts
+    against the schedule they moved from, and only those that could still be taken are finished. It
+    generates fewer images than the same search without racing; every finished move's calibration record
+    covers all 24 prompts; a re-run pays for nothing."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(f"a photo of object number {i}" for i in range(24)))
 
