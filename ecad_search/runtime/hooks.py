@@ -180,14 +180,12 @@ class ScheduleRuntime:
     def take_snapshot(self, state: RunState, snapshot: dict[Key, Any]) -> None:
         """Hold what an independent run would hold at the fork step: the snapshot's outputs that this mask
         reuses there (the same tensors), and the latest outputs this run's own forks need."""
-        step = state.step
+        step, tracked = state.step, self.link.tracked
         for key, output in snapshot.items():
             g, b, c = key
             if not self.compute[g][step, b, c]:
                 state.kept[key] = output
                 self.stats.add(output, +1)
-        tracked = self.link.tracked
-        for key, output in snapshot.items():
             if key in tracked:
                 self.hold_latest(state, key, output)
 

@@ -270,7 +270,7 @@ class SearchRun:
             prefix_mib=config.prefix_memory,
         )
         preset = runnable_preset(preset or get_preset(config.preset), settings)
-        race = race_split(settings, preset.race) if preset.race else None
+        race = prompt_race(settings, preset.race)
         splits = prepared.splits
         raced = (race.race, race.rest) if race else ()
         upcoming = [split for split in (*raced, splits.confirmation, splits.held_out) if split is not None]
@@ -406,21 +406,11 @@ class SearchRun:
     def _ended(self, status: str, message: str) -> None:
         """Record how the run ended; a database that cannot be reached any more must not hide the cause."""
         try:
-            self._set_status(status)
+            self.store.set_status(self.prepared.run, status)
         except Exception as err:  # the original exception is the one to report
             self.console.print(f"could not record status '{status}' of run {self.prepared.run}: {err}")
         if message:
             self.console.print(f"run {self.prepared.run} {message}", soft_wrap=True, highlight=False)
-
-    def _set_status(self, status: str) -> None:
-        """A signal can cut a write off midway and leave its connection holding the database's lock: then the
-        status is written again on a fresh connection, once the old ones are closed."""
-        try:
-            self.store.set_status(self.prepared.run, status)
-        except Exception:
-            self.store.close()
-            with Store(self.prepared.config.db) as store:
-                store.set_status(self.prepared.run, status)
 
     def _announce_cost(self) -> None:
         """What a generation will take, once the uncached run was timed (metrics with references, latency)."""
