@@ -7,6 +7,7 @@ The baseline keeps BudCache's search and its step-level masks; it scores candida
 metric rather than BudCache's final-latent MSE on one prompt, so the comparison isolates the mask space.
 
     python scripts/bench_budget.py --out docs/bench_budget_digits.json
+    python scripts/bench_budget.py --patience 0 1 2 --seed 1    # ours at three patiences, one baseline
     python scripts/bench_budget.py --model TINY_FOLDER --metric fidelity --steps 20
 """
 
@@ -30,24 +31,32 @@ from ecad_search.search.stats import paired_difference
 from ecad_search.store import Store
 
 
-def search(args: argparse.Namespace, budget: float, whole_steps: bool, folder: Path) -> dict[str, Any]:
-    """One budget search on a fresh database: what it found, its held-out record, and what it cost."""
-    db = f"sqlite:///{folder / ('steps' if whole_steps else 'components')}-{budget}.db"
+def search(args: argparse.Namespace, budget: float, patience: int | None, folder: Path) -> dict[str, Any]:
+    """One budget search on a fresh database: what it found, its held-out record, and what it cost.
+
+    `patience` None is the BudCache-style baseline (whole steps); a number is ours with that patience.
+    """
+    whole_steps = patience is None
+    db = f"sqlite:///{folder / ('steps' if whole_steps else f'components-{patience}')}-{budget}.db"
     config = SearchConfig(model=args.model, generations=1, metric=args.metric, steps=args.steps, db=db,
                           out=str(folder / "out"), seed=args.seed)  # fmt: skip
     prepared = prepare(config)
     pool = LocalPool(prepared.spec, prepared.config.device)
     start = time.perf_counter()
     with Store(db) as store:
-        ours = BudgetPlan.of(args.moves, args.screen, args.step_moves, args.patience, args.race)
         # BudCache climbs until a round improves nothing, however little the improvement (patience 0).
-        plan = BudgetPlan.of(args.baseline_moves) if whole_steps else ours
+        plan = (
+            BudgetPlan.of(args.baseline_moves)
+            if whole_steps
+            else BudgetPlan.of(args.moves, args.screen, args.step_moves, patience, args.race)
+        )
         run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
     pool.close()
     outcome, records = run.outcome, run.held_out
     return {
         "budget": budget,
         "mask": "whole steps (BudCache-style)" if whole_steps else "components (ours)",
+        "patience": patience,
         "start": outcome.start.name,
         "macs_fraction": outcome.record.cost,
         "calibration_images": run.calibration_images,
@@ -56,6 +65,11 @@ def search(args: argparse.Namespace, budget: float, whole_steps: bool, folder: P
         "start_held_out_loss": records[outcome.start.digest()].quality_loss,
         "scores": records[outcome.schedule.digest()].scores["prompt_scores"],
     }
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The rows so far, after every search: a long bench cut short keeps what it measured."""
+    path.write_text(json.dumps([{k: v for k, v in r.items() if k != "scores"} for r in rows], indent=1) + "\n")
 
 
 def main() -> None:
@@ -67,31 +81,44 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=32, help="annealing moves of ours (`--budget-moves`)")
     parser.add_argument("--screen", type=int, default=1, help="proposals per move of ours (`--budget-screen`)")
     parser.add_argument("--step-moves", type=float, default=0.5, help="share of whole-step moves in ours")
-    parser.add_argument("--patience", type=int, default=0, help="ours: `--budget-patience`")
+    parser.add_argument(
+        "--patience", type=int, nargs="+", default=[0], help="ours: `--budget-patience` (ours runs once per value)"
+    )
     parser.add_argument("--race", type=float, default=0.25, help="ours: `--budget-race`")
     parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
+    parser.add_argument(
+        "--baseline", action=argparse.BooleanOptionalAction, default=True, help="run the BudCache-style baseline"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench_budget.json"))
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for budget in args.budgets:
-            ours, theirs = (search(args, budget, whole, Path(tmp)) for whole in (False, True))
-            lead = paired_difference(ours["scores"], theirs["scores"])
-            ours["lead_over_baseline"] = {"mean": lead.mean, "low": lead.low, "high": lead.high}
-            rows += [ours, theirs]
+            theirs = search(args, budget, None, Path(tmp)) if args.baseline else None
+            for patience in args.patience:
+                ours = search(args, budget, patience, Path(tmp))
+                if theirs is not None:
+                    lead = paired_difference(ours["scores"], theirs["scores"])
+                    ours["lead_over_baseline"] = {"mean": lead.mean, "low": lead.low, "high": lead.high}
+                rows.append(ours)
+                write(args.out, rows)
+            if theirs is not None:
+                rows.append(theirs)
+                write(args.out, rows)
     table = Table("budget", "masks", "MACs", "images", "s", "held-out", "start's", title=f"{args.model}: --budget")
     for row in rows:
         start = f"{row['start_held_out_loss']:.4g} ({row['start']})"
+        masks = row["mask"] if row["patience"] is None else f"{row['mask']}, patience {row['patience']}"
         table.add_row(
-            f"{row['budget']:.0%}", row["mask"], f"{row['macs_fraction']:.1%}", f"{row['calibration_images']:,}",
+            f"{row['budget']:.0%}", masks, f"{row['macs_fraction']:.1%}", f"{row['calibration_images']:,}",
             f"{row['seconds']:.0f}", f"{row['held_out_loss']:.4g}", start,
         )  # fmt: skip
     Console(width=100).print(table)
-    for row in rows[::2]:
-        lead = row["lead_over_baseline"]
-        print(f"{row['budget']:.0%}: ours better by {lead['mean']:.4g} [{lead['low']:.4g}, {lead['high']:.4g}]")
-    args.out.write_text(json.dumps([{k: v for k, v in r.items() if k != "scores"} for r in rows], indent=1) + "\n")
+    for row in rows:
+        if lead := row.get("lead_over_baseline"):
+            which = f"{row['budget']:.0%}, patience {row['patience']}"
+            print(f"{which}: ours better by {lead['mean']:.4g} [{lead['low']:.4g}, {lead['high']:.4g}]")
 
 
 if __name__ == "__main__":
