@@ -13,7 +13,7 @@ import torch
 from ecad_search.evaluation import EvaluationSettings, Evaluator
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
-from ecad_search.runtime.prefix import PrefixTape, component_keys, prefix_plan
+from ecad_search.runtime.prefix import PrefixTape, component_keys, prefix_groups, prefix_plan
 from ecad_search.schedule import CacheSchedule
 
 STEPS = 6
@@ -65,6 +65,18 @@ def test_the_same_mask_twice_takes_every_step_from_the_tape() -> None:
     plan = prefix_plan([base, base])
     assert [link.replay for _, link in plan] == [0, STEPS]
     assert all(not link.forks for _, link in plan) and plan[0][1].record == STEPS
+
+
+def test_groups_for_workers_keep_neighbours_in_the_tree_together() -> None:
+    """What Ray workers are given: the plan's order cut into groups of near-equal size. FORA-3 and its
+    neighbour sort first (FORA-3 reuses at step 2, where FORA-2 computes), then N2, N4, FORA-2, N3."""
+    groups = layout().groups
+    base, other = fora(groups, STEPS, 2), fora(groups, STEPS, 3)
+    batch = [other, moved(base, 4, 0), moved(other, 5, 0), base, moved(base, 2, 0), moved(base, 3, 0)]
+    assert prefix_groups(batch, 2) == [[0, 2, 4], [1, 3, 5]]
+    assert prefix_groups(batch, 4) == [[0, 2], [4, 1], [3], [5]], "sizes within one of each other"
+    assert prefix_groups(batch[:2], 8) == [[0], [1]], "never more groups than masks"
+    assert prefix_groups([], 3) == []
 
 
 @pytest.fixture(params=["tiny-pixart", "digits", "tiny-flux"])

@@ -91,13 +91,21 @@ def stored(db: Path) -> tuple[list[tuple], list[tuple]]:
     return evaluations, generations
 
 
+def shared(db: Path) -> int:
+    """Evaluations that took their first steps from another mask's run (these record no latency)."""
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT COUNT(*) FROM ecad_evaluations WHERE latency_s IS NULL").fetchone()[0]
+
+
 def test_two_workers_store_what_one_process_stores(tmp_path, ray_cluster, prompts, in_process) -> None:  # type: ignore[no-untyped-def]
+    """Each worker shares the first steps of the masks it is given together, as one process does."""
     result = runner.invoke(app, search_args(prompts, tmp_path / "w.db", tmp_path / "out", "--workers", "2"))
     assert result.exit_code == 0, result.output
     assert "workers 2/2 alive · 0 busy · 0 restarted" in result.output
     evaluations, generations = stored(tmp_path / "w.db")
     assert (evaluations, generations) == stored(in_process)
     assert len(evaluations) > 20 and len(generations) == 2
+    assert 0 < shared(tmp_path / "w.db") <= shared(in_process)
 
 
 @pytest.mark.parametrize(("preset", "prompt_count", "generations"), [("default", 2, 2), ("fast", 24, 3)])
@@ -222,6 +230,28 @@ def test_a_hung_candidate_is_killed_retried_and_recorded_as_failed(tmp_path, ray
         failure = scorer.failures[hung]
         assert failure.attempts == 2 and failure.error == "its worker was hung and killed"
         assert pool.status.restarted == 2
+    finally:
+        pool.close()
+
+
+def test_a_split_of_many_more_images_is_not_taken_for_a_hang(tmp_path, ray_cluster, prompts) -> None:  # type: ignore[no-untyped-def]
+    """The hang timeout counts images, not candidates: candidates of 96 images, after a median set by
+    candidates of 6, run far past 5 times that median and are not killed (a held-out split has over ten
+    times the calibration's images per candidate)."""
+    from ecad_search.pool.ray_pool import RayPool
+    from ecad_search.search.splits import SplitScorer
+
+    prepared = prepare(SearchConfig(model="digits", generations=1, images_per_prompt=2, prompts=str(prompts)))
+    template = run_template(prepared.spec, prepared.settings)
+    schedules = {s.digest(): s for s in map(template.with_genome, initial_population(template, 6, seed=0))}
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    pool = RayPool(prepared.spec, workers=2, hang_factor=5.0, min_timeout_s=0.0)
+    try:
+        pool.prepare(prepared.settings)
+        assert len(SplitScorer(prepared.settings, store, pool).scores(schedules)) == 6
+        large = replace(prepared.settings, images_per_prompt=32)
+        assert len(SplitScorer(large, store, pool).scores(schedules)) == 6
+        assert pool.status.restarted == 0
     finally:
         pool.close()
 

@@ -28,13 +28,13 @@ def make_pool(
     gpus_per_worker: float = 1.0,
     prefix_mib: int = 0,
 ) -> EvaluationPool:
-    """In-process with no workers and no address, sharing prefixes within `prefix_mib`; else Ray workers (a
-    local Ray sized to them without one), each scoring one candidate per task."""
+    """In-process with no workers and no address, else Ray workers (a local Ray sized to them without one);
+    either way sharing prefixes within `prefix_mib` (0: not at all)."""
     if workers == 0 and not address:
         return LocalPool(spec, device, prefix_mib=prefix_mib)
     from .ray_pool import RayPool
 
-    return RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker)
+    return RayPool(spec, workers=workers, address=address, gpus_per_worker=gpus_per_worker, prefix_mib=prefix_mib)
 
 
 __all__ = [

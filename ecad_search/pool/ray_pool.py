@@ -5,13 +5,18 @@ Every worker is an actor with unlimited restarts (a restart re-runs `__init__`, 
 again) and no task retries (a task that kills its process must not burn restarts); this loop decides what
 happens next:
 
-- a candidate goes to whichever worker is free, the costliest first (results are used in the search's order,
-  so the order of dispatch changes no record and no archive);
-- a worker that dies mid-candidate is restarted by Ray and takes work again once it answers; its candidate
-  goes back to the head of the queue, so the next free worker takes it;
+- candidates go to whichever worker is free, the costliest first (results are used in the search's order,
+  so the order of dispatch changes no record and no archive); with shared prefixes, masks go in groups of
+  neighbours in prefix-tree order, one group per worker, so that each worker computes the first steps its
+  masks agree on once (`runtime.prefix`: the same images, so the same records);
+- a worker that dies mid-task is restarted by Ray and takes work again once it answers; each candidate of
+  its task (or of a task that raised) counts a try and goes back to the head of the queue alone, so the
+  next free workers take them and a mask that kills its worker is told apart from the rest of its group;
 - a candidate that killed its worker or raised on `max_attempts` tries is a failure: reported, not retried;
-- a candidate running past `hang_factor` × the median candidate time (never less than `min_timeout_s`) is
-  a hang: its worker is killed, which Ray turns into a restart and this loop into a death.
+- a task running past `hang_factor` × the median time per image so far, times the images it generates
+  (never less than `min_timeout_s` per candidate), is a hang: its worker is killed, which Ray turns into a
+  restart and this loop into a death. Per image, since splits differ in images per candidate (a held-out
+  candidate may generate over ten times what a calibration one does) and a task may hold several.
 
 Each split's prompt embeddings and uncached references are computed once, by worker 0, and reach the other
 workers through the object store; those then drop their text encoders (PixArt's T5-XXL is about 9.5 GB in
@@ -34,6 +39,8 @@ from typing import Any
 from ..evaluation import EvaluationSettings, SplitInputs
 from ..models import ModelSpec, get_model
 from ..options import RAY_EXTRA
+from ..runtime.prefix import prefix_groups
+from ..schedule import CacheSchedule
 from ..store import EvaluationRecord
 from .base import (
     Candidate,
@@ -44,7 +51,6 @@ from .base import (
     candidate_of,
     candidate_text,
     failure_of,
-    record_of,
     resident_mib,
 )
 from .local import LocalPool
@@ -67,8 +73,8 @@ def import_ray() -> Any:
 class EvaluationWorker:
     """What runs inside one actor: a `LocalPool` on the actor's own pipeline. It never touches the database."""
 
-    def __init__(self, model: str, device: str) -> None:
-        self.pool = LocalPool(get_model(model), device)
+    def __init__(self, model: str, device: str, prefix_mib: int = 0) -> None:
+        self.pool = LocalPool(get_model(model), device, prefix_mib=prefix_mib)
         faults = [entry.partition(":") for entry in os.environ.get(FAULT_VARIABLE, "").split(",") if entry]
         self.faults = {(rest or kind): ("hang" if rest and kind == "hang" else "crash") for kind, _, rest in faults}
 
@@ -100,27 +106,35 @@ class EvaluationWorker:
     def resident_mib(self) -> tuple[float, float]:
         return resident_mib()
 
-    def evaluate(self, settings: EvaluationSettings, digest: str, text: str) -> EvaluationRecord:
-        """Score one candidate, given as `candidate_text` (a genome, or a policy document)."""
-        if self.faults.get(digest) == "crash":
-            os._exit(3)
-        while self.faults.get(digest) == "hang":
-            time.sleep(1)
-        evaluator = self.pool.evaluator(settings)
-        return record_of(digest, candidate_of(text, evaluator.template), evaluator)
+    def evaluate(self, settings: EvaluationSettings, texts: dict[str, str]) -> list[EvaluationRecord]:
+        """Score candidates given as `candidate_text` by digest (genomes, or policy documents), together: masks
+        share the first steps they agree on, within the pool's prefix memory. Records in the order given."""
+        for digest in texts:
+            if self.faults.get(digest) == "crash":
+                os._exit(3)
+            while self.faults.get(digest) == "hang":
+                time.sleep(1)
+        template = self.pool.evaluator(settings).template
+        records: dict[str, EvaluationRecord] = {}
+        candidates = {digest: candidate_of(text, template) for digest, text in texts.items()}
+        self.pool.evaluate(settings, candidates, lambda record: records.__setitem__(record.digest, record))
+        return [records[digest] for digest in texts]
 
 
 @dataclass
 class _Task:
     worker: int
-    digest: str
+    digests: tuple[str, ...]
+    images: int
     started: float
     killed: bool = False
 
 
 class RayPool(EvaluationPool):
     """`workers` actors on a Ray cluster: joined at `address` ("auto", "ray://host:port"), or a local one
-    started for them. GPU actors take `gpus_per_worker` each where the cluster has GPUs, else one CPU each."""
+    started for them. GPU actors take `gpus_per_worker` each where the cluster has GPUs, else one CPU each.
+    With `prefix_mib`, each worker shares the first steps of the masks it is given together within that
+    memory."""
 
     def __init__(
         self,
@@ -132,8 +146,10 @@ class RayPool(EvaluationPool):
         max_attempts: int = 3,
         hang_factor: float = 10.0,
         min_timeout_s: float = 60.0,
+        prefix_mib: int = 0,
     ) -> None:
         self.ray = import_ray()
+        self.prefix_mib = prefix_mib
         self.max_attempts, self.hang_factor, self.min_timeout_s = max_attempts, hang_factor, min_timeout_s
         _connect(self.ray, address, workers)
         gpus = self.ray.cluster_resources().get("GPU", 0.0)
@@ -150,7 +166,8 @@ class RayPool(EvaluationPool):
         if FAULT_VARIABLE in os.environ:
             options["runtime_env"] = {"env_vars": {FAULT_VARIABLE: os.environ[FAULT_VARIABLE]}}
         actor_class = self.ray.remote(EvaluationWorker).options(**options)
-        self.actors = [actor_class.remote(spec.name, "cuda" if on_gpu else "cpu") for _ in range(self.workers)]
+        device = "cuda" if on_gpu else "cpu"
+        self.actors = [actor_class.remote(spec.name, device, prefix_mib) for _ in range(self.workers)]
         self.idle = deque(range(self.workers))
         # Each split's inputs (computed once, by worker 0), the prompt embeddings of the splits to come, and
         # which splits each worker holds.
@@ -160,7 +177,7 @@ class RayPool(EvaluationPool):
         self.restarting: dict[Any, int] = {}
         self.running: dict[Any, _Task] = {}
         self.restarts = 0
-        self.durations: list[float] = []
+        self.seconds_per_image: list[float] = []
 
     def prepare(self, settings: EvaluationSettings, upcoming: Sequence[EvaluationSettings] = ()) -> float:
         """Every worker loads the split (its inputs computed once). Worker 0 also encodes the prompts of the
@@ -203,17 +220,16 @@ class RayPool(EvaluationPool):
     def evaluate(
         self, settings: EvaluationSettings, candidates: Mapping[str, Candidate], on_outcome: OnOutcome
     ) -> None:
-        # Costliest first (by compute fraction; a policy's is unknown until it runs, so it goes first), so that a
-        # generation does not end waiting on one slow mask.
-        queue = deque(sorted(candidates, key=lambda digest: -getattr(candidates[digest], "compute_fraction", 1.0)))
+        queue = deque(self._groups(settings, candidates))
         texts = {digest: candidate_text(candidate) for digest, candidate in candidates.items()}
         attempts: Counter[str] = Counter()
         while queue or self.running:
             while queue and self.idle:
-                worker, digest = self.idle.popleft(), queue.popleft()
+                worker, digests = self.idle.popleft(), queue.popleft()
                 self._load(worker, settings)
-                ref = self.actors[worker].evaluate.remote(settings, digest, texts[digest])
-                self.running[ref] = _Task(worker, digest, time.monotonic())
+                ref = self.actors[worker].evaluate.remote(settings, {digest: texts[digest] for digest in digests})
+                images = len(digests) * settings.num_images
+                self.running[ref] = _Task(worker, digests, images, time.monotonic())
             ready, _ = self.ray.wait([*self.running, *self.restarting], num_returns=1, timeout=POLL_S)
             for ref in ready:
                 if ref in self.restarting:
@@ -223,20 +239,34 @@ class RayPool(EvaluationPool):
                 error = self._result(ref, task, on_outcome)
                 if error is None:
                     continue
-                attempts[task.digest] += 1
-                if attempts[task.digest] >= self.max_attempts:
-                    on_outcome(failure_of(task.digest, candidates[task.digest], error, attempts[task.digest]))
-                else:
-                    queue.appendleft(task.digest)
+                for digest in reversed(task.digests):
+                    attempts[digest] += 1
+                    if attempts[digest] >= self.max_attempts:
+                        on_outcome(failure_of(digest, candidates[digest], error, attempts[digest]))
+                    else:
+                        queue.appendleft((digest,))
             self._kill_hung()
             if len(self.restarting) == self.workers and not self.running and queue:
                 self._wait_for_a_worker()
 
+    def _groups(self, settings: EvaluationSettings, candidates: Mapping[str, Candidate]) -> list[tuple[str, ...]]:
+        """What each task scores, costliest first (by compute fraction; a policy's is unknown until it runs, so
+        it goes first), so that a generation does not end waiting on one slow task: masks in one group per
+        worker when they share prefixes (never on a latency cost: shared runs are not timed), else one by one."""
+        masks = [d for d, c in candidates.items() if isinstance(c, CacheSchedule)]
+        groups = [(d,) for d, c in candidates.items() if not isinstance(c, CacheSchedule)]
+        if self.prefix_mib and settings.cost != "latency":
+            order = prefix_groups([candidates[d] for d in masks], self.workers)
+            groups += [tuple(masks[i] for i in group) for group in order]
+        else:
+            groups += [(d,) for d in masks]
+        return sorted(groups, key=lambda group: -sum(getattr(candidates[d], "compute_fraction", 1.0) for d in group))
+
     def _result(self, ref: Any, task: _Task, on_outcome: OnOutcome) -> str | None:
-        """Report a finished candidate; on a death or an error, say what happened (the caller retries)."""
+        """Report a finished task's records; on a death or an error, say what happened (the caller retries)."""
         exceptions = self.ray.exceptions
         try:
-            record = self.ray.get(ref)
+            records = self.ray.get(ref)
         except exceptions.RayActorError as err:
             self.restarts += 1
             self._forget(task.worker)
@@ -246,8 +276,9 @@ class RayPool(EvaluationPool):
             self.idle.append(task.worker)
             return _last_line(err)
         self.idle.append(task.worker)
-        self.durations.append(time.monotonic() - task.started)
-        on_outcome(record)
+        self.seconds_per_image.append((time.monotonic() - task.started) / task.images)
+        for record in records:
+            on_outcome(record)
         return None
 
     def _forget(self, worker: int) -> None:
@@ -271,11 +302,12 @@ class RayPool(EvaluationPool):
         self._back_from_restart(ready[0])
 
     def _kill_hung(self) -> None:
-        if not self.durations:
+        if not self.seconds_per_image:
             return
-        timeout = max(self.min_timeout_s, self.hang_factor * statistics.median(self.durations))
+        per_image = self.hang_factor * statistics.median(self.seconds_per_image)
         now = time.monotonic()
         for task in self.running.values():
+            timeout = max(self.min_timeout_s * len(task.digests), per_image * task.images)
             if not task.killed and now - task.started > timeout:
                 task.killed = True
                 self.ray.kill(self.actors[task.worker], no_restart=False)

@@ -82,7 +82,7 @@ def prefix_plan(schedules: Sequence[CacheSchedule]) -> list[tuple[int, PrefixLin
     if not schedules:
         return []
     rows = [step_rows(schedule) for schedule in schedules]
-    order = sorted(range(len(rows)), key=lambda i: rows[i].tobytes())
+    order = tree_order(rows)
     keys = component_keys(schedules[0])
     steps = rows[0].shape[0]
     fork = [0] + [shared_steps(rows[order[j - 1]], rows[order[j]]) for j in range(1, len(order))]
@@ -112,6 +112,20 @@ def prefix_plan(schedules: Sequence[CacheSchedule]) -> list[tuple[int, PrefixLin
         )
         for j in range(len(order))
     ]
+
+
+def tree_order(rows: Sequence[np.ndarray]) -> list[int]:
+    """Indices of `step_rows` in lexicographic order: masks that share a prefix become neighbours."""
+    return sorted(range(len(rows)), key=lambda i: rows[i].tobytes())
+
+
+def prefix_groups(schedules: Sequence[CacheSchedule], parts: int) -> list[list[int]]:
+    """`schedules` (their indices) cut into at most `parts` groups of neighbours in tree order, sizes within one
+    of each other: each group, run together, shares the steps its members agree on (how Ray workers share)."""
+    if not schedules:
+        return []
+    order = tree_order([step_rows(schedule) for schedule in schedules])
+    return [[int(i) for i in group] for group in np.array_split(order, min(parts, len(order))) if len(group)]
 
 
 class PrefixTape:

@@ -21,8 +21,8 @@ class SearchConfig:
     the selection-bias guard (docs/search.md): "confirm" re-scores every would-be front member on fresh seeds
     and pools the scores; "paired" puts a schedule forward against a FORA baseline only when its lead on the
     search's images is beyond noise (a paired 95 % interval); "both" does both; "none" trusts the calibration
-    images alone. `prefix_memory` (MiB) bounds what an in-process evaluation keeps so that candidates sharing
-    their first steps compute them once (`runtime.prefix`); it changes no image.
+    images alone. `prefix_memory` (MiB) bounds what an evaluation (in-process, or on each worker) keeps so
+    that candidates sharing their first steps compute them once (`runtime.prefix`); it changes no image.
     """
 
     model: str
