@@ -125,7 +125,7 @@ def prefix_groups(schedules: Sequence[CacheSchedule], parts: int) -> list[list[i
     if not schedules:
         return []
     order = tree_order([step_rows(schedule) for schedule in schedules])
-    return [[int(i) for i in group] for group in np.array_split(order, min(parts, len(order))) if len(group)]
+    return [[int(i) for i in group] for group in np.array_split(order, min(parts, len(order)))]
 
 
 class PrefixTape:
