@@ -67,6 +67,12 @@ class EvaluationSettings:
     def num_images(self) -> int:
         return len(self.prompts) * self.images_per_prompt
 
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether masks scored together may share their first steps: not where the cost is latency, which is
+        measured on whole runs."""
+        return self.cost != "latency"
+
 
 def run_template(spec: ModelSpec, settings: EvaluationSettings) -> CacheSchedule:
     """The all-compute schedule of a run, from the registry entry alone: the search builds every candidate
@@ -275,7 +281,7 @@ class Evaluator:
         prefix-tree order and compute the steps they share with earlier ones once (see `runtime.prefix`),
         within that memory: the same images, so the same scores. A latency cost is measured on whole runs, so
         it shares nothing."""
-        shares = prefix_bytes > 0 and self.settings.cost != "latency"
+        shares = prefix_bytes > 0 and self.settings.shares_prefixes
         shared = [i for i, candidate in enumerate(candidates) if shares and isinstance(candidate, CacheSchedule)]
         for index in sorted(set(range(len(candidates))) - set(shared)):
             yield index, self.evaluate(candidates[index])

@@ -252,10 +252,10 @@ class RayPool(EvaluationPool):
     def _groups(self, settings: EvaluationSettings, candidates: Mapping[str, Candidate]) -> list[tuple[str, ...]]:
         """What each task scores, costliest first (by compute fraction; a policy's is unknown until it runs, so
         it goes first), so that a generation does not end waiting on one slow task: masks in one group per
-        worker when they share prefixes (never on a latency cost: shared runs are not timed), else one by one."""
+        worker when they share prefixes (as the split allows), else one by one."""
         masks = [d for d, c in candidates.items() if isinstance(c, CacheSchedule)]
         groups = [(d,) for d, c in candidates.items() if not isinstance(c, CacheSchedule)]
-        if self.prefix_mib and settings.cost != "latency":
+        if self.prefix_mib and settings.shares_prefixes:
             order = prefix_groups([candidates[d] for d in masks], self.workers)
             groups += [tuple(masks[i] for i in group) for group in order]
         else:
