@@ -161,7 +161,7 @@ def main_form(
         float | None,
         typer.Option(help="as --budget, a fraction of the uncached latency on this device (a fitted model), e.g. 0.5"),
     ] = None,
-    budget_moves: Annotated[int, typer.Option(help="--budget: annealing moves (then hill climbing)")] = 32,
+    budget_moves: Annotated[int, typer.Option(help="--budget: annealing moves (then hill climbing)")] = 48,
     budget_patience: Annotated[
         int,
         typer.Option(help="--budget: stop climbing after this many rounds in a row gaining within noise (0: never)"),
@@ -170,6 +170,13 @@ def main_form(
         float,
         typer.Option(help="--budget: moves race on this share of the prompts first (per-prompt metrics; 0: off)"),
     ] = 0.25,
+    budget_coarse: Annotated[
+        bool,
+        typer.Option(
+            "--budget-coarse/--budget-mixed",
+            help="--budget: anneal on whole steps, then climb on single components too (mixed: both throughout)",
+        ),
+    ] = True,
 ) -> None:
     """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
 
@@ -183,7 +190,7 @@ def main_form(
     from .search.config import SearchConfig
 
     friendly(_search)(
-        (budget, budget_latency, budget_moves, budget_patience, budget_race),
+        (budget, budget_latency, budget_moves, budget_patience, budget_race, budget_coarse),
         SearchConfig(
             model=model,
             generations=generations,
@@ -214,10 +221,10 @@ def main_form(
     )
 
 
-def _search(budget_search: tuple[float | None, float | None, int, int, float], config: Any) -> None:
+def _search(budget_search: tuple[float | None, float | None, int, int, float, bool], config: Any) -> None:
     from .models.hub import require_model
 
-    budget, latency, moves, patience, race = budget_search
+    budget, latency, moves, patience, race, coarse = budget_search
     if budget is not None and latency is not None:
         raise UsageError("give --budget (a share of the MACs) or --budget-latency (of the latency), not both")
     if latency is not None and not 0 < latency < 1:
@@ -245,7 +252,7 @@ def _search(budget_search: tuple[float | None, float | None, int, int, float], c
         if budget is not None:
             from .search.budget import BudgetPlan
 
-            plan = BudgetPlan.of(moves, patience=patience, race=race)
+            plan = BudgetPlan.of(moves, patience=patience, race=race, coarse_anneal=coarse)
             console.print(run_budget_search(prepared, budget, plan, console, by_latency=by_latency))
             return
         search_run = run_search(prepared, console)

@@ -48,7 +48,7 @@ def search(args: argparse.Namespace, budget: float, patience: int | None, folder
         plan = (
             BudgetPlan.of(args.baseline_moves)
             if whole_steps
-            else BudgetPlan.of(args.moves, args.screen, args.step_moves, patience, args.race)
+            else BudgetPlan.of(args.moves, args.screen, args.step_moves, patience, args.race, args.coarse)
         )
         run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
     pool.close()
@@ -61,6 +61,7 @@ def search(args: argparse.Namespace, budget: float, patience: int | None, folder
         "macs_fraction": outcome.record.cost,
         "calibration_images": run.calibration_images,
         "seconds": time.perf_counter() - start,
+        "search_loss": outcome.record.quality_loss,
         "held_out_loss": records[outcome.schedule.digest()].quality_loss,
         "start_held_out_loss": records[outcome.start.digest()].quality_loss,
         "scores": records[outcome.schedule.digest()].scores["prompt_scores"],
@@ -78,13 +79,16 @@ def main() -> None:
     parser.add_argument("--metric", default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.35])
-    parser.add_argument("--moves", type=int, default=32, help="annealing moves of ours (`--budget-moves`)")
+    parser.add_argument("--moves", type=int, default=48, help="annealing moves of ours (`--budget-moves`)")
     parser.add_argument("--screen", type=int, default=1, help="proposals per move of ours (`--budget-screen`)")
     parser.add_argument("--step-moves", type=float, default=0.5, help="share of whole-step moves in ours")
     parser.add_argument(
         "--patience", type=int, nargs="+", default=[0], help="ours: `--budget-patience` (ours runs once per value)"
     )
     parser.add_argument("--race", type=float, default=0.25, help="ours: `--budget-race`")
+    parser.add_argument(
+        "--coarse", action=argparse.BooleanOptionalAction, default=True, help="ours: `--budget-coarse` (or mixed)"
+    )
     parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
     parser.add_argument(
         "--baseline", action=argparse.BooleanOptionalAction, default=True, help="run the BudCache-style baseline"

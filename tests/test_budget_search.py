@@ -124,6 +124,35 @@ def test_whole_step_moves_keep_every_component_of_a_step_together() -> None:
     assert fraction(outcome.schedule) <= 0.35 and outcome.record.quality_loss <= outcome.start_record.quality_loss
 
 
+def test_a_coarse_anneal_moves_whole_steps_and_the_climb_single_components() -> None:
+    """With `coarse_anneal`, every annealing candidate from a FORA start computes each step whole (BudCache's
+    step-level space, where moves are large enough to tell apart); the climb then refines single components."""
+    base = template()
+    target = np.random.default_rng(6).random(base.genome_length) < 0.3
+    score = distance_to(target)
+    batches: list[list[CacheSchedule]] = []
+
+    def logged(schedules: dict[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
+        batches.append(list(schedules.values()))
+        return score(schedules)
+
+    def whole(schedule: CacheSchedule) -> bool:
+        lanes = Lanes(base).grid(schedule.genome())
+        return bool((lanes == lanes[0]).all())
+
+    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
+    plan = BudgetPlan(anneal_moves=20, neighbours=8, climb_rounds=3)
+    outcome = BudgetSearch(base, 0.35, logged, fraction, seed=0, plan=plan).run(starts)
+    annealed, climbed = batches[1:21], [s for batch in batches[21:] for s in batch]
+    assert all(len(batch) == 1 and whole(batch[0]) for batch in annealed)
+    assert climbed and not all(whole(s) for s in climbed), "the climb moves single components too"
+    assert fraction(outcome.schedule) <= 0.35 + 1e-12
+    assert outcome.record.quality_loss < outcome.start_record.quality_loss
+    batches.clear()
+    BudgetSearch(base, 0.35, logged, fraction, seed=0, plan=replace(plan, coarse_anneal=False)).run(starts)
+    assert not all(whole(batch[0]) for batch in batches[1:21]), "mixed annealing moves single components too"
+
+
 def test_screened_moves_keep_the_budget_follow_the_seed_and_use_the_model() -> None:
     base = template()
     target = np.random.default_rng(2).random(base.genome_length) < 0.3

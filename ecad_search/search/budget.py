@@ -5,9 +5,11 @@ starts from the best heuristic schedule within the budget (FORA every N, by cali
 it with moves that keep its cost: one component's computation moved to another step of the same component
 (most often within a few steps), and, while there is room under the budget, one more computation switched
 on; half the moves do the same with whole steps, which fills a budget that single components would take
-dozens of moves to fill. Simulated annealing explores first, then hill climbing takes the best improving
-neighbour, round after round, until a round improves nothing (the stall criterion) or, with a patience,
-until that many rounds in a row improve only within noise (cheaper, and measured to find worse schedules).
+dozens of moves to fill. Simulated annealing explores first, by default on whole steps only (their moves
+change the loss by more than calibration noise, so it finds the good region of step-level masks), then hill
+climbing, with both kinds of move, takes the best improving neighbour, round after round, until a round
+improves nothing (the stall criterion) or, with a patience, until that many rounds in a row improve only
+within noise (cheaper, and measured to find worse schedules).
 Annealing is sequential (each move starts from the schedule it accepted last); a climbing round's neighbours
 all start from the same schedule, so they are drawn first and scored as one batch. Where the metric scores
 each prompt on its own, every move races on a share of the prompts (`racing.py`) against the schedule it
@@ -49,7 +51,9 @@ class BudgetPlan:
     generates the one the surrogate (`surrogate.py`, fitted on this search's evaluations) predicts best; a
     climbing round's moves all use the model fitted before the round. With `race` > 0, moves race on that share
     of the calibration prompts against the schedule they moved from (`racing.py`), where the metric scores
-    each prompt on its own."""
+    each prompt on its own. With `coarse_anneal`, annealing moves whole steps only (BudCache's space, whose
+    moves change the loss by more than calibration noise) and the climb that follows refines single components
+    as well."""
 
     anneal_moves: int = 48
     t_start: float = 0.05
@@ -62,16 +66,25 @@ class BudgetPlan:
     step_moves: float = 0.5
     patience: int = 0
     race: float = 0.0
+    coarse_anneal: bool = True
 
     @classmethod
     def of(
-        cls, moves: int, screen: int = 1, step_moves: float = 0.5, patience: int = 0, race: float = 0.0
+        cls,
+        moves: int,
+        screen: int = 1,
+        step_moves: float = 0.5,
+        patience: int = 0,
+        race: float = 0.0,
+        coarse_anneal: bool = True,
     ) -> BudgetPlan:
-        """The plan for `--budget-moves`, `--budget-patience` and `--budget-race`: that many annealing moves,
-        then rounds of a quarter as many neighbours (at least 4); each move the best of `screen` proposals by
-        the surrogate."""
-        neighbours = max(4, moves // 4)
-        return cls(moves, neighbours=neighbours, screen=screen, step_moves=step_moves, patience=patience, race=race)
+        """The plan for `--budget-moves`, `--budget-patience`, `--budget-race` and `--budget-coarse`: that many
+        annealing moves, then rounds of a quarter as many neighbours (at least 4); each move the best of
+        `screen` proposals by the surrogate."""
+        return cls(
+            moves, neighbours=max(4, moves // 4), screen=screen, step_moves=step_moves, patience=patience, race=race,
+            coarse_anneal=coarse_anneal,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -231,7 +244,7 @@ class BudgetSearch:
         for index in range(plan.anneal_moves):
             fraction = index / max(plan.anneal_moves - 1, 1)
             temperature = scale * plan.t_start * (plan.t_end / plan.t_start) ** fraction
-            candidate = self._move(current)
+            candidate = self._move(current, self.whole_steps or plan.coarse_anneal)
             if candidate is None:
                 continue
             # Racing draws the acceptance threshold first: a move worse than the current schedule by more than
@@ -251,7 +264,7 @@ class BudgetSearch:
                 on_move(moves, best_record.quality_loss)
         within_noise = 0
         for _ in range(plan.climb_rounds):
-            proposals = [self._move(best) for _ in range(plan.neighbours)]
+            proposals = [self._move(best, self.whole_steps) for _ in range(plan.neighbours)]
             candidates = [candidate for candidate in proposals if candidate is not None]
             round_best: tuple[EvaluationRecord, CacheSchedule] | None = None
             for record, candidate in zip(self._records(candidates, best_record), candidates, strict=True):
@@ -268,26 +281,27 @@ class BudgetSearch:
                 break
         return BudgetOutcome(best, best_record, start, start_record, self.evaluations, moves)
 
-    def _move(self, schedule: CacheSchedule) -> CacheSchedule | None:
-        """One move from `schedule`: the only proposal, or the best predicted of `plan.screen` unseen ones."""
+    def _move(self, schedule: CacheSchedule, whole_steps: bool) -> CacheSchedule | None:
+        """One move from `schedule` (of whole steps only, or of either kind): the only proposal, or the best
+        predicted of `plan.screen` unseen ones."""
         model = self.model()
         if model is None:
-            return self._propose(schedule)
+            return self._propose(schedule, whole_steps)
         proposals = {}
         for _ in range(self.plan.screen):
-            proposal = self._propose(schedule)
+            proposal = self._propose(schedule, whole_steps)
             if proposal is not None and proposal.digest() not in self.seen:
                 proposals[proposal.digest()] = proposal
         if not proposals:
-            return self._propose(schedule)
+            return self._propose(schedule, whole_steps)
         candidates = list(proposals.values())
         predicted = model.predict(self.features(np.stack([c.genome() for c in candidates])))
         return candidates[int(np.argmin(predicted))]
 
-    def _propose(self, schedule: CacheSchedule) -> CacheSchedule | None:
+    def _propose(self, schedule: CacheSchedule, whole_steps: bool) -> CacheSchedule | None:
         lanes = self.lanes.grid(schedule.genome())
         spare = self.budget - self.cost(schedule)
-        if self.whole_steps or (self.plan.step_moves > 0 and self.rng.random() < self.plan.step_moves):
+        if whole_steps or (self.plan.step_moves > 0 and self.rng.random() < self.plan.step_moves):
             moved = self._step_move(lanes, spare)
         else:
             moved = neighbour(lanes, self.rng, self.plan, lambda lane: self.lane_cost[lane] <= spare + 1e-12)
