@@ -1,7 +1,8 @@
 """`--budget` against a BudCache-style baseline: the same local search (annealing, then hill climbing, at a
-fixed MAC budget, from the best FORA within it) on whole steps only, as BudCache's masks are, against ours on
-single components. Each method runs on its own fresh database, so the images it generated are its whole
-cost; both are judged on the same held-out images (paired interval of ours against the baseline).
+fixed MAC budget, from the best FORA within it) on whole steps only, as BudCache's masks are, against ours,
+whose climb moves single components too (`--no-coarse`: so does its annealing). Each method runs on its
+own fresh database, so the images it generated are its whole cost; both are judged on the same held-out
+images (paired interval of ours against the baseline).
 
 The baseline keeps BudCache's search and its step-level masks; it scores candidates with the search's own
 metric rather than BudCache's final-latent MSE on one prompt, so the comparison isolates the mask space.
