@@ -23,9 +23,17 @@ from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
 from ecad_search.pool import LocalPool, genome_text
 from ecad_search.schedule import CacheSchedule
-from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes
+from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes, Scoring
 from ecad_search.search.config import SearchConfig
-from ecad_search.search.runner import BudgetRun, earlier_fronts, latency_split, prepare, search_at_budget
+from ecad_search.search.runner import (
+    BudgetRun,
+    budget_anneal_split,
+    earlier_fronts,
+    latency_split,
+    prepare,
+    search_at_budget,
+)
+from ecad_search.search.splits import ANNEAL_SEED_OFFSET
 from ecad_search.store import EvaluationRecord, Store
 
 runner = CliRunner()
@@ -92,6 +100,15 @@ def test_bad_budgets_are_one_line_errors(tmp_path: Path, value: str, message: st
     assert len(impatient.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("value", ["0", "1.5"])
+def test_bad_anneal_shares_are_one_line_errors(tmp_path: Path, value: str) -> None:
+    args = ["--model", "digits", "--budget", "0.35", "--budget-anneal-share", value, "--db",
+            f"sqlite:///{tmp_path / 'b.db'}"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and f"--budget-anneal-share {float(value)}: give a share" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "b.db").exists()
+
+
 @pytest.mark.parametrize("value", ["1", "-0.1"])
 def test_bad_race_shares_are_one_line_errors(tmp_path: Path, value: str) -> None:
     args = ["--model", "digits", "--budget", "0.35", "--budget-race", value, "--db", f"sqlite:///{tmp_path / 'b.db'}"]
@@ -111,6 +128,42 @@ def test_a_budget_search_on_digits(tmp_path: Path) -> None:
     assert schedule["provenance"]["method"] == "budget search"
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "0 new evaluations, 0 images generated" in again.output, again.output
+
+
+def test_an_anneal_share_anneals_on_fewer_fresh_images_and_climbs_on_all(tmp_path: Path) -> None:
+    """`--budget-anneal-share 0.5` on digits: the starts and annealing moves are stored under a split of one
+    image per prompt on seeds of their own, the climb under the calibration split; the images counted are
+    what both generated, and a re-run pays for nothing."""
+    config = SearchConfig(
+        model="digits", generations=1, metric="fidelity", steps=10, images_per_prompt=2,
+        held_out_images_per_prompt=2, db=f"sqlite:///{tmp_path / 'b.db'}", out=str(tmp_path / "out"), run="b",
+    )  # fmt: skip
+    prepared = prepare(config)
+    plan = BudgetPlan(anneal_moves=6, neighbours=4, climb_rounds=2, anneal_share=0.5)
+
+    def budget_search() -> BudgetRun:
+        pool = LocalPool(prepared.spec, prepared.config.device)
+        try:
+            with Store(config.db) as store:
+                return search_at_budget(prepared, 0.5, pool, store, plan)
+        finally:
+            pool.close()
+
+    first = budget_search()
+    annealing = budget_anneal_split(prepared.settings, 0.5)
+    assert annealing is not None and annealing.images_per_prompt == 1
+    assert annealing.seed == prepared.settings.seed + ANNEAL_SEED_OFFSET
+    assert budget_anneal_split(prepared.settings, 1.0) is None
+    with Store(config.db) as store:
+        annealed = store.count_evaluations(annealing.key())
+        climbed = store.count_evaluations(prepared.settings.key())
+        start = first.outcome.start.digest()
+        assert store.lookup(prepared.settings.key(), [start])[start] == first.outcome.start_record, "rescored"
+    assert annealed >= 2 and climbed >= 2, "the starts and moves annealed, the start and the best rescored"
+    prompts = len(prepared.settings.prompts)
+    assert first.calibration_images == annealed * prompts + climbed * 2 * prompts
+    again = budget_search()
+    assert again.images == 0 and again.outcome.schedule.digest() == first.outcome.schedule.digest()
 
 
 def test_whole_step_moves_keep_every_component_of_a_step_together() -> None:
@@ -151,6 +204,44 @@ def test_a_coarse_anneal_moves_whole_steps_and_the_climb_single_components() -> 
     batches.clear()
     BudgetSearch(base, 0.35, logged, fraction, seed=0, plan=replace(plan, coarse_anneal=False)).run(starts)
     assert not all(whole(batch[0]) for batch in batches[1:21]), "mixed annealing moves single components too"
+
+
+def test_an_anneal_on_fewer_images_hands_the_climb_a_schedule_rescored_on_all_of_them() -> None:
+    """With an annealing scorer of its own, the starts and every annealing move are scored by it alone; the
+    climb's scorer first sees the start and the annealing's best (one batch), and the climb starts from the
+    one of them that it scores lower, so an annealing misled by its images cannot hand the climb a worse one."""
+    base = template()
+    target = np.random.default_rng(4).random(base.genome_length) < 0.3
+    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
+    plan = BudgetPlan(anneal_moves=20, neighbours=6, climb_rounds=3)
+    annealed: list[CacheSchedule] = []
+    climbed: list[list[CacheSchedule]] = []
+
+    def logged(into: list, score: Callable) -> Callable:
+        def scored(schedules: dict[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
+            into.append(list(schedules.values()))
+            return score(schedules)
+
+        return scored
+
+    def search(climb_target: np.ndarray) -> BudgetSearch:
+        annealed.clear(), climbed.clear()
+        anneal = Scoring(logged(annealed, distance_to(target)))
+        return BudgetSearch(
+            base, 0.35, logged(climbed, distance_to(climb_target)), fraction, seed=0, plan=plan, anneal=anneal
+        )
+
+    outcome = search(target).run(starts)
+    affordable = sum(fraction(s) <= 0.35 for s in starts)
+    assert len(annealed) == 21 and len(annealed[0]) == affordable, "the starts within 35 %, then 20 moves"
+    first = {s.digest() for s in climbed[0]}
+    assert outcome.start.digest() in first and len(first) == 2, "the climb first rescored the start and the best"
+    assert outcome.start_record.quality_loss == np.sum(outcome.start.genome() != target)
+    assert outcome.record.quality_loss < outcome.start_record.quality_loss
+    misled = search(outcome.start.genome()).run(starts)
+    assert misled.schedule.digest() == misled.start.digest() and misled.record.quality_loss == 0, (
+        "the start scores lowest on the climb's images, so the climb starts there, and nothing beats it"
+    )
 
 
 def test_screened_moves_keep_the_budget_follow_the_seed_and_use_the_model() -> None:

@@ -34,9 +34,19 @@ from ..store import EvaluationRecord
 from .stats import paired_difference
 from .surrogate import LossModel, MaskFeatures, fit_loss_model
 
+# Scores masks (from the memo or by generating): the record of each digest that could be scored.
+Score = Callable[[dict[str, CacheSchedule]], dict[str, EvaluationRecord]]
 # Scores masks against an incumbent: the records of those it does not beat by more than a margin (in loss
 # units) on a share of the prompts.
 Race = Callable[[dict[str, CacheSchedule], EvaluationRecord, float], dict[str, EvaluationRecord]]
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a phase of the search scores its masks: `score` them, and `race` them first where racing is on."""
+
+    score: Score
+    race: Race | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,8 @@ class BudgetPlan:
     of the calibration prompts against the schedule they moved from (`racing.py`), where the metric scores
     each prompt on its own. With `coarse_anneal`, annealing moves whole steps only (BudCache's space, whose
     moves change the loss by more than calibration noise) and the climb that follows refines single components
-    as well."""
+    as well. With `anneal_share` < 1, the starts and the annealing are scored on that share of each prompt's
+    calibration images (a split of its own), and the climb on all of them."""
 
     anneal_moves: int = 48
     t_start: float = 0.05
@@ -67,6 +78,7 @@ class BudgetPlan:
     patience: int = 0
     race: float = 0.0
     coarse_anneal: bool = True
+    anneal_share: float = 1.0
 
     @classmethod
     def of(
@@ -77,13 +89,14 @@ class BudgetPlan:
         patience: int = 0,
         race: float = 0.0,
         coarse_anneal: bool = True,
+        anneal_share: float = 1.0,
     ) -> BudgetPlan:
-        """The plan for `--budget-moves`, `--budget-patience`, `--budget-race` and `--budget-coarse`: that many
-        annealing moves, then rounds of a quarter as many neighbours (at least 4); each move the best of
-        `screen` proposals by the surrogate."""
+        """The plan for `--budget-moves`, `--budget-patience`, `--budget-race`, `--budget-coarse` and
+        `--budget-anneal-share`: that many annealing moves, then rounds of a quarter as many neighbours (at
+        least 4); each move the best of `screen` proposals by the surrogate."""
         return cls(
             moves, neighbours=max(4, moves // 4), screen=screen, step_moves=step_moves, patience=patience, race=race,
-            coarse_anneal=coarse_anneal,
+            coarse_anneal=coarse_anneal, anneal_share=anneal_share,
         )  # fmt: skip
 
 
@@ -158,22 +171,27 @@ class BudgetSearch:
     `race`, where given, scores a climbing round's neighbours against the best schedule, and each annealing
     move against the current one with the margin its acceptance draw allows (a Metropolis move is accepted
     when its loss rises by less than -T ln u, so a move worse by more than that is rejected whatever the
-    rest of the prompts say)."""
+    rest of the prompts say). `anneal`, where given, scores the starts and the annealing instead (fewer
+    images: `BudgetPlan.anneal_share`); the climb then starts from whichever of the annealing's best and the
+    start scores lower on the full calibration images."""
 
     def __init__(
         self,
         template: CacheSchedule,
         budget: float,
-        score: Callable[[dict[str, CacheSchedule]], dict[str, EvaluationRecord]],
+        score: Score,
         cost: Callable[[CacheSchedule], float],
         seed: int = 0,
         plan: BudgetPlan | None = None,
         whole_steps: bool = False,
         race: Race | None = None,
         measure: str = "MACs",
+        anneal: Scoring | None = None,
     ) -> None:
-        self.template, self.budget, self.score, self.cost = template, budget, score, cost
-        self.race, self.measure = race, measure
+        self.template, self.budget, self.cost = template, budget, cost
+        self.climbing = Scoring(score, race)
+        self.annealing = anneal or self.climbing
+        self.measure = measure
         self.whole_steps = whole_steps
         self.plan = plan or BudgetPlan()
         self.rng = np.random.default_rng(seed)
@@ -195,13 +213,17 @@ class BudgetSearch:
         return self.lanes.genome(lanes)
 
     def _records(
-        self, schedules: list[CacheSchedule], against: EvaluationRecord | None = None, margin: float = 0.0
+        self,
+        schedules: list[CacheSchedule],
+        scoring: Scoring,
+        against: EvaluationRecord | None = None,
+        margin: float = 0.0,
     ) -> list[EvaluationRecord | None]:
-        """The calibration record of each schedule (None where it could not be scored, or, racing `against` an
+        """The record of each schedule by `scoring` (None where it could not be scored, or, racing `against` an
         incumbent, where it lost the race by more than `margin`), scored as one batch: a pool spreads a batch
         over its workers, and in process its masks share their common first steps."""
         batch = {schedule.digest(): schedule for schedule in schedules}
-        found = self.race(batch, against, margin) if self.race and against is not None else self.score(batch)
+        found = scoring.race(batch, against, margin) if scoring.race and against is not None else scoring.score(batch)
         self.evaluations += len(schedules)
         self._remember(batch, found)
         return [found.get(schedule.digest()) for schedule in schedules]
@@ -232,7 +254,7 @@ class BudgetSearch:
                 f"costs {cheapest:.0%}); give a larger budget"
             )
         schedules = {s.digest(): s for s in affordable}
-        records = self.score(schedules)
+        records = self.annealing.score(schedules)
         self._remember(schedules, records)
         scored = [(records[s.digest()], s) for s in affordable if s.digest() in records]
         start_record, start = min(scored, key=lambda pair: (pair[0].quality_loss, pair[0].cost))
@@ -249,9 +271,9 @@ class BudgetSearch:
                 continue
             # Racing draws the acceptance threshold first: a move worse than the current schedule by more than
             # the margin it may lose (-T ln u) is rejected on the race prompts alone.
-            draw = self.rng.random() if self.race else None
+            draw = self.rng.random() if self.annealing.race else None
             margin = -temperature * math.log(max(draw, 1e-300)) if draw is not None else 0.0
-            [record] = self._records([candidate], current_record if draw is not None else None, margin)
+            [record] = self._records([candidate], self.annealing, current_record if draw is not None else None, margin)
             moves += 1
             if record is None:
                 continue
@@ -262,12 +284,15 @@ class BudgetSearch:
                 best, best_record = candidate, record
             if on_move:
                 on_move(moves, best_record.quality_loss)
+        if self.annealing is not self.climbing:
+            start, start_record, best, best_record = self._rescored(start, best)
         within_noise = 0
         for _ in range(plan.climb_rounds):
             proposals = [self._move(best, self.whole_steps) for _ in range(plan.neighbours)]
             candidates = [candidate for candidate in proposals if candidate is not None]
             round_best: tuple[EvaluationRecord, CacheSchedule] | None = None
-            for record, candidate in zip(self._records(candidates, best_record), candidates, strict=True):
+            scored_round = self._records(candidates, self.climbing, best_record)
+            for record, candidate in zip(scored_round, candidates, strict=True):
                 moves += 1
                 if record is not None and (round_best is None or record.quality_loss < round_best[0].quality_loss):
                     round_best = (record, candidate)
@@ -280,6 +305,21 @@ class BudgetSearch:
             if plan.patience and within_noise >= plan.patience:
                 break
         return BudgetOutcome(best, best_record, start, start_record, self.evaluations, moves)
+
+    def _rescored(
+        self, start: CacheSchedule, annealed: CacheSchedule
+    ) -> tuple[CacheSchedule, EvaluationRecord, CacheSchedule, EvaluationRecord]:
+        """The start and the climb's first schedule with their records on the climb's images: the annealing's
+        best, or the start where that scores lower there (the annealing picked its best on fewer images)."""
+        both = list({start.digest(): start, annealed.digest(): annealed}.values())
+        records = {s.digest(): record for s, record in zip(both, self._records(both, self.climbing), strict=True)}
+        start_record = records.get(start.digest())
+        if start_record is None:
+            raise ValueError(f"could not score the starting schedule {start.name} on the calibration images")
+        annealed_record = records.get(annealed.digest())
+        if annealed_record is None or start_record.quality_loss <= annealed_record.quality_loss:
+            return start, start_record, start, start_record
+        return start, start_record, annealed, annealed_record
 
     def _move(self, schedule: CacheSchedule, whole_steps: bool) -> CacheSchedule | None:
         """One move from `schedule` (of whole steps only, or of either kind): the only proposal, or the best
