@@ -177,9 +177,9 @@ def main_form(
             help="--budget: anneal on whole steps, then climb on single components too (mixed: both throughout)",
         ),
     ] = True,
-    budget_anneal_share: Annotated[
+    budget_preview: Annotated[
         float,
-        typer.Option(help="--budget: anneal on this share of each prompt's images, on fresh seeds (1: all of them)"),
+        typer.Option(help="--budget: score moves on this share of each prompt's images first, fresh seeds (1: off)"),
     ] = 1.0,
 ) -> None:
     """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
@@ -194,7 +194,7 @@ def main_form(
     from .search.config import SearchConfig
 
     friendly(_search)(
-        (budget, budget_latency, budget_moves, budget_patience, budget_race, budget_coarse, budget_anneal_share),
+        (budget, budget_latency, budget_moves, budget_patience, budget_race, budget_coarse, budget_preview),
         SearchConfig(
             model=model,
             generations=generations,
@@ -228,7 +228,7 @@ def main_form(
 def _search(budget_search: tuple[float | None, float | None, int, int, float, bool, float], config: Any) -> None:
     from .models.hub import require_model
 
-    budget, latency, moves, patience, race, coarse, anneal_share = budget_search
+    budget, latency, moves, patience, race, coarse, preview = budget_search
     if budget is not None and latency is not None:
         raise UsageError("give --budget (a share of the MACs) or --budget-latency (of the latency), not both")
     if latency is not None and not 0 < latency < 1:
@@ -241,8 +241,8 @@ def _search(budget_search: tuple[float | None, float | None, int, int, float, bo
         raise UsageError(f"--budget-patience {patience}: give 0 (climb while anything improves) or more")
     if not 0 <= race < 1:
         raise UsageError(f"--budget-race {race}: give a share of the prompts from 0 (off) to below 1, e.g. 0.25")
-    if not 0 < anneal_share <= 1:
-        raise UsageError(f"--budget-anneal-share {anneal_share}: give a share of the images in (0, 1], e.g. 0.5")
+    if not 0 < preview <= 1:
+        raise UsageError(f"--budget-preview {preview}: give a share of the images in (0, 1], e.g. 0.5")
     if budget is not None and not 0 < budget < 1:
         raise UsageError(f"--budget {budget}: give a fraction of the uncached MACs between 0 and 1, e.g. 0.35")
     if budget is not None and config.cost != "macs":
@@ -258,7 +258,7 @@ def _search(budget_search: tuple[float | None, float | None, int, int, float, bo
         if budget is not None:
             from .search.budget import BudgetPlan
 
-            plan = BudgetPlan.of(moves, patience=patience, race=race, coarse_anneal=coarse, anneal_share=anneal_share)
+            plan = BudgetPlan.of(moves, patience=patience, race=race, coarse_anneal=coarse, preview=preview)
             console.print(run_budget_search(prepared, budget, plan, console, by_latency=by_latency))
             return
         search_run = run_search(prepared, console)

@@ -49,9 +49,7 @@ def search(args: argparse.Namespace, budget: float, patience: int | None, folder
         plan = (
             BudgetPlan.of(args.baseline_moves)
             if whole_steps
-            else BudgetPlan.of(
-                args.moves, args.screen, args.step_moves, patience, args.race, args.coarse, args.anneal_share
-            )
+            else BudgetPlan.of(args.moves, args.screen, args.step_moves, patience, args.race, args.coarse, args.preview)
         )
         run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
     pool.close()
@@ -60,7 +58,7 @@ def search(args: argparse.Namespace, budget: float, patience: int | None, folder
         "budget": budget,
         "mask": "whole steps (BudCache-style)" if whole_steps else "components (ours)",
         "patience": patience,
-        "anneal_share": None if whole_steps else args.anneal_share,
+        "preview": None if whole_steps else args.preview,
         "start": outcome.start.name,
         "macs_fraction": outcome.record.cost,
         "calibration_images": run.calibration_images,
@@ -94,7 +92,7 @@ def main() -> None:
         "--coarse", action=argparse.BooleanOptionalAction, default=True, help="ours: `--budget-coarse` (or mixed)"
     )
     parser.add_argument(
-        "--anneal-share", type=float, default=1.0, help="ours: `--budget-anneal-share` (share of images annealed on)"
+        "--preview", type=float, default=1.0, help="ours: `--budget-preview` (share of images moves are previewed on)"
     )
     parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
     parser.add_argument(

@@ -27,13 +27,13 @@ from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes, Scoring
 from ecad_search.search.config import SearchConfig
 from ecad_search.search.runner import (
     BudgetRun,
-    budget_anneal_split,
+    budget_preview_split,
     earlier_fronts,
     latency_split,
     prepare,
     search_at_budget,
 )
-from ecad_search.search.splits import ANNEAL_SEED_OFFSET
+from ecad_search.search.splits import PREVIEW_SEED_OFFSET
 from ecad_search.store import EvaluationRecord, Store
 
 runner = CliRunner()
@@ -101,11 +101,11 @@ def test_bad_budgets_are_one_line_errors(tmp_path: Path, value: str, message: st
 
 
 @pytest.mark.parametrize("value", ["0", "1.5"])
-def test_bad_anneal_shares_are_one_line_errors(tmp_path: Path, value: str) -> None:
-    args = ["--model", "digits", "--budget", "0.35", "--budget-anneal-share", value, "--db",
+def test_bad_previews_are_one_line_errors(tmp_path: Path, value: str) -> None:
+    args = ["--model", "digits", "--budget", "0.35", "--budget-preview", value, "--db",
             f"sqlite:///{tmp_path / 'b.db'}"]  # fmt: skip
     result = runner.invoke(app, args)
-    assert result.exit_code == 2 and f"--budget-anneal-share {float(value)}: give a share" in result.output
+    assert result.exit_code == 2 and f"--budget-preview {float(value)}: give a share" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "b.db").exists()
 
 
@@ -130,16 +130,16 @@ def test_a_budget_search_on_digits(tmp_path: Path) -> None:
     assert again.exit_code == 0 and "0 new evaluations, 0 images generated" in again.output, again.output
 
 
-def test_an_anneal_share_anneals_on_fewer_fresh_images_and_climbs_on_all(tmp_path: Path) -> None:
-    """`--budget-anneal-share 0.5` on digits: the starts and annealing moves are stored under a split of one
-    image per prompt on seeds of their own, the climb under the calibration split; the images counted are
-    what both generated, and a re-run pays for nothing."""
+def test_a_preview_on_digits_scores_fewer_fresh_images_first(tmp_path: Path) -> None:
+    """`--budget-preview 0.5` on digits: the moves are stored under a split of one image per prompt on seeds of
+    their own, what the calibration images decided under the calibration split; the images counted are what
+    both generated, and a re-run pays for nothing."""
     config = SearchConfig(
         model="digits", generations=1, metric="fidelity", steps=10, images_per_prompt=2,
         held_out_images_per_prompt=2, db=f"sqlite:///{tmp_path / 'b.db'}", out=str(tmp_path / "out"), run="b",
     )  # fmt: skip
     prepared = prepare(config)
-    plan = BudgetPlan(anneal_moves=6, neighbours=4, climb_rounds=2, anneal_share=0.5)
+    plan = BudgetPlan(anneal_moves=6, neighbours=4, climb_rounds=2, preview=0.5)
 
     def budget_search() -> BudgetRun:
         pool = LocalPool(prepared.spec, prepared.config.device)
@@ -150,18 +150,18 @@ def test_an_anneal_share_anneals_on_fewer_fresh_images_and_climbs_on_all(tmp_pat
             pool.close()
 
     first = budget_search()
-    annealing = budget_anneal_split(prepared.settings, 0.5)
-    assert annealing is not None and annealing.images_per_prompt == 1
-    assert annealing.seed == prepared.settings.seed + ANNEAL_SEED_OFFSET
-    assert budget_anneal_split(prepared.settings, 1.0) is None
+    preview = budget_preview_split(prepared.settings, 0.5)
+    assert preview is not None and preview.images_per_prompt == 1
+    assert preview.seed == prepared.settings.seed + PREVIEW_SEED_OFFSET
+    assert budget_preview_split(prepared.settings, 1.0) is None
     with Store(config.db) as store:
-        annealed = store.count_evaluations(annealing.key())
-        climbed = store.count_evaluations(prepared.settings.key())
+        previewed = store.count_evaluations(preview.key())
+        decided = store.count_evaluations(prepared.settings.key())
         start = first.outcome.start.digest()
         assert store.lookup(prepared.settings.key(), [start])[start] == first.outcome.start_record, "rescored"
-    assert annealed >= 2 and climbed >= 2, "the starts and moves annealed, the start and the best rescored"
+    assert previewed > decided >= 2, "every move previewed; the start, the annealed best and finalists decided"
     prompts = len(prepared.settings.prompts)
-    assert first.calibration_images == annealed * prompts + climbed * 2 * prompts
+    assert first.calibration_images == previewed * prompts + decided * 2 * prompts
     again = budget_search()
     assert again.images == 0 and again.outcome.schedule.digest() == first.outcome.schedule.digest()
 
@@ -206,16 +206,17 @@ def test_a_coarse_anneal_moves_whole_steps_and_the_climb_single_components() -> 
     assert not all(whole(batch[0]) for batch in batches[1:21]), "mixed annealing moves single components too"
 
 
-def test_an_anneal_on_fewer_images_hands_the_climb_a_schedule_rescored_on_all_of_them() -> None:
-    """With an annealing scorer of its own, the starts and every annealing move are scored by it alone; the
-    climb's scorer first sees the start and the annealing's best (one batch), and the climb starts from the
-    one of them that it scores lower, so an annealing misled by its images cannot hand the climb a worse one."""
+def test_a_preview_scores_every_move_and_the_calibration_images_decide() -> None:
+    """With a preview scorer, the starts, every annealing move and every climbing neighbour are scored by it;
+    the calibration scorer sees the start and the annealing's best (one batch), then each round's two best by
+    the preview, and the climb starts from, and moves to, only what it scores lower, so a preview misled by
+    its images cannot hand the climb a worse schedule."""
     base = template()
     target = np.random.default_rng(4).random(base.genome_length) < 0.3
     starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
     plan = BudgetPlan(anneal_moves=20, neighbours=6, climb_rounds=3)
-    annealed: list[CacheSchedule] = []
-    climbed: list[list[CacheSchedule]] = []
+    previewed: list[list[CacheSchedule]] = []
+    decided: list[list[CacheSchedule]] = []
 
     def logged(into: list, score: Callable) -> Callable:
         def scored(schedules: dict[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
@@ -224,23 +225,30 @@ def test_an_anneal_on_fewer_images_hands_the_climb_a_schedule_rescored_on_all_of
 
         return scored
 
-    def search(climb_target: np.ndarray) -> BudgetSearch:
-        annealed.clear(), climbed.clear()
-        anneal = Scoring(logged(annealed, distance_to(target)))
+    def search(decisive: np.ndarray) -> BudgetSearch:
+        previewed.clear(), decided.clear()
+        preview = Scoring(logged(previewed, distance_to(target)))
         return BudgetSearch(
-            base, 0.35, logged(climbed, distance_to(climb_target)), fraction, seed=0, plan=plan, anneal=anneal
+            base, 0.35, logged(decided, distance_to(decisive)), fraction, seed=0, plan=plan, preview=preview
         )
+
+    def misses(schedule: CacheSchedule) -> int:
+        return int(np.sum(schedule.genome() != target))
 
     outcome = search(target).run(starts)
     affordable = sum(fraction(s) <= 0.35 for s in starts)
-    assert len(annealed) == 21 and len(annealed[0]) == affordable, "the starts within 35 %, then 20 moves"
-    first = {s.digest() for s in climbed[0]}
-    assert outcome.start.digest() in first and len(first) == 2, "the climb first rescored the start and the best"
-    assert outcome.start_record.quality_loss == np.sum(outcome.start.genome() != target)
+    assert len(previewed[0]) == affordable and all(len(batch) == 1 for batch in previewed[1:21])
+    assert {s.digest() for s in decided[0]} >= {outcome.start.digest()} and len(decided[0]) == 2
+    rounds = list(zip(previewed[21:], decided[1:], strict=True))
+    assert rounds
+    for neighbours, finalists in rounds:
+        lowest = sorted(misses(s) for s in neighbours)[:2]
+        assert sorted(misses(s) for s in finalists) == lowest, "a round's two best by the preview go on"
+    assert outcome.start_record.quality_loss == misses(outcome.start)
     assert outcome.record.quality_loss < outcome.start_record.quality_loss
     misled = search(outcome.start.genome()).run(starts)
     assert misled.schedule.digest() == misled.start.digest() and misled.record.quality_loss == 0, (
-        "the start scores lowest on the climb's images, so the climb starts there, and nothing beats it"
+        "the start scores lowest on the calibration images, so the climb starts there, and nothing beats it"
     )
 
 

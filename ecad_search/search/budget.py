@@ -63,8 +63,9 @@ class BudgetPlan:
     of the calibration prompts against the schedule they moved from (`racing.py`), where the metric scores
     each prompt on its own. With `coarse_anneal`, annealing moves whole steps only (BudCache's space, whose
     moves change the loss by more than calibration noise) and the climb that follows refines single components
-    as well. With `anneal_share` < 1, the starts and the annealing are scored on that share of each prompt's
-    calibration images (a split of its own), and the climb on all of them."""
+    as well. With `preview` < 1, the starts, the annealing and each climbing round's neighbours are scored on
+    that share of each prompt's images, on seeds of their own (a split); the calibration images then decide
+    where the climb starts and which of a round's `finalists` (its best by the preview) it takes."""
 
     anneal_moves: int = 48
     t_start: float = 0.05
@@ -78,7 +79,8 @@ class BudgetPlan:
     patience: int = 0
     race: float = 0.0
     coarse_anneal: bool = True
-    anneal_share: float = 1.0
+    preview: float = 1.0
+    finalists: int = 2
 
     @classmethod
     def of(
@@ -89,14 +91,14 @@ class BudgetPlan:
         patience: int = 0,
         race: float = 0.0,
         coarse_anneal: bool = True,
-        anneal_share: float = 1.0,
+        preview: float = 1.0,
     ) -> BudgetPlan:
         """The plan for `--budget-moves`, `--budget-patience`, `--budget-race`, `--budget-coarse` and
-        `--budget-anneal-share`: that many annealing moves, then rounds of a quarter as many neighbours (at
+        `--budget-preview`: that many annealing moves, then rounds of a quarter as many neighbours (at
         least 4); each move the best of `screen` proposals by the surrogate."""
         return cls(
             moves, neighbours=max(4, moves // 4), screen=screen, step_moves=step_moves, patience=patience, race=race,
-            coarse_anneal=coarse_anneal, anneal_share=anneal_share,
+            coarse_anneal=coarse_anneal, preview=preview,
         )  # fmt: skip
 
 
@@ -171,9 +173,10 @@ class BudgetSearch:
     `race`, where given, scores a climbing round's neighbours against the best schedule, and each annealing
     move against the current one with the margin its acceptance draw allows (a Metropolis move is accepted
     when its loss rises by less than -T ln u, so a move worse by more than that is rejected whatever the
-    rest of the prompts say). `anneal`, where given, scores the starts and the annealing instead (fewer
-    images: `BudgetPlan.anneal_share`); the climb then starts from whichever of the annealing's best and the
-    start scores lower on the full calibration images."""
+    rest of the prompts say). `preview`, where given, scores the starts, the annealing and each climbing
+    round's neighbours instead, on fewer images (`BudgetPlan.preview`), and `score` decides on the
+    calibration images: the climb starts from whichever of the annealing's best and the start scores lower
+    there, and takes a round's best finalist only if it beats the best there."""
 
     def __init__(
         self,
@@ -186,11 +189,11 @@ class BudgetSearch:
         whole_steps: bool = False,
         race: Race | None = None,
         measure: str = "MACs",
-        anneal: Scoring | None = None,
+        preview: Scoring | None = None,
     ) -> None:
         self.template, self.budget, self.cost = template, budget, cost
         self.climbing = Scoring(score, race)
-        self.annealing = anneal or self.climbing
+        self.previewing = preview or self.climbing
         self.measure = measure
         self.whole_steps = whole_steps
         self.plan = plan or BudgetPlan()
@@ -254,7 +257,7 @@ class BudgetSearch:
                 f"costs {cheapest:.0%}); give a larger budget"
             )
         schedules = {s.digest(): s for s in affordable}
-        records = self.annealing.score(schedules)
+        records = self.previewing.score(schedules)
         self._remember(schedules, records)
         scored = [(records[s.digest()], s) for s in affordable if s.digest() in records]
         start_record, start = min(scored, key=lambda pair: (pair[0].quality_loss, pair[0].cost))
@@ -271,9 +274,9 @@ class BudgetSearch:
                 continue
             # Racing draws the acceptance threshold first: a move worse than the current schedule by more than
             # the margin it may lose (-T ln u) is rejected on the race prompts alone.
-            draw = self.rng.random() if self.annealing.race else None
+            draw = self.rng.random() if self.previewing.race else None
             margin = -temperature * math.log(max(draw, 1e-300)) if draw is not None else 0.0
-            [record] = self._records([candidate], self.annealing, current_record if draw is not None else None, margin)
+            [record] = self._records([candidate], self.previewing, current_record if draw is not None else None, margin)
             moves += 1
             if record is None:
                 continue
@@ -284,20 +287,17 @@ class BudgetSearch:
                 best, best_record = candidate, record
             if on_move:
                 on_move(moves, best_record.quality_loss)
-        if self.annealing is not self.climbing:
+        if self.previewing is not self.climbing:
             start, start_record, best, best_record = self._rescored(start, best)
         within_noise = 0
         for _ in range(plan.climb_rounds):
             proposals = [self._move(best, self.whole_steps) for _ in range(plan.neighbours)]
             candidates = [candidate for candidate in proposals if candidate is not None]
-            round_best: tuple[EvaluationRecord, CacheSchedule] | None = None
-            scored_round = self._records(candidates, self.climbing, best_record)
-            for record, candidate in zip(scored_round, candidates, strict=True):
-                moves += 1
-                if record is not None and (round_best is None or record.quality_loss < round_best[0].quality_loss):
-                    round_best = (record, candidate)
-                if on_move:
-                    on_move(moves, best_record.quality_loss)
+            scored = self._round(candidates, best_record)
+            moves += len(candidates)
+            if on_move:
+                on_move(moves, best_record.quality_loss)
+            round_best = min(scored, key=lambda pair: pair[0].quality_loss, default=None)
             if round_best is None or round_best[0].quality_loss >= best_record.quality_loss:
                 break
             within_noise = 0 if beyond_noise(round_best[0], best_record) else within_noise + 1
@@ -305,6 +305,22 @@ class BudgetSearch:
             if plan.patience and within_noise >= plan.patience:
                 break
         return BudgetOutcome(best, best_record, start, start_record, self.evaluations, moves)
+
+    def _round(
+        self, candidates: list[CacheSchedule], best_record: EvaluationRecord
+    ) -> list[tuple[EvaluationRecord, CacheSchedule]]:
+        """A climbing round's neighbours with their calibration records: every one of them (racing against the
+        best where racing is on), or, with a preview, the `plan.finalists` that the preview scores lowest. The
+        round's winner is then chosen on images it was not chosen by, so the climb stops where a neighbour
+        only looked better on the preview's images."""
+        if self.previewing is self.climbing:
+            finalists = candidates
+        else:
+            previewed = zip(self._records(candidates, self.previewing), candidates, strict=True)
+            ranked = sorted(((r, c) for r, c in previewed if r is not None), key=lambda pair: pair[0].quality_loss)
+            finalists = [candidate for _, candidate in ranked[: self.plan.finalists]]
+        records = self._records(finalists, self.climbing, best_record)
+        return [(record, c) for record, c in zip(records, finalists, strict=True) if record is not None]
 
     def _rescored(
         self, start: CacheSchedule, annealed: CacheSchedule

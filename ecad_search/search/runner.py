@@ -63,7 +63,7 @@ from .report import (
     write_tables,
 )
 from .seeding import check_population_size, fora_reference
-from .splits import Splits, SplitScorer, anneal_split, distinct_prompts, make_splits
+from .splits import Splits, SplitScorer, distinct_prompts, make_splits, preview_split
 from .stats import paired_difference
 
 # Cost budgets (fractions of the uncached run) at which the progress display shows the front's best loss.
@@ -226,10 +226,10 @@ def prompt_race(settings: EvaluationSettings, share: float) -> RaceSplit | None:
     return race_split(settings, share)
 
 
-def budget_anneal_split(settings: EvaluationSettings, share: float) -> EvaluationSettings | None:
-    """Where a budget search anneals: `share` of each prompt's images on seeds of their own (None: on the
-    calibration images)."""
-    return anneal_split(settings, share, get_metric(settings.metric).min_images_per_prompt)
+def budget_preview_split(settings: EvaluationSettings, share: float) -> EvaluationSettings | None:
+    """Where a budget search previews its moves: `share` of each prompt's images on seeds of their own (None:
+    it scores every move on the calibration images)."""
+    return preview_split(settings, share, get_metric(settings.metric).min_images_per_prompt)
 
 
 def _run_name(config: SearchConfig, metric: str, preset: Preset) -> str:
@@ -639,8 +639,8 @@ def search_at_budget(
     calibration = SplitScorer(settings, store, pool)
     split = prompt_race(settings, plan.race)
     race = IncumbentRace(split, calibration) if split else None
-    annealing = budget_anneal_split(settings, plan.anneal_share)
-    anneal = SplitScorer(annealing, store, pool) if annealing else None
+    previewed = budget_preview_split(settings, plan.preview)
+    preview = SplitScorer(previewed, store, pool) if previewed else None
     search = BudgetSearch(
         template,
         budget,
@@ -651,7 +651,7 @@ def search_at_budget(
         whole_steps=whole_steps,
         race=race,
         measure="latency (predicted)" if model is not None else "MACs",
-        anneal=Scoring(anneal.scores) if anneal else None,
+        preview=Scoring(preview.scores) if preview else None,
     )
     starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
     outcome = search.run(starts + earlier_fronts(store, template, settings.key()), on_move)
@@ -659,9 +659,9 @@ def search_at_budget(
     records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
     evaluated = calibration.evaluated + (race.race.evaluated if race else 0)
     calibration_images = calibration.evaluated * settings.num_images + (race.images() if race else 0)
-    if anneal is not None:
-        evaluated += anneal.evaluated
-        calibration_images += anneal.evaluated * anneal.settings.num_images
+    if preview is not None:
+        evaluated += preview.evaluated
+        calibration_images += preview.evaluated * preview.settings.num_images
     held_out_images = held_out.evaluated * held_out.settings.num_images
     check = None
     if timing is not None and model is not None:
@@ -714,8 +714,8 @@ def run_budget_search(
     try:
         split = prompt_race(settings, plan.race)
         timed = (latency_split(settings, pool),) if by_latency else ()
-        annealing = budget_anneal_split(settings, plan.anneal_share)
-        extra = [*((split.race, split.rest) if split else ()), *((annealing,) if annealing else ()), *timed]
+        previewed = budget_preview_split(settings, plan.preview)
+        extra = [*((split.race, split.rest) if split else ()), *((previewed,) if previewed else ()), *timed]
         pool.prepare(settings, [*extra, prepared.splits.held_out])
         with Store(config.db) as store, console.status("budget search") as status:
             run = search_at_budget(
