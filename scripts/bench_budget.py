@@ -49,16 +49,20 @@ def search(args: argparse.Namespace, budget: float, patience: int | None, folder
         plan = (
             BudgetPlan.of(args.baseline_moves)
             if whole_steps
-            else BudgetPlan.of(args.moves, args.screen, args.step_moves, patience, args.race, args.coarse, args.preview)
+            else BudgetPlan.of(
+                args.moves, args.screen, args.step_moves, patience, args.race, args.coarse, args.preview, args.finalists
+            )
         )
         run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
     pool.close()
     outcome, records = run.outcome, run.held_out
     return {
+        "seed": args.seed,
         "budget": budget,
         "mask": "whole steps (BudCache-style)" if whole_steps else "components (ours)",
         "patience": patience,
         "preview": None if whole_steps else args.preview,
+        "finalists": None if whole_steps else args.finalists,
         "start": outcome.start.name,
         "macs_fraction": outcome.record.cost,
         "calibration_images": run.calibration_images,
@@ -94,6 +98,7 @@ def main() -> None:
     parser.add_argument(
         "--preview", type=float, default=1.0, help="ours: `--budget-preview` (share of images moves are previewed on)"
     )
+    parser.add_argument("--finalists", type=int, default=2, help="ours: a previewed round's best scored in full")
     parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
     parser.add_argument(
         "--baseline", action=argparse.BooleanOptionalAction, default=True, help="run the BudCache-style baseline"

@@ -120,10 +120,11 @@ def test_bad_race_shares_are_one_line_errors(tmp_path: Path, value: str) -> None
 def test_a_budget_search_on_digits(tmp_path: Path) -> None:
     args = ["--model", "digits", "--budget", "0.35", "--metric", "fidelity", "--images-per-prompt", "1",
             "--held-out-images-per-prompt", "2", "--db", f"sqlite:///{tmp_path / 'b.db'}", "--out", str(tmp_path),
-            "--run", "b", "--budget-moves", "4"]  # fmt: skip
+            "--run", "b", "--budget-moves", "4", "--budget-preview", "0.5"]  # fmt: skip
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "budget 35%:" in first.output and "held out: loss" in first.output
+    assert "--budget-preview 0.5: too few images per prompt (1) to preview on fewer" in first.output
     schedule = json.loads((tmp_path / "b" / "budget-35.json").read_text())
     assert schedule["provenance"]["method"] == "budget search"
     again = runner.invoke(app, args)

@@ -92,13 +92,14 @@ class BudgetPlan:
         race: float = 0.0,
         coarse_anneal: bool = True,
         preview: float = 1.0,
+        finalists: int = 2,
     ) -> BudgetPlan:
         """The plan for `--budget-moves`, `--budget-patience`, `--budget-race`, `--budget-coarse` and
         `--budget-preview`: that many annealing moves, then rounds of a quarter as many neighbours (at
         least 4); each move the best of `screen` proposals by the surrogate."""
         return cls(
             moves, neighbours=max(4, moves // 4), screen=screen, step_moves=step_moves, patience=patience, race=race,
-            coarse_anneal=coarse_anneal, preview=preview,
+            coarse_anneal=coarse_anneal, preview=preview, finalists=finalists,
         )  # fmt: skip
 
 

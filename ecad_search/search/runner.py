@@ -715,6 +715,11 @@ def run_budget_search(
         split = prompt_race(settings, plan.race)
         timed = (latency_split(settings, pool),) if by_latency else ()
         previewed = budget_preview_split(settings, plan.preview)
+        if plan.preview < 1 and previewed is None:
+            console.print(
+                f"--budget-preview {plan.preview}: too few images per prompt ({settings.images_per_prompt}) to "
+                "preview on fewer; every move is scored on all of them"
+            )
         extra = [*((split.race, split.rest) if split else ()), *((previewed,) if previewed else ()), *timed]
         pool.prepare(settings, [*extra, prepared.splits.held_out])
         with Store(config.db) as store, console.status("budget search") as status:
