@@ -9,6 +9,7 @@ metric rather than BudCache's final-latent MSE on one prompt, so the comparison 
 
     python scripts/bench_budget.py --out docs/bench_budget_digits.json
     python scripts/bench_budget.py --patience 0 1 2 --seed 1    # ours at three patiences, one baseline
+    python scripts/bench_budget.py --preview 0.5 --seed 2       # ours previewing moves on half the images
     python scripts/bench_budget.py --model TINY_FOLDER --metric fidelity --steps 20
 """
 

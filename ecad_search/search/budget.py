@@ -13,12 +13,14 @@ within noise (cheaper, and measured to find worse schedules).
 Annealing is sequential (each move starts from the schedule it accepted last); a climbing round's neighbours
 all start from the same schedule, so they are drawn first and scored as one batch. Where the metric scores
 each prompt on its own, every move races on a share of the prompts (`racing.py`) against the schedule it
-moved from, and is finished only if it could still be accepted.
+moved from, and is finished only if it could still be accepted. With a preview (`--budget-preview`), every
+move is scored on fewer images of other seeds instead, and the calibration images decide between the best
+of them: a multi-fidelity search that works for set metrics too, where racing on prompts cannot.
 It is BudCache's procedure (ICML 2026) on our component-level masks, with annealing temperatures relative
 to the starting loss rather than in absolute loss units.
 
-Every candidate is scored on the search's calibration split through the evaluation memo, so a repeated
-budget search, or one on a database that already holds the masks, pays only for masks never seen.
+Every candidate is scored on the search's calibration (or preview) split through the evaluation memo, so a
+repeated budget search, or one on a database that already holds the masks, pays only for masks never seen.
 """
 
 from __future__ import annotations
