@@ -291,7 +291,7 @@ class BudgetSearch:
             if on_move:
                 on_move(moves, best_record.quality_loss)
         if self.previewing is not self.climbing:
-            start, start_record, best, best_record = self._rescored(start, best)
+            start_record, best, best_record = self._rescored(start, best)
         within_noise = 0
         for _ in range(plan.climb_rounds):
             proposals = [self._move(best, self.whole_steps) for _ in range(plan.neighbours)]
@@ -327,9 +327,9 @@ class BudgetSearch:
 
     def _rescored(
         self, start: CacheSchedule, annealed: CacheSchedule
-    ) -> tuple[CacheSchedule, EvaluationRecord, CacheSchedule, EvaluationRecord]:
-        """The start and the climb's first schedule with their records on the climb's images: the annealing's
-        best, or the start where that scores lower there (the annealing picked its best on fewer images)."""
+    ) -> tuple[EvaluationRecord, CacheSchedule, EvaluationRecord]:
+        """The start's record on the climb's images, and the climb's first schedule with its record there: the
+        annealing's best, or the start where that scores lower (the annealing picked its best on fewer images)."""
         both = list({start.digest(): start, annealed.digest(): annealed}.values())
         records = {s.digest(): record for s, record in zip(both, self._records(both, self.climbing), strict=True)}
         start_record = records.get(start.digest())
@@ -337,8 +337,8 @@ class BudgetSearch:
             raise ValueError(f"could not score the starting schedule {start.name} on the calibration images")
         annealed_record = records.get(annealed.digest())
         if annealed_record is None or start_record.quality_loss <= annealed_record.quality_loss:
-            return start, start_record, start, start_record
-        return start, start_record, annealed, annealed_record
+            return start_record, start, start_record
+        return start_record, annealed, annealed_record
 
     def _move(self, schedule: CacheSchedule, whole_steps: bool) -> CacheSchedule | None:
         """One move from `schedule` (of whole steps only, or of either kind): the only proposal, or the best
