@@ -10,6 +10,7 @@ metric rather than BudCache's final-latent MSE on one prompt, so the comparison 
     python scripts/bench_budget.py --out docs/bench_budget_digits.json
     python scripts/bench_budget.py --patience 0 1 2 --seed 1    # ours at three patiences, one baseline
     python scripts/bench_budget.py --preview 0.5 --seed 2       # ours previewing moves on half the images
+    python scripts/bench_budget.py --images-per-prompt 16 --moves 12 --no-baseline   # ours on 160 images a move
     python scripts/bench_budget.py --model TINY_FOLDER --metric fidelity --steps 20
 """
 
@@ -41,7 +42,8 @@ def search(args: argparse.Namespace, budget: float, patience: int | None, folder
     whole_steps = patience is None
     db = f"sqlite:///{folder / ('steps' if whole_steps else f'components-{patience}')}-{budget}.db"
     config = SearchConfig(model=args.model, generations=1, metric=args.metric, steps=args.steps, db=db,
-                          out=str(folder / "out"), seed=args.seed)  # fmt: skip
+                          out=str(folder / "out"), seed=args.seed,
+                          images_per_prompt=None if whole_steps else args.images_per_prompt)  # fmt: skip
     prepared = prepare(config)
     pool = LocalPool(prepared.spec, prepared.config.device)
     start = time.perf_counter()
@@ -64,6 +66,7 @@ def search(args: argparse.Namespace, budget: float, patience: int | None, folder
         "patience": patience,
         "preview": None if whole_steps else args.preview,
         "finalists": None if whole_steps else args.finalists,
+        "images_per_prompt": prepared.settings.images_per_prompt,
         "start": outcome.start.name,
         "macs_fraction": outcome.record.cost,
         "calibration_images": run.calibration_images,
@@ -98,6 +101,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--preview", type=float, default=1.0, help="ours: `--budget-preview` (share of images moves are previewed on)"
+    )
+    parser.add_argument(
+        "--images-per-prompt", type=int, default=None, help="ours: calibration images per prompt (the model's default)"
     )
     parser.add_argument("--finalists", type=int, default=2, help="ours: a previewed round's best scored in full")
     parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
