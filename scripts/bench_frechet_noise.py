@@ -95,6 +95,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         model=spec.name, metric="frechet", prompts=tuple(DIGIT_PROMPTS), images_per_prompt=args.per_digit,
         steps=spec.default_steps, guidance_scale=spec.guidance_scale, resolution=spec.resolution, seed=args.seed,
     )  # fmt: skip
+    if not all(2 <= size <= args.per_digit // 2 for size in args.sizes):
+        raise SystemExit(f"--sizes: each from 2 (a jackknife) to {args.per_digit // 2} (two sets of --per-digit)")
+    for steps in args.shape:
+        if not all(1 <= step < spec.default_steps for step in steps):
+            raise SystemExit(f"--shape {steps}: steps run from 1 to {spec.default_steps - 1} (step 0 always computes)")
     evaluator = Evaluator(spec, settings)
     loss = SubsetLoss(evaluator)
     chosen = schedules(evaluator.template, args.steps_schedules, args.mask_schedules, args.seed)
@@ -154,6 +159,14 @@ def plot(record: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def steps_list(text: str) -> list[int]:
+    """`--shape 1,2,17`: whole numbers separated by commas."""
+    try:
+        return [int(step) for step in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not steps separated by commas, as 1,2,17,18,19") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="digits")
@@ -163,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mask-schedules", type=int, default=4, help="random component masks")
     parser.add_argument(
         "--shape",
-        type=lambda text: [int(step) for step in text.split(",")],
+        type=steps_list,
         action="append",
         default=[],
         help="a whole-step schedule to report: the steps it computes besides 0, as 1,2,17,18,19 (repeatable)",
