@@ -17,6 +17,7 @@ as_owner() {
 if [ "${1:-}" = stop ]; then
     data="${2:?usage: scripts/postgres_for_tests.sh stop <data folder printed when it started>}"
     case "$data" in
+        /tmp/ecad-search-postgres.*/*) echo "not a folder this script made: $data" >&2; exit 1 ;;
         /tmp/ecad-search-postgres.*) ;;
         *) echo "not a folder this script made: $data (they are /tmp/ecad-search-postgres.*)" >&2; exit 1 ;;
     esac
