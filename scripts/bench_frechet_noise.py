@@ -72,20 +72,23 @@ def kind(name: str) -> str:
 
 
 class SubsetLoss:
-    """The loss a search would see for a schedule on a subset of the seeds: the metric's jackknife rise over the
-    uncached images of the same seeds."""
+    """The losses a search would see for schedules on a subset of the seeds: the metric's jackknife rise over
+    the uncached images of the same seeds. All schedules of one subset share one uncached tensor, so the metric
+    computes its features and pseudo-values once per subset."""
 
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
         self.prompts = len(evaluator.settings.prompts)
         self.per_prompt = evaluator.settings.images_per_prompt
 
-    def __call__(self, images: torch.Tensor, seeds: np.ndarray) -> float:
+    def __call__(self, images: dict[str, torch.Tensor], seeds: np.ndarray) -> dict[str, float]:
         index = torch.from_numpy((np.arange(self.prompts)[:, None] * self.per_prompt + seeds[None, :]).ravel())
-        metric, references = self.evaluator.metric, self.evaluator.references
+        metric, references = self.evaluator.metric, self.evaluator.references[index]
         prompts = [self.evaluator.image_prompts[i] for i in index.tolist()]
-        units = metric.unit_scores(images[index], prompts, references[index], len(seeds))
-        return float(1.0 - units.mean())
+        return {
+            name: float(1.0 - metric.unit_scores(generated[index], prompts, references, len(seeds)).mean())
+            for name, generated in images.items()
+        }
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,14 +108,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     chosen = schedules(evaluator.template, args.steps_schedules, args.mask_schedules, args.seed)
     shapes = [whole_steps(evaluator.template, steps, "shape-" + "-".join(map(str, steps))) for steps in args.shape]
     everything = np.arange(args.per_digit)
-    full = {s.name: loss(evaluator.generate(s)[0], everything) for s in shapes}
+    full = loss({s.name: evaluator.generate(s)[0] for s in shapes}, everything)
     images = {schedule.name: evaluator.generate(schedule)[0] for schedule in chosen}
-    full.update({name: loss(generated, everything) for name, generated in images.items()})
+    full.update(loss(images, everything))
     pairs = [(a, b) for a, b in itertools.combinations(images, 2) if kind(a) == kind(b)]
     rows = []
     for size in args.sizes:
         sets = [np.arange(start, start + size) for start in range(0, args.per_digit - size + 1, size)]
-        losses = {name: np.array([loss(generated, seeds) for seeds in sets]) for name, generated in images.items()}
+        by_set = [loss(images, seeds) for seeds in sets]
+        losses = {name: np.array([scored[name] for scored in by_set]) for name in images}
         spread = {
             k: float(np.mean([losses[n].var(ddof=1) for n in images if kind(n) == k]))
             for k in ("fora", "steps", "components")
