@@ -16,7 +16,8 @@ happens next:
 - a task running past `hang_factor` × the median time per image so far, times the images it generates
   (never less than `min_timeout_s` per candidate), is a hang: its worker is killed, which Ray turns into a
   restart and this loop into a death. Per image, since splits differ in images per candidate (a held-out
-  candidate may generate over ten times what a calibration one does) and a task may hold several.
+  candidate may generate over ten times what a calibration one does) and a task may hold several. A task is
+  sent once its worker holds the split, so computing a split's uncached references never counts as a hang.
 
 Each split's prompt embeddings and uncached references are computed once, by worker 0, and reach the other
 workers through the object store; those then drop their text encoders (PixArt's T5-XXL is about 9.5 GB in
@@ -199,18 +200,29 @@ class RayPool(EvaluationPool):
         """Each worker's host and GPU memory in MiB."""
         return [tuple(mib) for mib in self.ray.get([actor.resident_mib.remote() for actor in self.actors])]
 
-    def _load(self, worker: int, settings: EvaluationSettings) -> None:
+    def _load(self, worker: int, settings: EvaluationSettings) -> Any | None:
         """Queue the split on the worker before its first candidate of it: worker 0 computes the inputs, the
-        others receive them through the object store (a task on an actor runs after those queued before)."""
+        others receive them through the object store (a task on an actor runs after those queued before).
+        Returns what the worker is loading (None: it holds the split)."""
         key = settings.key()
         if key in self.loaded[worker]:
-            return
+            return None
+        loading = None
         if key not in self.inputs:
-            self.inputs[key] = self.actors[0].split_inputs.remote(settings, self.encoded.get(key))
+            loading = self.inputs[key] = self.actors[0].split_inputs.remote(settings, self.encoded.get(key))
             self.loaded[0].add(key)
         if worker != 0:
-            self.actors[worker].adopt.remote(settings, self.inputs[key], True)
+            loading = self.actors[worker].adopt.remote(settings, self.inputs[key], True)
         self.loaded[worker].add(key)
+        return loading
+
+    def _ready(self, worker: int, settings: EvaluationSettings) -> None:
+        """Load the split on the worker and wait until it holds it, so that a task's clock (its hang timeout)
+        counts only its own images, not the uncached references of a split it is the first to score. The
+        inputs stay in the object store (not fetched here)."""
+        loading = self._load(worker, settings)
+        if loading is not None:
+            self.ray.wait([loading], fetch_local=False)
 
     @property
     def status(self) -> PoolStatus:
@@ -226,7 +238,7 @@ class RayPool(EvaluationPool):
         while queue or self.running:
             while queue and self.idle:
                 worker, digests = self.idle.popleft(), queue.popleft()
-                self._load(worker, settings)
+                self._ready(worker, settings)
                 ref = self.actors[worker].evaluate.remote(settings, {digest: texts[digest] for digest in digests})
                 images = len(digests) * settings.num_images
                 self.running[ref] = _Task(worker, digests, images, time.monotonic())
