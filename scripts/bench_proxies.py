@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_frechet_noise import FRESH_SEED, schedules, whole_steps
+from bench_frechet_noise import schedules, whole_steps
 from rich.console import Console
 from rich.table import Table
 from scipy.stats import spearmanr
@@ -86,7 +86,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         evaluator = Evaluator(spec, settings)
         proxies = Proxies(evaluator)
-        chosen: list[CacheSchedule] = schedules(evaluator.template, 7, 4, FRESH_SEED)
+        # The noise bench's schedules, as it drew them (its seed, its counts of each kind).
+        counts = [sum(name.startswith(kind) for name in truth) for kind in ("steps-", "components-")]
+        chosen: list[CacheSchedule] = schedules(evaluator.template, *counts, noise["seed"])
         shapes = [name for name in truth if name.startswith("shape-")]
         chosen += [whole_steps(evaluator.template, [int(s) for s in n.split("-")[1:]], n) for n in shapes]
         rises = {s.name: proxies.rise(evaluator.generate(s)[0]) for s in chosen}
