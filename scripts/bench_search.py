@@ -7,6 +7,10 @@ baselines, calibration and confirmation). After each generation the archive's fr
 front ever kept, and the hand-made schedules the searches start from, are scored on the held-out split (a
 measurement, not counted; one shared database, so a schedule is scored once), and:
 
+- a setting may also be a front made of budget searches (`--budget` at 50, 35, 25 and 20 % MACs in turn, on
+  one database, so the FORA starts are scored once): `budgets` is ours, `budcache` the BudCache-style search
+  on whole steps (the baseline of `bench_budget.py`); its front after each budget is the non-dominated set of
+  what the searches found and the FORA-N they scored;
 - the reference front is the non-dominated union of the final fronts of the `--reference` setting's runs
   (the `ecad` preset, run `--reference-images` images per seed);
 - progress = (HV − HV of the hand-made schedules) / (HV of the reference − HV of the hand-made schedules),
@@ -27,6 +31,7 @@ import argparse
 import json
 import math
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,8 +48,9 @@ from ecad_search.compare.budgets import Point, hypervolume, pareto
 from ecad_search.evaluation import run_template, schedule_macs
 from ecad_search.heuristics import all_heuristics, fora
 from ecad_search.pool import LocalPool, genome_bits, genome_text
+from ecad_search.search.budget import BudgetPlan
 from ecad_search.search.presets import PRESETS, Preset
-from ecad_search.search.runner import PreparedSearch, SearchConfig, SearchRun, prepare
+from ecad_search.search.runner import PreparedSearch, SearchConfig, SearchRun, prepare, search_at_budget
 from ecad_search.search.splits import SplitScorer
 from ecad_search.store import Store
 
@@ -66,11 +72,16 @@ SETTINGS.update({f"{name}-paired": replace(SETTINGS[name], name=f"{name}-paired"
 GUARDS = {"ecad": "none", **{f"{name}-paired": "paired" for name in PAIRED}}
 BUDGETS = (0.5, 0.35, 0.25, 0.2)
 TARGETS = (0.9, 0.95, 0.99)
+# Fronts made of one budget search per budget of BUDGETS: (plan, whole steps). Ours is `--budget`'s default
+# (racing where the metric allows); BudCache anneals and climbs on whole steps and never races.
+LADDERS = {"budgets": (BudgetPlan.of(48, race=0.25), False), "budcache": (BudgetPlan.of(48), True)}
 
 
 def run_setting(name: str, seed: int, images: int, pool: LocalPool, args: argparse.Namespace, folder: Path) -> dict:
     """One search until `images` images were generated: after each generation, the images so far and the
     front (digest → genome bits)."""
+    if name in LADDERS:
+        return run_ladder(name, seed, images, pool, args, folder)
     preset: Preset = SETTINGS[name]
     config = base_config(args, folder / f"{name}-{seed}.db", seed, GUARDS.get(name))
     config = replace(config, population=preset.population, run=f"{name}-{seed}", held_out_images_per_prompt=None)
@@ -89,6 +100,36 @@ def run_setting(name: str, seed: int, images: int, pool: LocalPool, args: argpar
         checkpoints.append({"images": generated, "seconds": seconds, "front": front})
         index += 1
     search_run.store.close()
+    return {"setting": name, "seed": seed, "checkpoints": checkpoints}
+
+
+def run_ladder(name: str, seed: int, images: int, pool: LocalPool, args: argparse.Namespace, folder: Path) -> dict:
+    """Budget searches at each of BUDGETS that some FORA-N fits, in turn, on one fresh database, until `images`
+    images were generated: after each, the images so far and the calibration front of what the searches found
+    and the FORA-N they scored."""
+    plan, whole_steps = LADDERS[name]
+    config = replace(base_config(args, folder / f"{name}-{seed}.db", seed, None), run=f"{name}-{seed}")
+    prepared = prepare(config)
+    template = run_template(prepared.spec, prepared.settings)
+    foras = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
+    full = schedule_macs(template, prepared.spec, prepared.settings)
+    cheapest = min(schedule_macs(s, prepared.spec, prepared.settings) for s in foras) / full
+    found: dict[str, np.ndarray] = {}
+    checkpoints, generated, seconds = [], 0, 0.0
+    with Store(config.db) as store:
+        for budget in (b for b in BUDGETS if b >= cheapest):
+            if generated >= images:
+                break
+            start = time.perf_counter()
+            run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
+            seconds += time.perf_counter() - start
+            generated += run.calibration_images
+            found[run.outcome.schedule.digest()] = run.outcome.schedule.genome()
+            scored = store.evaluations_for(prepared.settings.key(), sorted({*found, *(s.digest() for s in foras)}))
+            front = pareto([Point("", "", r.digest, r.cost, r.quality_loss) for r in scored])
+            genomes = {s.digest(): s.genome() for s in foras} | found
+            bits = {p.digest: genome_text(template.with_genome(genomes[p.digest])) for p in front}
+            checkpoints.append({"images": generated, "seconds": seconds, "front": bits})
     return {"setting": name, "seed": seed, "checkpoints": checkpoints}
 
 
@@ -208,7 +249,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--images-per-prompt", type=int, default=None)
     parser.add_argument("--held-out-images-per-prompt", type=int, default=None)
-    parser.add_argument("--settings", nargs="+", default=["ecad", "default", "no-screen"], choices=list(SETTINGS))
+    parser.add_argument(
+        "--settings", nargs="+", default=["ecad", "default", "no-screen"], choices=[*SETTINGS, *LADDERS]
+    )
     parser.add_argument("--reference", default="ecad", choices=list(SETTINGS))
     parser.add_argument("--reference-images", type=int, default=30000, help="images per seed of the reference")
     parser.add_argument("--images", type=int, default=6000, help="images per seed of every other setting")
