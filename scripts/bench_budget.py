@@ -7,13 +7,17 @@ images (paired interval of ours against the baseline).
 The baseline keeps BudCache's search and its step-level masks; it scores candidates with the search's own
 metric rather than BudCache's final-latent MSE on one prompt, so the comparison isolates the mask space
 (on digits, per-image scores like that MSE do not rank schedules as the Fréchet loss does:
-`bench_proxies.py`). Several seeds add a table of means and spreads over them.
+`bench_proxies.py`). With `--published`, the baseline is instead BudCache's search as released
+(`ecad_search/search/budcache.py`: a random start, 200 annealing moves, a climb over the whole
+neighbourhood), which generates several times the images of the scaled-down one. Several seeds add a table
+of means and spreads over them.
 
     python scripts/bench_budget.py --out docs/bench_budget_digits.json
     python scripts/bench_budget.py --patience 0 1 2 --seed 1    # ours at three patiences, one baseline
     python scripts/bench_budget.py --preview 0.5 --seed 2       # ours previewing moves on half the images
     python scripts/bench_budget.py --preview 0.5 --seed 0 1 2 3 4 5 --budgets 0.5   # six seeds, with the spread
     python scripts/bench_budget.py --images-per-prompt 16 --moves 12 --no-baseline   # ours on 160 images a move
+    python scripts/bench_budget.py --published --seed 0 1 2       # against BudCache as released
     python scripts/bench_budget.py --model TINY_FOLDER --metric fidelity --steps 20
 """
 
@@ -32,11 +36,18 @@ from rich.console import Console
 from rich.table import Table
 
 from ecad_search.pool import LocalPool
+from ecad_search.search.budcache import BudCachePlan
 from ecad_search.search.budget import BudgetPlan
 from ecad_search.search.config import SearchConfig
 from ecad_search.search.runner import prepare, search_at_budget
 from ecad_search.search.stats import paired_difference
 from ecad_search.store import Store
+
+MASKS = {
+    "steps": "whole steps (BudCache-style)",
+    "published": "whole steps (BudCache as released)",
+    "components": "components (ours)",
+}
 
 
 def search(args: argparse.Namespace, seed: int, budget: float, patience: int | None, folder: Path) -> dict[str, Any]:
@@ -45,7 +56,9 @@ def search(args: argparse.Namespace, seed: int, budget: float, patience: int | N
     `patience` None is the BudCache-style baseline (whole steps); a number is ours with that patience.
     """
     whole_steps = patience is None
-    db = f"sqlite:///{folder / ('steps' if whole_steps else f'components-{patience}')}-{budget}-seed{seed}.db"
+    published = whole_steps and args.published
+    kind = ("published" if published else "steps") if whole_steps else f"components-{patience}"
+    db = f"sqlite:///{folder / kind}-{budget}-seed{seed}.db"
     config = SearchConfig(model=args.model, generations=1, metric=args.metric, steps=args.steps, db=db,
                           out=str(folder / "out"), seed=seed,
                           images_per_prompt=None if whole_steps else args.images_per_prompt)  # fmt: skip
@@ -61,13 +74,14 @@ def search(args: argparse.Namespace, seed: int, budget: float, patience: int | N
                 args.moves, args.screen, args.step_moves, patience, args.race, args.coarse, args.preview, args.finalists
             )
         )
-        run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
+        budcache = BudCachePlan() if published else None
+        run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps, budcache=budcache)
     pool.close()
     outcome, records = run.outcome, run.held_out
     return {
         "seed": seed,
         "budget": budget,
-        "mask": "whole steps (BudCache-style)" if whole_steps else "components (ours)",
+        "mask": MASKS[kind.split("-")[0]],
         "patience": patience,
         "preview": None if whole_steps else args.preview,
         "finalists": None if whole_steps else args.finalists,
@@ -114,6 +128,9 @@ def main() -> None:
     parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
     parser.add_argument(
         "--baseline", action=argparse.BooleanOptionalAction, default=True, help="run the BudCache-style baseline"
+    )
+    parser.add_argument(
+        "--published", action="store_true", help="the baseline is BudCache's search as released (`budcache.py`)"
     )
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one search of each kind per seed")
     parser.add_argument("--out", type=Path, default=Path("bench_budget.json"))

@@ -44,6 +44,7 @@ from ..pool import EvaluationPool, genome_bits, make_pool
 from ..prompts import default_prompt_file, held_out_prompt_file, load_prompts
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store, signals_held
+from .budcache import BudCachePlan, BudCacheSearch
 from .budget import BudgetOutcome, BudgetPlan, BudgetSearch, Scoring
 from .config import GUARDS, HELD_OUT_SCOPES, SearchConfig, SearchOptionError
 from .driver import GenerationReport, Search
@@ -620,11 +621,13 @@ def search_at_budget(
     whole_steps: bool = False,
     on_move: Callable[[int, float], None] | None = None,
     by_latency: bool = False,
+    budcache: BudCachePlan | None = None,
 ) -> BudgetRun:
     """The local search at `budget` from the best FORA-N (N ≤ 10) or front member of an earlier search on the
     same calibration split within it, and the held-out records of the result and its start. The budget is a
     fraction of the uncached MACs, or, `by_latency`, of the uncached latency that a model fitted on timed
-    runs of this device predicts; the found schedule is then timed too."""
+    runs of this device predicts; the found schedule is then timed too. With `budcache`, BudCache's own
+    search runs instead (`budcache.py`: whole steps from a random start; `plan` is not used)."""
     settings, spec = prepared.settings, prepared.spec
     template = run_template(spec, settings)
     full = schedule_macs(template, spec, settings)
@@ -641,20 +644,17 @@ def search_at_budget(
     race = IncumbentRace(split, calibration) if split else None
     previewed = budget_preview_split(settings, plan.preview)
     preview = SplitScorer(previewed, store, pool) if previewed else None
-    search = BudgetSearch(
-        template,
-        budget,
-        calibration.scores,
-        cost,
-        prepared.config.seed,
-        plan,
-        whole_steps=whole_steps,
-        race=race,
-        measure="latency (predicted)" if model is not None else "MACs",
-        preview=Scoring(preview.scores) if preview else None,
-    )
-    starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
-    outcome = search.run(starts + earlier_fronts(store, template, settings.key()), on_move)
+    measure = "latency (predicted)" if model is not None else "MACs"
+    seed = prepared.config.seed
+    if budcache is not None:
+        outcome = BudCacheSearch(template, budget, calibration.scores, cost, seed, budcache, measure).run(on_move)
+    else:
+        search = BudgetSearch(
+            template, budget, calibration.scores, cost, seed, plan, whole_steps=whole_steps, race=race,
+            measure=measure, preview=Scoring(preview.scores) if preview else None,
+        )  # fmt: skip
+        starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
+        outcome = search.run(starts + earlier_fronts(store, template, settings.key()), on_move)
     held_out = SplitScorer(prepared.splits.held_out, store, pool)
     records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
     evaluated = calibration.evaluated + (race.race.evaluated if race else 0)
