@@ -9,7 +9,7 @@ metric rather than BudCache's final-latent MSE on one prompt, so the comparison 
 (on digits, per-image scores like that MSE do not rank schedules as the Fréchet loss does:
 `bench_proxies.py`). With `--published`, the baseline is instead BudCache's search as released
 (`ecad_search/search/budcache.py`: a random start, 200 annealing moves, a climb over the whole
-neighbourhood), which generates several times the images of the scaled-down one. Several seeds add a table
+neighbourhood), which generates more images than the scaled-down one. Several seeds add a table
 of means and spreads over them.
 
     python scripts/bench_budget.py --out docs/bench_budget_digits.json

@@ -114,7 +114,7 @@ def run_ladder(name: str, seed: int, images: int, pool: LocalPool, args: argpars
     foras = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
     full = schedule_macs(template, prepared.spec, prepared.settings)
     cheapest = min(schedule_macs(s, prepared.spec, prepared.settings) for s in foras) / full
-    found: dict[str, np.ndarray] = {}
+    genomes = {s.digest(): s.genome() for s in foras}
     checkpoints, generated, seconds = [], 0, 0.0
     with Store(config.db) as store:
         for budget in (b for b in BUDGETS if b >= cheapest):
@@ -124,10 +124,9 @@ def run_ladder(name: str, seed: int, images: int, pool: LocalPool, args: argpars
             run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps)
             seconds += time.perf_counter() - start
             generated += run.calibration_images
-            found[run.outcome.schedule.digest()] = run.outcome.schedule.genome()
-            scored = store.evaluations_for(prepared.settings.key(), sorted({*found, *(s.digest() for s in foras)}))
+            genomes[run.outcome.schedule.digest()] = run.outcome.schedule.genome()
+            scored = store.evaluations_for(prepared.settings.key(), sorted(genomes))
             front = pareto([Point("", "", r.digest, r.cost, r.quality_loss) for r in scored])
-            genomes = {s.digest(): s.genome() for s in foras} | found
             bits = {p.digest: genome_text(template.with_genome(genomes[p.digest])) for p in front}
             checkpoints.append({"images": generated, "seconds": seconds, "front": bits})
     return {"setting": name, "seed": seed, "checkpoints": checkpoints}

@@ -93,10 +93,11 @@ class BudCacheSearch:
 
     def _scored(self, masks: list[np.ndarray]) -> list[tuple[EvaluationRecord, np.ndarray]]:
         """The records of masks, scored as one batch (those that could not be scored are left out)."""
-        schedules = {self.schedule(mask).digest(): (self.schedule(mask), mask) for mask in masks}
-        found = self.score({digest: schedule for digest, (schedule, _) in schedules.items()})
-        self.evaluations += len(schedules)
-        return [(found[digest], mask) for digest, (_, mask) in schedules.items() if digest in found]
+        built = [(self.schedule(mask), mask) for mask in masks]
+        by_digest = {schedule.digest(): (schedule, mask) for schedule, mask in built}
+        found = self.score({digest: schedule for digest, (schedule, _) in by_digest.items()})
+        self.evaluations += len(by_digest)
+        return [(found[digest], mask) for digest, (_, mask) in by_digest.items() if digest in found]
 
     def relocated(self, computed: np.ndarray) -> np.ndarray | None:
         """One annealing move: a computed step outside the prefix moved onto a cached step (near it with
