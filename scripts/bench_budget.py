@@ -18,6 +18,7 @@ of means and spreads over them.
     python scripts/bench_budget.py --preview 0.5 --seed 0 1 2 3 4 5 --budgets 0.5   # six seeds, with the spread
     python scripts/bench_budget.py --images-per-prompt 16 --moves 12 --no-baseline   # ours on 160 images a move
     python scripts/bench_budget.py --published --seed 0 1 2       # against BudCache as released
+    python scripts/bench_budget.py --published --batch 4 --seed 3  # ours climbing to the first improving 4
     python scripts/bench_budget.py --model TINY_FOLDER --metric fidelity --steps 20
 """
 
@@ -50,14 +51,17 @@ MASKS = {
 }
 
 
-def search(args: argparse.Namespace, seed: int, budget: float, patience: int | None, folder: Path) -> dict[str, Any]:
+def search(
+    args: argparse.Namespace, seed: int, budget: float, patience: int | None, folder: Path, batch: int = 0
+) -> dict[str, Any]:
     """One budget search on a fresh database: what it found, its held-out record, and what it cost.
 
-    `patience` None is the BudCache-style baseline (whole steps); a number is ours with that patience.
+    `patience` None is the BudCache-style baseline (whole steps); a number is ours with that patience, its
+    climbing rounds scored `batch` neighbours at a time.
     """
     whole_steps = patience is None
     published = whole_steps and args.published
-    kind = ("published" if published else "steps") if whole_steps else f"components-{patience}"
+    kind = ("published" if published else "steps") if whole_steps else f"components-{patience}-{batch}"
     db = f"sqlite:///{folder / kind}-{budget}-seed{seed}.db"
     config = SearchConfig(model=args.model, generations=1, metric=args.metric, steps=args.steps, db=db,
                           out=str(folder / "out"), seed=seed,
@@ -67,13 +71,8 @@ def search(args: argparse.Namespace, seed: int, budget: float, patience: int | N
     start = time.perf_counter()
     with Store(db) as store:
         # BudCache climbs until a round improves nothing, however little the improvement (patience 0).
-        plan = (
-            BudgetPlan.of(args.baseline_moves)
-            if whole_steps
-            else BudgetPlan.of(
-                args.moves, args.screen, args.step_moves, patience, args.race, args.coarse, args.preview, args.finalists
-            )
-        )
+        ours = (args.moves, args.screen, args.step_moves, patience, args.race, args.coarse, args.preview)
+        plan = BudgetPlan.of(args.baseline_moves) if whole_steps else BudgetPlan.of(*ours, args.finalists, batch)
         budcache = BudCachePlan() if published else None
         run = search_at_budget(prepared, budget, pool, store, plan, whole_steps=whole_steps, budcache=budcache)
     pool.close()
@@ -85,6 +84,7 @@ def search(args: argparse.Namespace, seed: int, budget: float, patience: int | N
         "patience": patience,
         "preview": None if whole_steps else args.preview,
         "finalists": None if whole_steps else args.finalists,
+        "batch": None if whole_steps else batch,
         "images_per_prompt": prepared.settings.images_per_prompt,
         "start": outcome.start.name,
         "macs_fraction": outcome.record.cost,
@@ -125,6 +125,11 @@ def main() -> None:
         "--images-per-prompt", type=int, default=None, help="ours: calibration images per prompt (the model's default)"
     )
     parser.add_argument("--finalists", type=int, default=2, help="ours: a previewed round's best scored in full")
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[0],
+        help="ours: a climbing round's neighbours scored per batch, stopping at the first that improves (0: all at"
+        " once; ours runs once per value)",
+    )  # fmt: skip
     parser.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
     parser.add_argument(
         "--baseline", action=argparse.BooleanOptionalAction, default=True, help="run the BudCache-style baseline"
@@ -139,8 +144,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed, budget in itertools.product(args.seed, args.budgets):
             theirs = search(args, seed, budget, None, Path(tmp)) if args.baseline else None
-            for patience in args.patience:
-                ours = search(args, seed, budget, patience, Path(tmp))
+            for patience, batch in itertools.product(args.patience, args.batch):
+                ours = search(args, seed, budget, patience, Path(tmp), batch)
                 if theirs is not None:
                     lead = paired_difference(ours["scores"], theirs["scores"])
                     ours["lead_over_baseline"] = {"mean": lead.mean, "low": lead.low, "high": lead.high}
@@ -162,14 +167,17 @@ def main() -> None:
     console.print(table)
     for row in rows:
         if lead := row.get("lead_over_baseline"):
-            which = f"seed {row['seed']}, {row['budget']:.0%}, patience {row['patience']}"
+            which = f"seed {row['seed']}, {row['budget']:.0%}, {label(row)}"
             console.print(f"{which}: ours better by {lead['mean']:.4g} [{lead['low']:.4g}, {lead['high']:.4g}]")
     if len(args.seed) > 1:
         console.print(summary(rows))
 
 
 def label(row: dict[str, Any]) -> str:
-    return row["mask"] if row["patience"] is None else f"{row['mask']}, patience {row['patience']}"
+    if row["patience"] is None:
+        return row["mask"]
+    batch = f", batches of {row['batch']}" if row.get("batch") else ""
+    return f"{row['mask']}, patience {row['patience']}{batch}"
 
 
 def summary(rows: list[dict[str, Any]]) -> Table:

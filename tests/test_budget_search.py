@@ -378,6 +378,35 @@ def test_a_climbing_round_goes_to_the_scorer_as_one_batch() -> None:
     assert outcome.evaluations == 6 + 8 * len(rounds), "every neighbour of a round counts, repeats included"
 
 
+def test_a_climb_in_batches_takes_the_first_batch_that_improves() -> None:
+    """With `batch`, a round's neighbours are drawn as before and scored a batch at a time; the round stops at
+    the first batch holding an improvement, so its later neighbours cost nothing. A batch of the whole round
+    is the round scored at once."""
+    base = template()
+    target = np.random.default_rng(5).random(base.genome_length) < 0.3
+    score = distance_to(target)
+    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
+    plan = BudgetPlan(anneal_moves=6, neighbours=8, climb_rounds=3, step_moves=0.0)
+
+    def climb_batches(plan: BudgetPlan) -> tuple[list[int], int, str]:
+        batches: list[int] = []
+
+        def batched(schedules: dict[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
+            batches.append(len(schedules))
+            return score(schedules)
+
+        outcome = BudgetSearch(base, 0.35, batched, fraction, seed=0, plan=plan).run(starts)
+        return batches[7:], outcome.evaluations, outcome.schedule.digest()
+
+    whole, whole_evaluations, whole_found = climb_batches(plan)
+    assert climb_batches(replace(plan, batch=8)) == (whole, whole_evaluations, whole_found)
+    batches, evaluations, found = climb_batches(replace(plan, batch=3))
+    assert all(size <= 3 for size in batches) and len(batches) > len(whole), batches
+    assert evaluations == 6 + sum(batches) < 6 + 8 * 3, "a round stops at its first improving batch"
+    assert climb_batches(replace(plan, batch=3)) == (batches, evaluations, found), "the same seed, the same climb"
+    assert found != whole_found, "it walks another path, from the first improvement rather than the best"
+
+
 def test_racing_moves_generates_fewer_images_and_stores_whole_records(tmp_path: Path, tiny_pixart_dir: Path) -> None:  # type: ignore[no-untyped-def]
     """`--budget-race 0.25` on the tiny PixArt (24 prompts, a per-prompt metric): moves race on 8 prompts
     against the schedule they moved from, and only those that could still be taken are finished. It
