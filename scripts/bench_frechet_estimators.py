@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_frechet_noise import FRESH_SEED, SubsetLoss, schedules
+from bench_frechet_noise import FRESH_SEED, SubsetLoss, frechet_settings, schedules
 from rich.console import Console
 from rich.table import Table
 from scipy.stats import spearmanr
 
-from ecad_search.evaluation import EvaluationSettings, Evaluator
+from ecad_search.evaluation import Evaluator
 from ecad_search.metrics.frechet import FrechetReference, classifier_features
 from ecad_search.models import get_model
 from ecad_search.models.digits import DIGIT_PROMPTS
@@ -73,15 +73,10 @@ def estimators(real: np.ndarray, components: list[int]) -> dict[str, Distance]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, object]:
-    torch.set_num_threads(args.threads)
-    spec = get_model(args.model)
-    settings = EvaluationSettings(
-        model=spec.name, metric="frechet", prompts=tuple(DIGIT_PROMPTS), images_per_prompt=args.per_digit,
-        steps=spec.default_steps, guidance_scale=spec.guidance_scale, resolution=spec.resolution, seed=args.seed,
-    )  # fmt: skip
+    settings = frechet_settings(args)
     if not 2 <= args.size <= args.per_digit // 2:
         raise SystemExit(f"--size: from 2 (a jackknife) to {args.per_digit // 2} (two sets of --per-digit)")
-    evaluator = Evaluator(spec, settings)
+    evaluator = Evaluator(get_model(args.model), settings)
     metric = evaluator.metric
     loss = SubsetLoss(evaluator)
     chosen = schedules(evaluator.template, args.steps_schedules, args.mask_schedules, args.seed)

@@ -91,13 +91,19 @@ class SubsetLoss:
         }
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
+def frechet_settings(args: argparse.Namespace) -> EvaluationSettings:
+    """The Fréchet loss on `args.per_digit` seeds per digit from `args.seed`, at the model's defaults."""
     torch.set_num_threads(args.threads)
     spec = get_model(args.model)
-    settings = EvaluationSettings(
+    return EvaluationSettings(
         model=spec.name, metric="frechet", prompts=tuple(DIGIT_PROMPTS), images_per_prompt=args.per_digit,
         steps=spec.default_steps, guidance_scale=spec.guidance_scale, resolution=spec.resolution, seed=args.seed,
     )  # fmt: skip
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    settings = frechet_settings(args)
+    spec = get_model(args.model)
     if not all(2 <= size <= args.per_digit // 2 for size in args.sizes):
         raise SystemExit(f"--sizes: each from 2 (a jackknife) to {args.per_digit // 2} (two sets of --per-digit)")
     for steps in args.shape:
