@@ -73,10 +73,11 @@ def estimators(real: np.ndarray, components: list[int]) -> dict[str, Distance]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, object]:
-    settings = frechet_settings(args)
+    spec = get_model(args.model)
+    settings = frechet_settings(spec, args)
     if not 2 <= args.size <= args.per_digit // 2:
         raise SystemExit(f"--size: from 2 (a jackknife) to {args.per_digit // 2} (two sets of --per-digit)")
-    evaluator = Evaluator(get_model(args.model), settings)
+    evaluator = Evaluator(spec, settings)
     metric = evaluator.metric
     loss = SubsetLoss(evaluator)
     chosen = schedules(evaluator.template, args.steps_schedules, args.mask_schedules, args.seed)
@@ -89,12 +90,11 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     generated = {name: features(tensor) for name, tensor in images.items()}
     uncached = features(evaluator.references)
     sets = [np.arange(start, start + args.size) for start in range(0, args.per_digit - args.size + 1, args.size)]
-    prompts = len(DIGIT_PROMPTS)
     by_set = {"jackknife Fréchet, 64 features (the metric)": [loss(images, seeds) for seeds in sets]}
     for label, distance in estimators(metric.real_features, args.components).items():
         by_set[label] = []
         for seeds in sets:
-            index = (np.arange(prompts)[:, None] * args.per_digit + seeds[None, :]).ravel()
+            index = loss.indices(seeds)
             base = distance(uncached[index])
             by_set[label].append({name: distance(generated[name][index]) - base for name in images})
     groups = {"all": list(images), "equal MACs": [name for name in images if name.startswith("steps-")]}
@@ -106,8 +106,8 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         for label, scored in by_set.items()
     }
     return {
-        "per_digit": args.per_digit, "images_per_set": args.size * prompts, "sets": len(sets), "seed": args.seed,
-        "schedules": len(images),
+        "per_digit": args.per_digit, "images_per_set": args.size * len(DIGIT_PROMPTS), "sets": len(sets),
+        "seed": args.seed, "schedules": len(images),
         "spearman": {k: {g: float(np.mean(c)) for g, c in v.items()} for k, v in rows.items()},
         "spearman_min": {k: {g: float(np.min(c)) for g, c in v.items()} for k, v in rows.items()},
     }  # fmt: skip

@@ -37,6 +37,7 @@ from scipy.stats import spearmanr
 from ecad_search.evaluation import EvaluationSettings, Evaluator
 from ecad_search.heuristics import fora
 from ecad_search.models import get_model
+from ecad_search.models.base import ModelSpec
 from ecad_search.models.digits import DIGIT_PROMPTS
 from ecad_search.schedule import CacheSchedule
 from ecad_search.search.budget import Lanes
@@ -81,8 +82,12 @@ class SubsetLoss:
         self.prompts = len(evaluator.settings.prompts)
         self.per_prompt = evaluator.settings.images_per_prompt
 
+    def indices(self, seeds: np.ndarray) -> np.ndarray:
+        """Where `seeds`' images of every prompt sit in a schedule's images (prompt-major, seeds in order)."""
+        return (np.arange(self.prompts)[:, None] * self.per_prompt + seeds[None, :]).ravel()
+
     def __call__(self, images: dict[str, torch.Tensor], seeds: np.ndarray) -> dict[str, float]:
-        index = torch.from_numpy((np.arange(self.prompts)[:, None] * self.per_prompt + seeds[None, :]).ravel())
+        index = torch.from_numpy(self.indices(seeds))
         metric, references = self.evaluator.metric, self.evaluator.references[index]
         prompts = [self.evaluator.image_prompts[i] for i in index.tolist()]
         return {
@@ -91,10 +96,9 @@ class SubsetLoss:
         }
 
 
-def frechet_settings(args: argparse.Namespace) -> EvaluationSettings:
+def frechet_settings(spec: ModelSpec, args: argparse.Namespace) -> EvaluationSettings:
     """The Fréchet loss on `args.per_digit` seeds per digit from `args.seed`, at the model's defaults."""
     torch.set_num_threads(args.threads)
-    spec = get_model(args.model)
     return EvaluationSettings(
         model=spec.name, metric="frechet", prompts=tuple(DIGIT_PROMPTS), images_per_prompt=args.per_digit,
         steps=spec.default_steps, guidance_scale=spec.guidance_scale, resolution=spec.resolution, seed=args.seed,
@@ -102,8 +106,8 @@ def frechet_settings(args: argparse.Namespace) -> EvaluationSettings:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    settings = frechet_settings(args)
     spec = get_model(args.model)
+    settings = frechet_settings(spec, args)
     if not all(2 <= size <= args.per_digit // 2 for size in args.sizes):
         raise SystemExit(f"--sizes: each from 2 (a jackknife) to {args.per_digit // 2} (two sets of --per-digit)")
     for steps in args.shape:
