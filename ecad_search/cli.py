@@ -162,25 +162,10 @@ def main_form(
         typer.Option(help="as --budget, a fraction of the uncached latency on this device (a fitted model), e.g. 0.5"),
     ] = None,
     budget_moves: Annotated[int, typer.Option(help="--budget: annealing moves (then hill climbing)")] = 48,
-    budget_patience: Annotated[
-        int,
-        typer.Option(help="--budget: stop climbing after this many rounds in a row gaining within noise (0: never)"),
-    ] = 0,
     budget_race: Annotated[
         float,
         typer.Option(help="--budget: moves race on this share of the prompts first (per-prompt metrics; 0: off)"),
     ] = 0.25,
-    budget_coarse: Annotated[
-        bool,
-        typer.Option(
-            "--budget-coarse/--budget-mixed",
-            help="--budget: anneal on whole steps, then climb on single components too (mixed: both throughout)",
-        ),
-    ] = True,
-    budget_preview: Annotated[
-        float,
-        typer.Option(help="--budget: score moves on this share of each prompt's images first, fresh seeds (1: off)"),
-    ] = 1.0,
 ) -> None:
     """Search cache schedules: `ecad-search --model pixart-alpha --generations 50`.
 
@@ -194,7 +179,7 @@ def main_form(
     from .search.config import SearchConfig
 
     friendly(_search)(
-        (budget, budget_latency, budget_moves, budget_patience, budget_race, budget_coarse, budget_preview),
+        (budget, budget_latency, budget_moves, budget_race),
         SearchConfig(
             model=model,
             generations=generations,
@@ -225,10 +210,10 @@ def main_form(
     )
 
 
-def _search(budget_search: tuple[float | None, float | None, int, int, float, bool, float], config: Any) -> None:
+def _search(budget_search: tuple[float | None, float | None, int, float], config: Any) -> None:
     from .models.hub import require_model
 
-    budget, latency, moves, patience, race, coarse, preview = budget_search
+    budget, latency, moves, race = budget_search
     if budget is not None and latency is not None:
         raise UsageError("give --budget (a share of the MACs) or --budget-latency (of the latency), not both")
     if latency is not None and not 0 < latency < 1:
@@ -237,12 +222,8 @@ def _search(budget_search: tuple[float | None, float | None, int, int, float, bo
     budget = latency if by_latency else budget
     if moves < 1:
         raise UsageError(f"--budget-moves {moves}: give at least 1")
-    if patience < 0:
-        raise UsageError(f"--budget-patience {patience}: give 0 (climb while anything improves) or more")
     if not 0 <= race < 1:
         raise UsageError(f"--budget-race {race}: give a share of the prompts from 0 (off) to below 1, e.g. 0.25")
-    if not 0 < preview <= 1:
-        raise UsageError(f"--budget-preview {preview}: give a share of the images in (0, 1], e.g. 0.5")
     if budget is not None and not 0 < budget < 1:
         raise UsageError(f"--budget {budget}: give a fraction of the uncached MACs between 0 and 1, e.g. 0.35")
     if budget is not None and config.cost != "macs":
@@ -258,7 +239,7 @@ def _search(budget_search: tuple[float | None, float | None, int, int, float, bo
         if budget is not None:
             from .search.budget import BudgetPlan
 
-            plan = BudgetPlan.of(moves, patience=patience, race=race, coarse_anneal=coarse, preview=preview)
+            plan = BudgetPlan.of(moves, race=race)
             console.print(run_budget_search(prepared, budget, plan, console, by_latency=by_latency))
             return
         search_run = run_search(prepared, console)

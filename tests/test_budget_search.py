@@ -23,17 +23,15 @@ from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
 from ecad_search.pool import LocalPool, genome_text
 from ecad_search.schedule import CacheSchedule
-from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes, Scoring
+from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes, Moves, Scoring
 from ecad_search.search.config import SearchConfig
 from ecad_search.search.runner import (
     BudgetRun,
-    budget_preview_split,
     earlier_fronts,
     latency_split,
     prepare,
     search_at_budget,
 )
-from ecad_search.search.splits import PREVIEW_SEED_OFFSET
 from ecad_search.store import EvaluationRecord, Store
 
 runner = CliRunner()
@@ -76,16 +74,16 @@ def test_the_search_keeps_the_budget_and_only_improves() -> None:
     score = distance_to(target)
     starts = [fora(base.groups, STEPS, n) for n in range(2, STEPS)]
     plan = BudgetPlan(anneal_moves=40, neighbours=10, climb_rounds=6)
-    outcome = BudgetSearch(base, 0.35, score, fraction, seed=0, plan=plan).run(starts)
+    outcome = BudgetSearch(base, 0.35, Scoring(score), fraction, seed=0, plan=plan).run(starts)
     assert fraction(outcome.schedule) <= 0.35 + 1e-12
     affordable = [s for s in starts if fraction(s) <= 0.35]
     best_start = min(affordable, key=lambda s: float(np.sum(s.genome() != target)))
     assert outcome.start.digest() == best_start.digest(), "the best FORA within 35 % by the search's loss starts it"
     assert outcome.record.quality_loss < outcome.start_record.quality_loss, "it walked towards the target"
-    again = BudgetSearch(base, 0.35, distance_to(target), fraction, seed=0, plan=plan).run(starts)
+    again = BudgetSearch(base, 0.35, Scoring(distance_to(target)), fraction, seed=0, plan=plan).run(starts)
     assert again.schedule.digest() == outcome.schedule.digest(), "the same seed gives the same schedule"
     with pytest.raises(ValueError, match="no starting schedule costs at most 1%"):
-        BudgetSearch(base, 0.01, score, fraction, seed=0, plan=plan).run(starts)
+        BudgetSearch(base, 0.01, Scoring(score), fraction, seed=0, plan=plan).run(starts)
 
 
 @pytest.mark.parametrize(("value", "message"), [("1.5", "between 0 and 1"), ("0", "between 0 and 1")])
@@ -95,18 +93,6 @@ def test_bad_budgets_are_one_line_errors(tmp_path: Path, value: str, message: st
     assert not (tmp_path / "b.db").exists()
     latency = runner.invoke(app, ["--model", "digits", "--budget", "0.3", "--cost", "latency"])
     assert latency.exit_code == 2 and "leave out --cost latency" in latency.output
-    impatient = runner.invoke(app, ["--model", "digits", "--budget", "0.3", "--budget-patience", "-1"])
-    assert impatient.exit_code == 2 and "--budget-patience -1: give 0" in impatient.output
-    assert len(impatient.output.strip().splitlines()) == 1
-
-
-@pytest.mark.parametrize("value", ["0", "1.5"])
-def test_bad_previews_are_one_line_errors(tmp_path: Path, value: str) -> None:
-    args = ["--model", "digits", "--budget", "0.35", "--budget-preview", value, "--db",
-            f"sqlite:///{tmp_path / 'b.db'}"]  # fmt: skip
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2 and f"--budget-preview {float(value)}: give a share" in result.output
-    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "b.db").exists()
 
 
 @pytest.mark.parametrize("value", ["1", "-0.1"])
@@ -120,51 +106,14 @@ def test_bad_race_shares_are_one_line_errors(tmp_path: Path, value: str) -> None
 def test_a_budget_search_on_digits(tmp_path: Path) -> None:
     args = ["--model", "digits", "--budget", "0.35", "--metric", "fidelity", "--images-per-prompt", "1",
             "--held-out-images-per-prompt", "2", "--db", f"sqlite:///{tmp_path / 'b.db'}", "--out", str(tmp_path),
-            "--run", "b", "--budget-moves", "4", "--budget-preview", "0.5"]  # fmt: skip
+            "--run", "b", "--budget-moves", "4"]  # fmt: skip
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "budget 35%:" in first.output and "held out: loss" in first.output
-    assert "--budget-preview 0.5: too few images per prompt (1) to preview on fewer" in first.output
     schedule = json.loads((tmp_path / "b" / "budget-35.json").read_text())
     assert schedule["provenance"]["method"] == "budget search"
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "0 new evaluations, 0 images generated" in again.output, again.output
-
-
-def test_a_preview_on_digits_scores_fewer_fresh_images_first(tmp_path: Path) -> None:
-    """`--budget-preview 0.5` on digits: the moves are stored under a split of one image per prompt on seeds of
-    their own, what the calibration images decided under the calibration split; the images counted are what
-    both generated, and a re-run pays for nothing."""
-    config = SearchConfig(
-        model="digits", generations=1, metric="fidelity", steps=10, images_per_prompt=2,
-        held_out_images_per_prompt=2, db=f"sqlite:///{tmp_path / 'b.db'}", out=str(tmp_path / "out"), run="b",
-    )  # fmt: skip
-    prepared = prepare(config)
-    plan = BudgetPlan(anneal_moves=6, neighbours=4, climb_rounds=2, preview=0.5)
-
-    def budget_search() -> BudgetRun:
-        pool = LocalPool(prepared.spec, prepared.config.device)
-        try:
-            with Store(config.db) as store:
-                return search_at_budget(prepared, 0.5, pool, store, plan)
-        finally:
-            pool.close()
-
-    first = budget_search()
-    preview = budget_preview_split(prepared.settings, 0.5)
-    assert preview is not None and preview.images_per_prompt == 1
-    assert preview.seed == prepared.settings.seed + PREVIEW_SEED_OFFSET
-    assert budget_preview_split(prepared.settings, 1.0) is None
-    with Store(config.db) as store:
-        previewed = store.count_evaluations(preview.key())
-        decided = store.count_evaluations(prepared.settings.key())
-        start = first.outcome.start.digest()
-        assert store.lookup(prepared.settings.key(), [start])[start] == first.outcome.start_record, "rescored"
-    assert previewed > decided >= 2, "every move previewed; the start, the annealed best and finalists decided"
-    prompts = len(prepared.settings.prompts)
-    assert first.calibration_images == previewed * prompts + decided * 2 * prompts
-    again = budget_search()
-    assert again.images == 0 and again.outcome.schedule.digest() == first.outcome.schedule.digest()
 
 
 def test_whole_step_moves_keep_every_component_of_a_step_together() -> None:
@@ -172,14 +121,16 @@ def test_whole_step_moves_keep_every_component_of_a_step_together() -> None:
     target = np.zeros(base.genome_length, dtype=bool)
     plan = BudgetPlan(anneal_moves=20, neighbours=6, climb_rounds=3)
     starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
-    outcome = BudgetSearch(base, 0.35, distance_to(target), fraction, seed=0, plan=plan, whole_steps=True).run(starts)
+    outcome = BudgetSearch(
+        base, 0.35, Scoring(distance_to(target)), fraction, seed=0, plan=plan, moves=Moves(step_share=1.0)
+    ).run(starts)
     lanes = Lanes(base).grid(outcome.schedule.genome())
     assert (lanes == lanes[0]).all(), "every component computes on the same steps"
     assert fraction(outcome.schedule) <= 0.35 and outcome.record.quality_loss <= outcome.start_record.quality_loss
 
 
 def test_a_coarse_anneal_moves_whole_steps_and_the_climb_single_components() -> None:
-    """With `coarse_anneal`, every annealing candidate from a FORA start computes each step whole (BudCache's
+    """Every annealing candidate from a FORA start computes each step whole (BudCache's
     step-level space, where moves are large enough to tell apart); the climb then refines single components."""
     base = template()
     target = np.random.default_rng(6).random(base.genome_length) < 0.3
@@ -196,79 +147,12 @@ def test_a_coarse_anneal_moves_whole_steps_and_the_climb_single_components() -> 
 
     starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
     plan = BudgetPlan(anneal_moves=20, neighbours=8, climb_rounds=3)
-    outcome = BudgetSearch(base, 0.35, logged, fraction, seed=0, plan=plan).run(starts)
+    outcome = BudgetSearch(base, 0.35, Scoring(logged), fraction, seed=0, plan=plan).run(starts)
     annealed, climbed = batches[1:21], [s for batch in batches[21:] for s in batch]
     assert all(len(batch) == 1 and whole(batch[0]) for batch in annealed)
     assert climbed and not all(whole(s) for s in climbed), "the climb moves single components too"
     assert fraction(outcome.schedule) <= 0.35 + 1e-12
     assert outcome.record.quality_loss < outcome.start_record.quality_loss
-    batches.clear()
-    BudgetSearch(base, 0.35, logged, fraction, seed=0, plan=replace(plan, coarse_anneal=False)).run(starts)
-    assert not all(whole(batch[0]) for batch in batches[1:21]), "mixed annealing moves single components too"
-
-
-def test_a_preview_scores_every_move_and_the_calibration_images_decide() -> None:
-    """With a preview scorer, the starts, every annealing move and every climbing neighbour are scored by it;
-    the calibration scorer sees the start and the annealing's best (one batch), then each round's two best by
-    the preview, and the climb starts from, and moves to, only what it scores lower, so a preview misled by
-    its images cannot hand the climb a worse schedule."""
-    base = template()
-    target = np.random.default_rng(4).random(base.genome_length) < 0.3
-    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
-    plan = BudgetPlan(anneal_moves=20, neighbours=6, climb_rounds=3)
-    previewed: list[list[CacheSchedule]] = []
-    decided: list[list[CacheSchedule]] = []
-
-    def logged(into: list, score: Callable) -> Callable:
-        def scored(schedules: dict[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
-            into.append(list(schedules.values()))
-            return score(schedules)
-
-        return scored
-
-    def search(decisive: np.ndarray) -> BudgetSearch:
-        previewed.clear(), decided.clear()
-        preview = Scoring(logged(previewed, distance_to(target)))
-        return BudgetSearch(
-            base, 0.35, logged(decided, distance_to(decisive)), fraction, seed=0, plan=plan, preview=preview
-        )
-
-    def misses(schedule: CacheSchedule) -> int:
-        return int(np.sum(schedule.genome() != target))
-
-    outcome = search(target).run(starts)
-    affordable = sum(fraction(s) <= 0.35 for s in starts)
-    assert len(previewed[0]) == affordable and all(len(batch) == 1 for batch in previewed[1:21])
-    assert {s.digest() for s in decided[0]} >= {outcome.start.digest()} and len(decided[0]) == 2
-    rounds = list(zip(previewed[21:], decided[1:], strict=True))
-    assert rounds
-    for neighbours, finalists in rounds:
-        lowest = sorted(misses(s) for s in neighbours)[:2]
-        assert sorted(misses(s) for s in finalists) == lowest, "a round's two best by the preview go on"
-    assert outcome.start_record.quality_loss == misses(outcome.start)
-    assert outcome.record.quality_loss < outcome.start_record.quality_loss
-    misled = search(outcome.start.genome()).run(starts)
-    assert misled.schedule.digest() == misled.start.digest() and misled.record.quality_loss == 0, (
-        "the start scores lowest on the calibration images, so the climb starts there, and nothing beats it"
-    )
-
-
-def test_screened_moves_keep_the_budget_follow_the_seed_and_use_the_model() -> None:
-    base = template()
-    target = np.random.default_rng(2).random(base.genome_length) < 0.3
-    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
-    screened = BudgetPlan(anneal_moves=24, neighbours=6, climb_rounds=3, screen=4)
-
-    def run(plan: BudgetPlan) -> tuple[BudgetSearch, CacheSchedule]:
-        search = BudgetSearch(base, 0.35, distance_to(target), fraction, seed=0, plan=plan)
-        return search, search.run(starts).schedule
-
-    search, found = run(screened)
-    assert search.model() is not None and len(search.seen) >= 16
-    assert fraction(found) <= 0.35 + 1e-12
-    assert run(screened)[1].digest() == found.digest(), "the same seed gives the same schedule"
-    unscreened, other = run(BudgetPlan(anneal_moves=24, neighbours=6, climb_rounds=3))
-    assert unscreened.model() is None and other.digest() != found.digest()
 
 
 def test_earlier_fronts_on_the_same_split_are_starting_points(tmp_path: Path) -> None:
@@ -312,28 +196,6 @@ def noisy_distance_to(
     return score
 
 
-def test_the_climb_stops_when_its_improvement_is_within_noise() -> None:
-    """On a noisy loss, a climb with patience 1 stops at the first round whose gain the units cannot tell from
-    noise (keeping it), one with patience 2 at the second in a row, while BudCache's rule (patience 0) climbs
-    on; on a loss without noise they all stop alike."""
-    base = template()
-    target = np.random.default_rng(3).random(base.genome_length) < 0.3
-    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
-
-    def evaluations(score: Callable, patience: int) -> tuple[int, float]:  # type: ignore[type-arg]
-        plan = BudgetPlan(anneal_moves=4, neighbours=20, climb_rounds=8, patience=patience)
-        outcome = BudgetSearch(base, 0.35, score, fraction, seed=0, plan=plan).run(starts)
-        return outcome.evaluations, outcome.record.quality_loss
-
-    noisy = noisy_distance_to(target, 1.0)
-    (stopping, stopped_at), (climbing, climbed_to) = evaluations(noisy, 1), evaluations(noisy, 0)
-    assert stopping < climbing == 4 + 20 * 8, "BudCache's rule climbs every round; ours stops within noise"
-    assert climbed_to < stopped_at
-    exact = noisy_distance_to(target, 0.0)
-    assert evaluations(exact, 1) == evaluations(exact, 0) == evaluations(exact, 2)
-    assert stopping <= evaluations(noisy, 2)[0] <= climbing
-
-
 def test_no_move_leaves_the_budget_even_from_broken_up_steps() -> None:
     """From a start at the budget in which no step computes every component (so a whole-step move has no step
     to move and would have to add one), every candidate the search scores stays within the budget."""
@@ -350,8 +212,10 @@ def test_no_move_leaves_the_budget_even_from_broken_up_steps() -> None:
         costs.extend(fraction(s) for s in schedules.values())
         return score(schedules)
 
-    plan = BudgetPlan(anneal_moves=40, neighbours=10, climb_rounds=4, step_moves=0.5)
-    outcome = BudgetSearch(base, budget, scored, fraction, seed=0, plan=plan).run([start])
+    plan = BudgetPlan(anneal_moves=40, neighbours=10, climb_rounds=4)
+    outcome = BudgetSearch(base, budget, Scoring(scored), fraction, seed=0, plan=plan, moves=Moves(step_share=0.5)).run(
+        [start]
+    )
     assert len(costs) > 1 and max(costs) <= budget + 1e-12 and fraction(outcome.schedule) <= budget + 1e-12
 
 
@@ -369,42 +233,15 @@ def test_a_climbing_round_goes_to_the_scorer_as_one_batch() -> None:
         return score(schedules)
 
     starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
-    plan = BudgetPlan(anneal_moves=6, neighbours=8, climb_rounds=3, step_moves=0.0)
-    outcome = BudgetSearch(base, 0.35, batched, fraction, seed=0, plan=plan).run(starts)
+    plan = BudgetPlan(anneal_moves=6, neighbours=8, climb_rounds=3)
+    outcome = BudgetSearch(base, 0.35, Scoring(batched), fraction, seed=0, plan=plan, moves=Moves(step_share=0.0)).run(
+        starts
+    )
     affordable = sum(fraction(s) <= 0.35 for s in starts)
     assert batches[0] == affordable and batches[1:7] == [1] * 6
     rounds = batches[7:]
     assert 1 <= len(rounds) <= 3 and all(5 <= size <= 8 for size in rounds), batches
     assert outcome.evaluations == 6 + 8 * len(rounds), "every neighbour of a round counts, repeats included"
-
-
-def test_a_climb_in_batches_takes_the_first_batch_that_improves() -> None:
-    """With `batch`, a round's neighbours are drawn as before and scored a batch at a time; the round stops at
-    the first batch holding an improvement, so its later neighbours cost nothing. A batch of the whole round
-    is the round scored at once."""
-    base = template()
-    target = np.random.default_rng(5).random(base.genome_length) < 0.3
-    score = distance_to(target)
-    starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
-    plan = BudgetPlan(anneal_moves=6, neighbours=8, climb_rounds=3, step_moves=0.0)
-
-    def climb_batches(plan: BudgetPlan) -> tuple[list[int], int, str]:
-        batches: list[int] = []
-
-        def batched(schedules: dict[str, CacheSchedule]) -> dict[str, EvaluationRecord]:
-            batches.append(len(schedules))
-            return score(schedules)
-
-        outcome = BudgetSearch(base, 0.35, batched, fraction, seed=0, plan=plan).run(starts)
-        return batches[7:], outcome.evaluations, outcome.schedule.digest()
-
-    whole, whole_evaluations, whole_found = climb_batches(plan)
-    assert climb_batches(replace(plan, batch=8)) == (whole, whole_evaluations, whole_found)
-    batches, evaluations, found = climb_batches(replace(plan, batch=3))
-    assert all(size <= 3 for size in batches) and len(batches) > len(whole), batches
-    assert evaluations == 6 + sum(batches) < 6 + 8 * 3, "a round stops at its first improving batch"
-    assert climb_batches(replace(plan, batch=3)) == (batches, evaluations, found), "the same seed, the same climb"
-    assert found != whole_found, "it walks another path, from the first improvement rather than the best"
 
 
 def test_racing_moves_generates_fewer_images_and_stores_whole_records(tmp_path: Path, tiny_pixart_dir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -465,7 +302,7 @@ def test_annealing_races_with_the_margin_its_draw_allows_and_climbing_with_none(
 
     starts = [fora(base.groups, STEPS, n) for n in range(2, 11)]
     plan = BudgetPlan(anneal_moves=12, neighbours=6, climb_rounds=3)
-    search = BudgetSearch(base, 0.35, score, fraction, seed=0, plan=plan, race=race)
+    search = BudgetSearch(base, 0.35, Scoring(score, race), fraction, seed=0, plan=plan)
     outcome = search.run(starts)
     annealing, climbing = calls[:12], calls[12:]
     assert all(size == 1 and margin > 0 for size, _, margin in annealing)

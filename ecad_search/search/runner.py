@@ -44,8 +44,7 @@ from ..pool import EvaluationPool, genome_bits, make_pool
 from ..prompts import default_prompt_file, held_out_prompt_file, load_prompts
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store, signals_held
-from .budcache import BudCachePlan, BudCacheSearch
-from .budget import BudgetOutcome, BudgetPlan, BudgetSearch, Scoring
+from .budget import BudgetOutcome, BudgetPlan, BudgetSearch, Moves, Scoring
 from .config import GUARDS, HELD_OUT_SCOPES, SearchConfig, SearchOptionError
 from .driver import GenerationReport, Search
 from .presets import Preset, get_preset
@@ -64,7 +63,7 @@ from .report import (
     write_tables,
 )
 from .seeding import check_population_size, fora_reference
-from .splits import Splits, SplitScorer, distinct_prompts, make_splits, preview_split
+from .splits import Splits, SplitScorer, distinct_prompts, make_splits
 from .stats import paired_difference
 
 # Cost budgets (fractions of the uncached run) at which the progress display shows the front's best loss.
@@ -225,12 +224,6 @@ def prompt_race(settings: EvaluationSettings, share: float) -> RaceSplit | None:
     if share <= 0 or not get_metric(settings.metric).units_are_prompts:
         return None
     return race_split(settings, share)
-
-
-def budget_preview_split(settings: EvaluationSettings, share: float) -> EvaluationSettings | None:
-    """Where a budget search previews its moves: `share` of each prompt's images on seeds of their own (None:
-    it scores every move on the calibration images)."""
-    return preview_split(settings, share, get_metric(settings.metric).min_images_per_prompt)
 
 
 def _run_name(config: SearchConfig, metric: str, preset: Preset) -> str:
@@ -618,16 +611,14 @@ def search_at_budget(
     pool: EvaluationPool,
     store: Store,
     plan: BudgetPlan,
-    whole_steps: bool = False,
     on_move: Callable[[int, float], None] | None = None,
     by_latency: bool = False,
-    budcache: BudCachePlan | None = None,
+    moves: Moves | None = None,
 ) -> BudgetRun:
     """The local search at `budget` from the best FORA-N (N ≤ 10) or front member of an earlier search on the
     same calibration split within it, and the held-out records of the result and its start. The budget is a
     fraction of the uncached MACs, or, `by_latency`, of the uncached latency that a model fitted on timed
-    runs of this device predicts; the found schedule is then timed too. With `budcache`, BudCache's own
-    search runs instead (`budcache.py`: whole steps from a random start; `plan` is not used)."""
+    runs of this device predicts; the found schedule is then timed too."""
     settings, spec = prepared.settings, prepared.spec
     template = run_template(spec, settings)
     full = schedule_macs(template, spec, settings)
@@ -642,26 +633,15 @@ def search_at_budget(
     calibration = SplitScorer(settings, store, pool)
     split = prompt_race(settings, plan.race)
     race = IncumbentRace(split, calibration) if split else None
-    previewed = budget_preview_split(settings, plan.preview)
-    preview = SplitScorer(previewed, store, pool) if previewed else None
     measure = "latency (predicted)" if model is not None else "MACs"
-    seed = prepared.config.seed
-    if budcache is not None:
-        outcome = BudCacheSearch(template, budget, calibration.scores, cost, seed, budcache, measure).run(on_move)
-    else:
-        search = BudgetSearch(
-            template, budget, calibration.scores, cost, seed, plan, whole_steps=whole_steps, race=race,
-            measure=measure, preview=Scoring(preview.scores) if preview else None,
-        )  # fmt: skip
-        starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
-        outcome = search.run(starts + earlier_fronts(store, template, settings.key()), on_move)
+    scoring = Scoring(calibration.scores, race)
+    search = BudgetSearch(template, budget, scoring, cost, prepared.config.seed, plan, moves, measure)
+    starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
+    outcome = search.run(starts + earlier_fronts(store, template, settings.key()), on_move)
     held_out = SplitScorer(prepared.splits.held_out, store, pool)
     records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
     evaluated = calibration.evaluated + (race.race.evaluated if race else 0)
     calibration_images = calibration.evaluated * settings.num_images + (race.images() if race else 0)
-    if preview is not None:
-        evaluated += preview.evaluated
-        calibration_images += preview.evaluated * preview.settings.num_images
     held_out_images = held_out.evaluated * held_out.settings.num_images
     check = None
     if timing is not None and model is not None:
@@ -714,13 +694,7 @@ def run_budget_search(
     try:
         split = prompt_race(settings, plan.race)
         timed = (latency_split(settings, pool),) if by_latency else ()
-        previewed = budget_preview_split(settings, plan.preview)
-        if plan.preview < 1 and previewed is None:
-            console.print(
-                f"--budget-preview {plan.preview}: too few images per prompt ({settings.images_per_prompt}) to "
-                "preview on fewer; every move is scored on all of them"
-            )
-        extra = [*((split.race, split.rest) if split else ()), *((previewed,) if previewed else ()), *timed]
+        extra = [*((split.race, split.rest) if split else ()), *timed]
         pool.prepare(settings, [*extra, prepared.splits.held_out])
         with Store(config.db) as store, console.status("budget search") as status:
             run = search_at_budget(

@@ -4,8 +4,6 @@
 - confirmation (the selection-bias guard): fresh seeds of the calibration prompts. A schedule enters the
   archive's front only with its confirmation scores pooled in, so a candidate that looked good on the
   calibration images by luck does not displace one that is good.
-- preview (`--budget-preview`): fewer fresh seeds of the calibration prompts, on which a budget search
-  scores its moves before the calibration images decide between the best of them.
 - held-out: other seeds (from `seed + HELD_OUT_SEED_OFFSET`) and, where the prompt set ships a companion,
   other prompts. It decides nothing: it scores the final front and the FORA baselines, and every claim
   (`vs_fora.md`, the last line of a run, exports) is made on it.
@@ -26,7 +24,6 @@ from ..evaluation import EvaluationSettings
 from ..pool import Candidate, EvaluationPool, OnOutcome, Outcome
 from ..store import EvaluationRecord, FailureRecord, Store
 
-PREVIEW_SEED_OFFSET = 250_000
 CONFIRMATION_SEED_OFFSET = 500_000
 # How often a driver looks for the results of masks another driver is scoring.
 CLAIM_POLL_S = 1.0
@@ -57,18 +54,6 @@ def make_splits(
     )
     confirmation = replace(calibration, seed=calibration.seed + CONFIRMATION_SEED_OFFSET) if confirm else None
     return Splits(calibration, held_out, confirmation)
-
-
-def preview_split(
-    calibration: EvaluationSettings, share: float, min_images_per_prompt: int
-) -> EvaluationSettings | None:
-    """`share` of each calibration prompt's images (at least the metric's minimum), on seeds of their own, so
-    that the calibration images judge what the preview chose on images it was not chosen by; None where
-    that is not fewer images than the calibration's."""
-    images_per_prompt = max(min_images_per_prompt, 1, round(share * calibration.images_per_prompt))
-    if images_per_prompt >= calibration.images_per_prompt:
-        return None
-    return replace(calibration, images_per_prompt=images_per_prompt, seed=calibration.seed + PREVIEW_SEED_OFFSET)
 
 
 def distinct_prompts(prompts: tuple[str, ...], key: Callable[[str], str]) -> tuple[tuple[str, ...], int]:
