@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from ecad_search.generation import load_pipeline
 from ecad_search.models import get_model
-from ecad_search.tiny import (
+from ecad_search.testing import (
     TINY_FLUX_CALL_KWARGS,
     TINY_PIXART_CALL_KWARGS,
     save_tiny,

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from ecad_search.app.prepare import prepare
+from ecad_search.app.requests import SearchRequest
 from ecad_search.cli import app
 from ecad_search.cost.latency import LatencyModel, latency_probes
 from ecad_search.cost.latency import computations as latency_computations
@@ -24,14 +26,7 @@ from ecad_search.models import block_groups, get_model
 from ecad_search.pool import LocalPool, genome_text
 from ecad_search.schedule import CacheSchedule
 from ecad_search.search.budget import BudgetPlan, BudgetSearch, Lanes, Moves, Scoring
-from ecad_search.search.config import SearchConfig
-from ecad_search.search.runner import (
-    BudgetRun,
-    earlier_fronts,
-    latency_split,
-    prepare,
-    search_at_budget,
-)
+from ecad_search.search.budget_run import BudgetRun, earlier_fronts, latency_split, search_at_budget
 from ecad_search.store import EvaluationRecord, Store
 
 runner = CliRunner()
@@ -253,7 +248,7 @@ def test_racing_moves_generates_fewer_images_and_stores_whole_records(tmp_path: 
     prompts.write_text("\n".join(f"a photo of object number {i}" for i in range(24)))
 
     def budget_search(db: str, race: float) -> tuple[BudgetRun, Store]:
-        config = SearchConfig(
+        config = SearchRequest(
             model=str(tiny_pixart_dir), generations=1, metric="fidelity", steps=6, prompts=str(prompts),
             held_out_images_per_prompt=1, db=f"sqlite:///{tmp_path / db}", out=str(tmp_path / "out"), run="b",
         )  # fmt: skip
@@ -349,7 +344,7 @@ def test_a_latency_budget_search_times_its_probes_once_and_checks_what_it_found(
     """`--budget-latency` on digits: the probes are timed on a latency-cost split of the calibration prompts
     and stored, the found schedule's predicted latency is within the budget and it is timed as well, and a
     re-run pays for nothing."""
-    config = SearchConfig(
+    config = SearchRequest(
         model="digits", generations=1, metric="fidelity", steps=10, images_per_prompt=2,
         held_out_images_per_prompt=2, db=f"sqlite:///{tmp_path / 'b.db'}", out=str(tmp_path / "out"), run="b",
     )  # fmt: skip

@@ -13,6 +13,8 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 from typer.testing import CliRunner
 
+from ecad_search.app.compare import prepare_compare
+from ecad_search.app.requests import CompareRequest
 from ecad_search.cli import app
 from ecad_search.compare.budgets import (
     Point,
@@ -23,13 +25,12 @@ from ecad_search.compare.budgets import (
     reference_point,
     versus_best_other,
 )
-from ecad_search.compare.runner import CompareConfig, prepare_compare
+from ecad_search.errors import FieldError
 from ecad_search.formats import save_schedule
 from ecad_search.metrics.fidelity import ssim
 from ecad_search.models import block_groups, get_model
 from ecad_search.prompts import BUNDLED, load_prompts
 from ecad_search.schedule import CacheSchedule
-from ecad_search.search.config import SearchOptionError
 from ecad_search.store import Store
 
 runner = CliRunner()
@@ -79,7 +80,7 @@ def test_pareto_and_hypervolume_on_hand_made_points() -> None:
 def test_held_out_prompts_are_disjoint_from_calibration_prompts() -> None:
     calibration, held_out = load_prompts(BUNDLED / "general.txt"), load_prompts(BUNDLED / "general-heldout.txt")
     assert len(held_out) >= 50 and not set(calibration) & set(held_out)
-    prepared = prepare_compare(CompareConfig(model="digits", methods=("fora",), out="/tmp/never-written"))
+    prepared = prepare_compare(CompareRequest(model="digits", methods=("fora",), out="/tmp/never-written"))
     assert prepared.held_out.seed == 1_000_000 and prepared.held_out.reference_figures
     assert not Path("/tmp/never-written").exists(), "preparing writes nothing"
 
@@ -101,10 +102,10 @@ def test_torchmetrics_ssim_agrees_with_ours_where_the_windows_match() -> None:
     ("args", "message"),
     [
         (["--methods", "fora,magic"], "unknown method 'magic'"),
-        (["--budgets", "0.5,1.5"], "budget 1.5 is not a fraction"),
+        (["--budgets", "0.5,1.5"], "--budgets: 1.5 is not a fraction"),
         (["--budgets", "half"], "give fractions separated by commas"),
         (["--run", "nope"], "no run named 'nope'"),
-        (["--methods", "learned"], "the learned method needs --run RUN or --schedules FILES"),
+        (["--methods", "learned"], "the learned method needs --run or --schedule"),
     ],
 )
 def test_bad_options_are_one_line_errors_and_write_nothing(tmp_path: Path, args: list[str], message: str) -> None:
@@ -162,8 +163,8 @@ def test_compare_on_tiny_pixart_with_a_several_knob_policy(tmp_path: Path, tiny_
     again, _ = compare(tmp_path, "--model", str(tiny_pixart_dir), "--metric", "fidelity", "--prompts", str(prompts),
                        "--methods", "first-block-cache,magcache", "--trials", "3")  # fmt: skip
     assert "compare: 2 methods, 5 settings, 0 evaluated now" in again, "the study's trials come back from the memo"
-    with pytest.raises(SearchOptionError, match="unknown method"):
-        prepare_compare(CompareConfig(model="digits", methods=("nope",)))
+    with pytest.raises(FieldError, match="unknown method"):
+        prepare_compare(CompareRequest(model="digits", methods=("nope",)))
 
 
 def test_a_method_against_the_best_other_at_each_budget() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,9 +29,7 @@ from ecad_search.models.digits import (
     parse_digit_prompt,
     upscale,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import train_digits
+from ecad_search.models.digits import train as train_digits
 
 TINY = train_digits.TrainConfig(
     steps=3, batch_size=8, width=32, depth=2, head_dim=16, classifier_epochs=1, eval_per_digit=0
@@ -158,7 +155,7 @@ def test_saved_folder_loads_through_the_family_and_generates(tiny_pipe: DigitsPi
 
 
 def test_missing_folder_raises_model_not_available(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotAvailableError, match=r"train_digits\.py"):
+    with pytest.raises(ModelNotAvailableError, match=r"ecad_search\.models\.digits\.train"):
         FAMILY.load_pipeline(replace(SPEC, pipeline_id=str(tmp_path / "absent")))
 
 

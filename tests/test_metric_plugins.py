@@ -10,7 +10,7 @@ from transformers import CLIPConfig, CLIPModel
 from ecad_search.metrics import MetricNotAvailableError, get_metric, metric_names
 from ecad_search.models import get_model
 from ecad_search.search.presets import PRESETS
-from ecad_search.tiny import tiny_clip_tokenizer
+from ecad_search.testing import tiny_clip_tokenizer
 
 
 def test_registry() -> None:

@@ -10,7 +10,7 @@ from ecad_search.generation import GenerationSettings, generate, load_pipeline
 from ecad_search.models import ModelNotAvailableError, block_groups, get_family, get_model, model_names
 from ecad_search.models.blocks import discover_block_groups
 from ecad_search.models.pixart import at_resolution
-from ecad_search.tiny import TINY_PIXART_CALL_KWARGS
+from ecad_search.testing import TINY_PIXART_CALL_KWARGS
 
 
 def test_registry_names_and_unknown_model() -> None:

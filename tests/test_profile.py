@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from ecad_search.cli import app
 from ecad_search.models.blocks import discover_block_groups
 from ecad_search.runtime.profile import ChangeProfiler
-from ecad_search.tiny import TINY_PIXART_CALL_KWARGS
+from ecad_search.testing import TINY_PIXART_CALL_KWARGS
 
 STEPS = 6
 

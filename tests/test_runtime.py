@@ -11,7 +11,7 @@ from ecad_search.heuristics import fora
 from ecad_search.models.blocks import discover_block_groups
 from ecad_search.runtime import StepCountError, StepMismatchError
 from ecad_search.schedule import peak_stored_outputs
-from ecad_search.tiny import TINY_FLUX_CALL_KWARGS, TINY_PIXART_CALL_KWARGS
+from ecad_search.testing import TINY_FLUX_CALL_KWARGS, TINY_PIXART_CALL_KWARGS
 
 STEPS = 6
 

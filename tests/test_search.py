@@ -14,21 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
 from ecad_search import CacheSchedule, load_schedule
+from ecad_search.app.prepare import prepare
+from ecad_search.app.requests import SearchRequest
 from ecad_search.cli import app
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
-from ecad_search.search.config import SearchConfig
+from ecad_search.search.baselines import baseline_table, compare_with_baselines
 from ecad_search.search.presets import PRESETS, Preset
-from ecad_search.search.racing import MIN_RACE_PROMPTS
-from ecad_search.search.report import baseline_table, compare_with_baselines
-from ecad_search.search.runner import SearchRun, prepare, runnable_preset
+from ecad_search.search.racing import MIN_RACE_PROMPTS, runnable_preset
+from ecad_search.search.run import SearchRun
 from ecad_search.search.seeding import FORA_BASELINES, initial_population
-from ecad_search.search.stats import paired_difference
 from ecad_search.store import EvaluationRecord, GenerationRecord, Store
+from ecad_search.verdict import paired_difference
 
 runner = CliRunner()
 
@@ -77,7 +77,9 @@ def test_short_search_writes_front_plot_and_tables(tmp_path, tiny_pixart_dir, pr
     assert schedule.metrics["macs_fraction"]["value"] == pytest.approx(min(points[:, 1]))
     assert schedule.metrics["held_out_loss"]["value"] == pytest.approx(float(rows[0]["held_out_loss"]), abs=1e-5)
     assert "never used by the search" in schedule.metrics["held_out_loss"]["definition"]
-    splits = prepare(SearchConfig(**{**info.config, "generations": 1, "db": f"sqlite:///{db}", "out": str(out)})).splits
+    splits = prepare(
+        SearchRequest(**{**info.config, "generations": 1, "db": f"sqlite:///{db}", "out": str(out)})
+    ).splits
     for path in fronts:
         digest = load_schedule(path).digest()
         calibration = store.lookup(splits.calibration.key(), [digest])[digest]
@@ -179,8 +181,8 @@ def _evaluations(db: Path) -> int:
         (("--metric", "reward"), "metric 'reward' scores the digits model only"),
         (("--metric", "frechet"), "metric 'frechet' scores the digits model only"),
         (("--preset", "quick"), "unknown preset 'quick'"),
-        (("--guard", "maybe"), "unknown guard 'maybe': use one of both, confirm, paired, none"),
-        (("--held-out", "all"), "unknown held-out scope 'all': use one of rivals, front"),
+        (("--guard", "maybe"), "unknown --guard 'maybe': use one of both, confirm, paired, none"),
+        (("--held-out", "all"), "unknown --held-out 'all': use one of rivals, front"),
         (("--batch-size", "-1"), "--batch-size must be a whole number from 0"),
         (("--prefix-memory", "-1"), "--prefix-memory must be a whole number from 0 to 1048576 (MiB; 0 shares no"),
         (("--held-out-images-per-prompt", "0"), "--held-out-images-per-prompt must be a whole number from 1"),
@@ -387,7 +389,7 @@ def test_first_population_holds_the_fora_baselines_and_is_seeded() -> None:
 def test_prompts_the_model_sees_alike_count_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
     prompts = tmp_path / "digits.txt"
     prompts.write_text("seven\na handwritten digit 7\nDigit 3\nthe number three, written by hand\n")
-    prepared = prepare(SearchConfig(model="digits", generations=1, prompts=str(prompts), out=str(tmp_path)))
+    prepared = prepare(SearchRequest(model="digits", generations=1, prompts=str(prompts), out=str(tmp_path)))
     assert prepared.settings.prompts == ("seven", "Digit 3")
     assert prepared.splits.held_out.prompts == ("seven", "Digit 3"), "digits: the same digits, other seeds"
     assert prepared.settings.num_images == 2 * 8 and prepared.splits.held_out.num_images == 2 * 100
@@ -396,7 +398,9 @@ def test_prompts_the_model_sees_alike_count_once(tmp_path) -> None:  # type: ign
 
 
 def test_the_splits_never_share_an_image(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
-    prepared = prepare(SearchConfig(model=str(tiny_pixart_dir), generations=1, prompts=str(prompts), out=str(tmp_path)))
+    prepared = prepare(
+        SearchRequest(model=str(tiny_pixart_dir), generations=1, prompts=str(prompts), out=str(tmp_path))
+    )
     splits = prepared.splits
     seeds = {
         name: {(p, settings.seed + j) for p in settings.prompts for j in range(settings.images_per_prompt)}
@@ -404,7 +408,7 @@ def test_the_splits_never_share_an_image(tmp_path, tiny_pixart_dir, prompts) -> 
     }
     assert not seeds["c"] & seeds["f"] and not seeds["c"] & seeds["h"] and not seeds["f"] & seeds["h"]
     assert len({splits.calibration.key(), splits.confirmation.key(), splits.held_out.key()}) == 3
-    general = prepare(SearchConfig(model="pixart-alpha", generations=1, metric="fidelity", out=str(tmp_path)))
+    general = prepare(SearchRequest(model="pixart-alpha", generations=1, metric="fidelity", out=str(tmp_path)))
     assert len(general.settings.prompts) == 100 and len(general.splits.held_out.prompts) == 50
     assert not set(general.settings.prompts) & set(general.splits.held_out.prompts)
 
@@ -427,11 +431,11 @@ def test_screened_search_is_deterministic_resumes_and_screens(tmp_path) -> None:
     first = search("a.db", 3)
     assert search("c.db", 2) == first[:2]
     assert search("c.db", 3) == first
-    config = SearchConfig(
+    config = SearchRequest(
         model="digits", generations=3, metric="fidelity", population=8, prompts=str(prompts), images_per_prompt=2,
         held_out_images_per_prompt=2, db=f"sqlite:///{tmp_path / 'd.db'}", out=str(tmp_path / "out"), run="s",
     )  # fmt: skip
-    unscreened = SearchRun(prepare(config), Console(quiet=True), preset=replace(PRESETS["default"], screen=1))
+    unscreened = SearchRun(prepare(config), preset=replace(PRESETS["default"], screen=1))
     unscreened.run()
     assert unscreened.search.loss_model() is None, "screen 1 fits no model"
     populations = [g.population for g in Store(config.db).generations("s")]
@@ -451,12 +455,12 @@ def test_a_raced_search_is_deterministic_resumes_and_generates_fewer_images(tmp_
     def search(
         db: str, generations: int, preset: Preset = raced, prefix_memory: int = 1024
     ) -> tuple[SearchRun, list[GenerationRecord]]:
-        config = SearchConfig(
+        config = SearchRequest(
             model=str(tiny_pixart_dir), generations=generations, metric="fidelity", population=6, steps=4,
             prompts=str(prompts), db=f"sqlite:///{tmp_path / db}", out=str(tmp_path / "out"), run="r",
             prefix_memory=prefix_memory,
         )  # fmt: skip
-        run = SearchRun(prepare(config), Console(quiet=True), preset=preset)
+        run = SearchRun(prepare(config), preset=preset)
         run.run()
         return run, Store(config.db).generations("r")
 
@@ -488,10 +492,10 @@ def test_a_raced_search_is_deterministic_resumes_and_generates_fewer_images(tmp_
 def test_racing_runs_only_on_per_prompt_metrics_and_renames_no_earlier_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The Fréchet distance's units are seeds of one image set, so `fast` does not race on digits; and a lever
     left off is not part of a run's name, so the quick start's run (named in the README) keeps its name."""
-    quick_start = prepare(SearchConfig(model="digits", generations=8, out=str(tmp_path)))
+    quick_start = prepare(SearchRequest(model="digits", generations=8, out=str(tmp_path)))
     assert quick_start.run == "digits-frechet-default-s0-3984c9f7"
     assert runnable_preset(PRESETS["fast"], quick_start.settings).race == 0
-    fidelity = prepare(SearchConfig(model="pixart-alpha", generations=1, metric="fidelity", out=str(tmp_path)))
+    fidelity = prepare(SearchRequest(model="pixart-alpha", generations=1, metric="fidelity", out=str(tmp_path)))
     assert runnable_preset(PRESETS["fast"], fidelity.settings) == PRESETS["fast"]
     few = replace(fidelity.settings, prompts=fidelity.settings.prompts[:MIN_RACE_PROMPTS])
     assert runnable_preset(PRESETS["fast"], few).race == 0

@@ -12,7 +12,7 @@ import torch
 from diffusers import DiffusionPipeline, FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline
 from transformers import PreTrainedTokenizerFast
 
-from ecad_search.tiny import (
+from ecad_search.testing import (
     CLIP_TOKENS,
     FULL_DEPTH_TINY_PIXART,
     TINY_FLUX_CALL_KWARGS,

@@ -19,14 +19,14 @@ import ray
 import torch
 from typer.testing import CliRunner
 
+from ecad_search.app.prepare import prepare
+from ecad_search.app.requests import SearchRequest
 from ecad_search.cli import app
 from ecad_search.evaluation import run_template
 from ecad_search.generation import device_label
 from ecad_search.models import get_model
 from ecad_search.pool import make_pool
 from ecad_search.pool.ray_pool import FAULT_VARIABLE
-from ecad_search.search.config import SearchConfig
-from ecad_search.search.runner import prepare
 from ecad_search.search.seeding import FORA_BASELINES, initial_population
 from ecad_search.store import Store
 
@@ -195,7 +195,7 @@ def test_a_worker_killed_mid_candidate_loses_and_duplicates_nothing(tmp_path, ra
 
 def test_a_mask_that_kills_every_worker_is_recorded_as_failed(tmp_path, ray_cluster, prompts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     db, out = tmp_path / "w.db", tmp_path / "out"
-    config = SearchConfig(model="digits", generations=1, population=8, images_per_prompt=4, prompts=str(prompts))
+    config = SearchRequest(model="digits", generations=1, population=8, images_per_prompt=4, prompts=str(prompts))
     prepared = prepare(config)
     template = run_template(prepared.spec, prepared.settings)
     first = initial_population(template, 8, seed=0)
@@ -216,7 +216,7 @@ def test_a_hung_candidate_is_killed_retried_and_recorded_as_failed(tmp_path, ray
     from ecad_search.pool.ray_pool import RayPool
     from ecad_search.search.splits import SplitScorer
 
-    config = SearchConfig(model="digits", generations=1, images_per_prompt=2, prompts=str(prompts))
+    config = SearchRequest(model="digits", generations=1, images_per_prompt=2, prompts=str(prompts))
     prepared = prepare(config)
     template = run_template(prepared.spec, prepared.settings)
     schedules = {s.digest(): s for s in map(template.with_genome, initial_population(template, 6, seed=0))}
@@ -241,7 +241,7 @@ def test_a_split_of_many_more_images_is_not_taken_for_a_hang(tmp_path, ray_clust
     from ecad_search.pool.ray_pool import RayPool
     from ecad_search.search.splits import SplitScorer
 
-    prepared = prepare(SearchConfig(model="digits", generations=1, images_per_prompt=2, prompts=str(prompts)))
+    prepared = prepare(SearchRequest(model="digits", generations=1, images_per_prompt=2, prompts=str(prompts)))
     template = run_template(prepared.spec, prepared.settings)
     schedules = {s.digest(): s for s in map(template.with_genome, initial_population(template, 6, seed=0))}
     store = Store(f"sqlite:///{tmp_path / 'h.db'}")
@@ -265,7 +265,7 @@ def test_workers_without_ray_is_one_line(tmp_path, prompts) -> None:  # type: ig
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and result.stdout == ""
     assert lines == [
-        "error: --workers and --ray-address need Ray, which is not installed: pip install 'ecad-search[ray]'"
+        "error: --workers and --ray-address need Ray, which is not installed: pip install 'ecad-search[cluster]'"
     ]
     assert not (tmp_path / "w.db").exists() and not (tmp_path / "out").exists()
 
@@ -278,7 +278,7 @@ def test_a_worker_given_the_inputs_scores_the_same_without_its_text_encoders(fol
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red cat\na blue house\n")
     model = str(request.getfixturevalue(folder))
-    config = SearchConfig(model=model, generations=1, metric="fidelity", steps=4, prompts=str(prompts))
+    config = SearchRequest(model=model, generations=1, metric="fidelity", steps=4, prompts=str(prompts))
     prepared = prepare(config)
     settings = prepared.settings
     schedule = fora(run_template(prepared.spec, settings).groups, settings.steps, 2)

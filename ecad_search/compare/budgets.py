@@ -12,10 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from pymoo.indicators.hv import HV
-
-from ..search.stats import PairedDifference, paired_difference
+from .. import frontier
+from ..verdict import PairedDifference, paired_difference, verdict_word
 
 # Budgets have 1 % slack (relative): FORA-N computes step 0 as well, so FORA-2 costs 50.15 % of the uncached
 # MACs at 20 steps, and it belongs at the 50 % budget.
@@ -62,8 +60,7 @@ class BudgetResult:
 
 def best_at(points: Sequence[Point], budget: float) -> Point | None:
     """The lowest-loss point within the budget (the cheaper one on equal loss), or None."""
-    affordable = [p for p in points if p.cost <= budget * (1 + BUDGET_SLACK)]
-    return min(affordable, key=lambda p: (p.loss, p.cost)) if affordable else None
+    return frontier.best_within(points, budget, slack=BUDGET_SLACK)
 
 
 def at_budgets(methods: Mapping[str, Sequence[Point]], budgets: Sequence[float]) -> list[BudgetResult]:
@@ -97,7 +94,7 @@ class Versus:
     def verdict(self) -> str:
         if self.lead is None:
             return "unpaired"
-        return {1: "better", 0: "tie", -1: "worse"}[self.lead.verdict]
+        return verdict_word(self.lead)
 
 
 def versus_best_other(results: Sequence[BudgetResult], method: str) -> list[Versus]:
@@ -120,11 +117,7 @@ def _paired(a: Point, b: Point) -> bool:
 
 def pareto(points: Sequence[Point]) -> list[Point]:
     """The points no other point beats on both cost and loss, cheapest first."""
-    front: list[Point] = []
-    for point in sorted(points, key=lambda p: (p.cost, p.loss)):
-        if not front or point.loss < front[-1].loss:
-            front.append(point)
-    return front
+    return frontier.non_dominated(points)
 
 
 def reference_point(methods: Mapping[str, Sequence[Point]]) -> tuple[float, float]:
@@ -136,8 +129,7 @@ def reference_point(methods: Mapping[str, Sequence[Point]]) -> tuple[float, floa
 
 
 def hypervolume(points: Sequence[Point], reference: tuple[float, float]) -> float:
-    """The area dominated by the points in (cost, loss), up to the reference point (both minimised)."""
-    inside = np.array([[p.cost, p.loss] for p in points if p.cost <= reference[0] and p.loss <= reference[1]])
-    if inside.size == 0:
-        return 0.0
-    return float(HV(ref_point=np.array(reference))(inside))
+    """The area dominated by the points in (cost, loss), up to the reference point (both minimised); points
+    beyond it add nothing."""
+    inside = [p for p in points if p.cost <= reference[0] and p.loss <= reference[1]]
+    return frontier.hypervolume(inside, reference)

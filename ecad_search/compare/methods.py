@@ -1,6 +1,6 @@
 """What `compare` puts side by side: every method as the candidates it scores.
 
-- `learned`: a search's final front (`--run`) and schedule files (`--schedules`).
+- `learned`: a search's final front (`run`) and schedule files (`schedules`).
 - `fora`: FORA every N steps, N = 2…10 (the same masks the search seeds from, so their held-out scores are
   shared with it).
 - each online policy: swept over the knobs its module names in `SWEEP`, from (nearly) computing every step to

@@ -146,7 +146,9 @@ def load_digit_classifier(folder: str | Path | None = None, device: str = "cpu")
     """Load a classifier written by `save_digit_classifier`; defaults to the one bundled with the model."""
     folder = Path(folder) if folder is not None else CLASSIFIER_DIR
     if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no digit classifier in {folder}; rebuild it with `python scripts/train_digits.py`")
+        raise FileNotFoundError(
+            f"no digit classifier in {folder}; rebuild it with `python -m ecad_search.models.digits.train`"
+        )
     config = json.loads((folder / "config.json").read_text())
     architecture = {key: config[key] for key in ("channels", "features", "dropout")}
     classifier = DigitClassifier(**architecture)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..schedule import BlockGroup, CacheSchedule, ModelRef, ScheduleError
-from .base import ModelFamily, ModelNotAvailableError, ModelSpec
+from .base import ModelFamily, ModelNotAvailableError, ModelSpec, require_model
 
 __all__ = [
     "ModelFamily",
@@ -28,6 +28,7 @@ __all__ = [
     "get_family",
     "get_model",
     "model_names",
+    "require_model",
     "schedule_metadata",
 ]
 

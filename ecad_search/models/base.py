@@ -12,16 +12,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..schedule import BlockGroup
+from .hub import ModelNotAvailableError, require_fetchable
 
 if TYPE_CHECKING:
     import torch
 
 # Bytes per element of the dtypes a spec may name: cache-memory figures need no torch import.
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
-
-
-class ModelNotAvailableError(RuntimeError):
-    """The weights of a registered model are not on this machine and cannot be fetched."""
 
 
 @dataclass(frozen=True)
@@ -156,8 +153,6 @@ class ModelFamily:
         When the spec names a separate transformer checkpoint (PixArt 256/512 px), that transformer replaces
         the one of the pipeline checkpoint, which supplies the text encoder, VAE and scheduler.
         """
-        from .hub import require_fetchable
-
         try:
             pipe = self._from_pretrained(spec, dtype, local_files_only=True)
         except (OSError, ValueError) as err:
@@ -211,3 +206,21 @@ def _is_local(name: str) -> bool:
 
 def first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
+
+
+def require_model(spec: ModelSpec) -> None:
+    """Fail in seconds, before torch and diffusers are imported, when a Hub model is neither in the local
+    cache nor fetchable. Looks for each repository's config file only; a partial download is left to the
+    loader, which asks the Hub the same way when loading from the cache fails."""
+    if not spec.hub_repos:
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    key_files = {spec.pipeline_id: "model_index.json"}
+    if spec.transformer_id:
+        key_files[spec.transformer_id] = (
+            f"{spec.transformer_subfolder}/config.json" if spec.transformer_subfolder else "config.json"
+        )
+    cached = (isinstance(try_to_load_from_cache(repo, name), str) for repo, name in key_files.items())
+    if not all(cached):
+        require_fetchable(spec.name, spec.hub_repos)

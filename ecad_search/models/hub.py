@@ -14,35 +14,19 @@ import socket
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
-from .base import ModelNotAvailableError, ModelSpec
-
 # Seconds to wait for the Hub when deciding whether a model can be fetched.
 HUB_TIMEOUT_S = 4.0
 
 _TRUE = {"1", "on", "yes", "true"}
 
 
+class ModelNotAvailableError(RuntimeError):
+    """The weights of a registered model are not on this machine and cannot be fetched."""
+
+
 def hub_offline() -> bool:
     """The user (or CI) asked the Hub libraries never to touch the network."""
     return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def require_model(spec: ModelSpec) -> None:
-    """Fail in seconds, before torch and diffusers are imported, when a Hub model is neither in the local
-    cache nor fetchable. Looks for each repository's config file only; a partial download is left to the
-    loader, which asks the Hub the same way when loading from the cache fails."""
-    if not spec.hub_repos:
-        return
-    from huggingface_hub import try_to_load_from_cache
-
-    key_files = {spec.pipeline_id: "model_index.json"}
-    if spec.transformer_id:
-        key_files[spec.transformer_id] = (
-            f"{spec.transformer_subfolder}/config.json" if spec.transformer_subfolder else "config.json"
-        )
-    cached = (isinstance(try_to_load_from_cache(repo, name), str) for repo, name in key_files.items())
-    if not all(cached):
-        require_fetchable(spec.name, spec.hub_repos)
 
 
 def fetch_commands(repos: Sequence[str]) -> str:

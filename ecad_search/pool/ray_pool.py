@@ -156,7 +156,7 @@ class RayPool(EvaluationPool):
         gpus = self.ray.cluster_resources().get("GPU", 0.0)
         self.workers = workers or int(gpus // gpus_per_worker)
         if self.workers < 1:
-            raise PoolError(f"the Ray cluster at {address} has no GPU for a worker: give --workers N for CPU workers")
+            raise PoolError(f"the Ray cluster at {address} has no GPU for a worker: give `workers` for CPU workers")
         on_gpu = gpus >= gpus_per_worker
         options: dict[str, Any] = {
             "num_gpus": gpus_per_worker if on_gpu else 0,
@@ -350,7 +350,7 @@ def _connect(ray: Any, address: str | None, workers: int) -> None:
             )
     except ConnectionError as err:
         raise PoolError(
-            f"no Ray cluster at {address}: start one with `ray start --head`, or leave out --ray-address"
+            f"no Ray cluster at {address}: start one with `ray start --head`, or leave out `ray_address`"
         ) from err
 
 

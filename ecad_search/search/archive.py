@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pymoo.indicators.hv import HV
-from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+from ..frontier import hypervolume, non_dominated
 
 REFERENCE_COST = 1.0
 """The uncached run's cost; the reference loss is the metric's (`QualityMetric.reference_loss`)."""
@@ -17,6 +17,14 @@ class Point:
     digest: str
     genome: np.ndarray
     objectives: tuple[float, float]
+
+    @property
+    def loss(self) -> float:
+        return self.objectives[0]
+
+    @property
+    def cost(self) -> float:
+        return self.objectives[1]
 
 
 class Archive:
@@ -49,16 +57,8 @@ class Archive:
         return list(self._front)
 
     def _non_dominated(self) -> list[Point]:
-        if not self.points:
-            return []
-        points = list(self.points.values())
-        F = np.array([p.objectives for p in points])
-        indices = NonDominatedSorting().do(F, only_non_dominated_front=True)
-        return sorted((points[i] for i in indices), key=lambda p: (p.objectives[1], p.objectives[0]))
+        return non_dominated(list(self.points.values()))
 
     def hypervolume(self) -> float:
-        front = self.front()
-        if not front:
-            return 0.0
-        F = np.minimum(np.array([p.objectives for p in front]), self.reference_point)
-        return float(HV(ref_point=self.reference_point)(F))
+        reference_loss, reference_cost = self.reference_point
+        return hypervolume(self.front(), (reference_cost, reference_loss))

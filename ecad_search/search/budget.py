@@ -1,4 +1,4 @@
-"""The best schedule at one cost budget, by local search: `ecad-search --model M --budget 0.35`.
+"""The best schedule at one cost budget, by local search (`BudgetRequest`).
 
 A front is not always what a user wants: often it is one schedule at the MACs they can afford. This search
 starts from the best heuristic schedule within the budget (FORA every N, by calibration loss) and improves

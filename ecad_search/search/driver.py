@@ -29,13 +29,13 @@ from ..evaluation import EvaluationSettings
 from ..pool import EvaluationPool, genome_bits
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
+from ..verdict import paired_difference
 from .archive import Archive
 from .operators import front_neighbours
 from .presets import Preset
 from .racing import RaceSplit, Rival, beaten, finish
 from .seeding import initial_population
 from .splits import SplitScorer, pooled_loss
-from .stats import paired_difference
 from .surrogate import MIN_EVALUATIONS, LossModel, MaskFeatures, fit_loss_model, screen
 
 

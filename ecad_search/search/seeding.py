@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import FieldError
 from ..heuristics import all_heuristics, fora
 from ..schedule import CacheSchedule
 
@@ -46,9 +47,9 @@ def initial_population(template: CacheSchedule, size: int, seed: int, random_sha
 def check_population_size(template: CacheSchedule, size: int) -> None:
     """A population is `size` distinct masks: refuse a genome space that has fewer."""
     if 2**template.genome_length < size:
-        raise ValueError(
-            f"--population {size} exceeds the {2**template.genome_length} distinct masks of {template.num_steps} "
-            "steps of this model; lower --population or raise --steps"
+        raise FieldError(
+            f"`population` {size} exceeds the {2**template.genome_length} distinct masks of {template.num_steps} "
+            "steps of this model; lower `population` or raise `steps`"
         )
 
 

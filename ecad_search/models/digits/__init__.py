@@ -19,14 +19,21 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...schedule import BlockGroup
-from ...text import shorten
 from ..base import ModelFamily, ModelNotAvailableError, ModelSpec, first_line
 from ..pixart import pixart_block_groups
+from .prompts import (  # noqa: F401  (the model's public names)
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    DEFAULT_TEXT_TOKENS,
+    DIGIT_PROMPTS,
+    NO_MICRO_CONDITIONS,
+    NUM_DIGITS,
+    parse_digit_prompt,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -35,36 +42,6 @@ if TYPE_CHECKING:
 
 ASSETS_ROOT = Path(__file__).resolve().parents[2] / "assets"
 ASSETS_DIR = ASSETS_ROOT / "digits"
-NUM_DIGITS = 10
-DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 1.25
-DEFAULT_TEXT_TOKENS = 4
-# One resolution, so PixArt's resolution / aspect-ratio micro-conditions are off.
-NO_MICRO_CONDITIONS: dict[str, Any] = {"resolution": None, "aspect_ratio": None}
-DIGIT_PROMPTS = [f"a handwritten digit {digit}" for digit in range(NUM_DIGITS)]
-
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_DIGIT_PATTERN = re.compile(r"(?<![0-9a-z])(" + "|".join(_NUMBER_WORDS) + r"|[0-9])(?![0-9a-z])")
-_PROMPT_EXAMPLE = '"a handwritten digit 7" or "seven"'
-
-
-def parse_digit_prompt(prompt: str) -> int:
-    """The digit a prompt names, as a figure or a number word anywhere in the sentence (case-insensitive).
-
-    A prompt naming no digit, or two different ones, is refused rather than guessed, so a typo in a
-    calibration file fails loudly instead of silently training a schedule on the wrong class.
-    """
-    found = {_digit_value(match) for match in _DIGIT_PATTERN.findall(prompt.lower())}
-    if not found:
-        raise ValueError(f"prompt {shorten(prompt)} names no digit; write one digit 0-9, e.g. {_PROMPT_EXAMPLE}")
-    if len(found) > 1:
-        names = ", ".join(str(digit) for digit in sorted(found))
-        raise ValueError(f"prompt {shorten(prompt)} names several digits ({names}); name one, e.g. {_PROMPT_EXAMPLE}")
-    return found.pop()
-
-
-def _digit_value(token: str) -> int:
-    return int(token) if token.isdigit() else _NUMBER_WORDS.index(token)
 
 
 def default_transformer_config(
@@ -166,7 +143,8 @@ class DigitsFamily(ModelFamily):
         folder = Path(spec.pipeline_id) if spec.pipeline_id else ASSETS_ROOT / spec.name
         if not (folder / "model_index.json").is_file():
             raise ModelNotAvailableError(
-                f"no digits pipeline in {folder}; rebuild it with `python scripts/train_digits.py --output {folder}`"
+                f"no digits pipeline in {folder}; rebuild it with "
+                f"`python -m ecad_search.models.digits.train --output {folder}`"
             )
         try:
             pipe = DigitsPipeline.from_pretrained(folder, local_files_only=True, dtype=dtype or spec.torch_dtype)
@@ -206,7 +184,8 @@ def _bundled_spec(name: str, description: str, training: str, defaults: dict[str
         cfg_batch=True,
         vae_scale_factor=1,
         pipeline_class="DigitsPipeline",
-        how_to_get=f"bundled in ecad_search/assets/{name}; rebuild with `python scripts/train_digits.py{training}`",
+        how_to_get=f"bundled in ecad_search/assets/{name}; rebuild with "
+        f"`python -m ecad_search.models.digits.train{training}`",
         resolutions=(8,),
         calibration_images_per_prompt=8,
         held_out_images_per_prompt=100,

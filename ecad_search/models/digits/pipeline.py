@@ -17,7 +17,14 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from . import DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_TEXT_TOKENS, NO_MICRO_CONDITIONS, NUM_DIGITS, parse_digit_prompt
+from .prompts import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    DEFAULT_TEXT_TOKENS,
+    NO_MICRO_CONDITIONS,
+    NUM_DIGITS,
+    parse_digit_prompt,
+)
 
 
 class DigitsTextEncoder(ModelMixin, ConfigMixin):

@@ -1,0 +1,153 @@
+"""`describe`, `heuristic`, `convert` and `models`: schedules and models, without loading a pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..models import block_groups, check_schedule_fits, get_model, model_names
+from ..options import check_schedule_steps
+from ..text import macs_text
+from .common import ModelOption, UsageError, app, console, friendly, metadata_of, with_macs
+
+
+@app.command()
+@friendly
+def models() -> None:
+    """List the registered models and the search's defaults for each."""
+    table = Table("name", "steps", "size", "cfg", "metric", "what")
+    table.columns[0].no_wrap = table.columns[4].no_wrap = True
+    for name in model_names():
+        spec = get_model(name)
+        table.add_row(
+            name,
+            str(spec.default_steps),
+            f"{spec.resolution} px",
+            f"{spec.guidance_scale:g}",
+            spec.metric,
+            f"{spec.description} ({spec.dtype})",
+        )
+    console.print(table)
+
+
+@app.command()
+@friendly
+def describe(
+    schedule: Annotated[Path, typer.Argument(help="schedule JSON (ours or ECAD's)")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="override the schedule's model")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write a PNG heat map of the mask")] = None,
+) -> None:
+    """Shape, compute fraction, MACs and peak cache memory of a schedule."""
+    import numpy as np
+
+    from ..cost import cache_memory, estimate_macs, resolve_spec
+    from ..formats import load_schedule
+    from ..schedule import CacheSchedule
+
+    sched = load_schedule(schedule)
+    spec = resolve_spec(model, sched)
+    check_schedule_fits(sched, spec, str(schedule))
+    plain = CacheSchedule.all_compute(sched.groups, sched.num_steps, **metadata_of(spec))
+    plain = plain.with_metadata(height=sched.height, width=sched.width, guidance_scale=sched.guidance_scale)
+    macs, full = estimate_macs(sched, spec), estimate_macs(plain, spec)
+    linear, linear_full = (estimate_macs(s, spec, attention_matmuls=False) for s in (sched, plain))
+    memory, memory_all = (
+        cache_memory(sched, spec),
+        cache_memory(plain.with_genome(np.zeros(plain.genome_length)), spec),
+    )
+    out = Table(title=f"{sched.name or schedule.name}  ({spec.name})", show_header=False)
+    out.add_row(
+        "shape",
+        " + ".join(f"{sched.num_steps}×{g.num_blocks}×{len(g.components)} {g.name}" for g in sched.groups),
+    )
+    out.add_row("compute fraction", f"{sched.compute_fraction:.1%} of component evaluations")
+    for group in sched.groups:
+        mask = sched.mask(group.name)
+        shares = ", ".join(f"{c} {mask[:, :, i].mean():.0%}" for i, c in enumerate(group.components))
+        out.add_row(f"  {group.name}", shares)
+    out.add_row("MACs (with attention matmuls)", f"{macs_text(macs)} of {macs_text(full)}: {full / macs:.2f}x fewer")
+    out.add_row("MACs (linear layers, ECAD)", f"{macs_text(linear)} of {macs_text(linear_full)}")
+    out.add_row(
+        "peak cache",
+        f"{memory.peak_tensors} outputs, {_mib(memory.peak_bytes)} "
+        f"(storing every output: {memory_all.peak_tensors}, {_mib(memory_all.peak_bytes)})",
+    )
+    out.add_row("steps computing (share)", " ".join(f"{f:.2f}" for f in sched.step_compute_fraction()))
+    console.print(out)
+    if plot:
+        from ..plots import mask_heatmap
+
+        mask_heatmap(sched, plot)
+        console.print(f"wrote {plot}")
+
+
+@app.command()
+@friendly
+def heuristic(
+    kind: Annotated[str, typer.Argument(help="fora, tgate, evenly-spaced, attention-every, no-cache, or 'all'")],
+    model: ModelOption = "digits",
+    out: Annotated[Path, typer.Option(help="output JSON file, or folder with 'all'")] = Path("schedule.json"),
+    steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
+    n: Annotated[int, typer.Option(help="interval N (fora, evenly-spaced, attention-every)")] = 2,
+    gate_step: Annotated[int, typer.Option(help="TGATE gate step")] = 10,
+    sa_every: Annotated[int, typer.Option(help="TGATE: recompute self-attention every k steps after the gate")] = 1,
+    component: Annotated[str, typer.Option(help="component for evenly-spaced (e.g. attn1, attn2, ff)")] = "ff",
+) -> None:
+    """Write hand-made schedules (FORA, TGATE-like, evenly spaced, SA+CA every N) for a model."""
+    from ..formats import save_schedule
+    from ..heuristics import FAMILIES, all_heuristics
+
+    spec = get_model(model)
+    groups = block_groups(spec)
+    num_steps = spec.default_steps if steps is None else check_schedule_steps(steps)
+    meta = metadata_of(spec)
+    if kind == "all":
+        made = [s.with_metadata(**meta) for s in all_heuristics(groups, num_steps)]
+        for schedule in made:
+            save_schedule(with_macs(schedule, spec), out / f"{schedule.name}.json")
+        console.print(f"wrote {len(made)} schedules to {out}/")
+        return
+    if kind not in FAMILIES:
+        raise UsageError(f"unknown heuristic '{kind}'; use one of {', '.join(FAMILIES)} or 'all'")
+    params = {
+        "fora": {"n": n},
+        "evenly-spaced": {"component": component, "n": n},
+        "attention-every": {"n": n},
+        "tgate": {"gate_step": gate_step, "self_attention_every": sa_every},
+        "no-cache": {},
+    }[kind]
+    schedule = FAMILIES[kind](groups, num_steps, **params).with_metadata(**meta)
+    save_schedule(with_macs(schedule, spec), out)
+    console.print(f"wrote {out}: {schedule.name}, compute fraction {schedule.compute_fraction:.1%}")
+
+
+@app.command()
+@friendly
+def convert(
+    source: Annotated[Path, typer.Argument(help="schedule JSON (ours or ECAD's)")],
+    target: Annotated[Path, typer.Argument(help="output JSON")],
+    to: Annotated[str, typer.Option(help="'ecad-search' (our format) or 'cache-dit'")] = "ecad-search",
+    threshold: Annotated[float, typer.Option(help="cache-dit: compute a step when this share computes")] = 0.5,
+) -> None:
+    """Convert an ECAD file to our format, or project a schedule onto a cache-dit steps mask."""
+    import json
+
+    from ..files import write_atomic
+    from ..formats import load_schedule, save_schedule, to_cache_dit
+
+    if to not in ("ecad-search", "cache-dit"):
+        raise UsageError(f"unknown target format '{to}'; use 'ecad-search' or 'cache-dit'")
+    schedule = load_schedule(source)
+    if to == "ecad-search":
+        save_schedule(schedule, target)
+    else:
+        config = to_cache_dit(schedule, threshold=threshold)
+        write_atomic(target, json.dumps(config, indent=1) + "\n")
+    console.print(f"wrote {target}")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
