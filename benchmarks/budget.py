@@ -44,7 +44,8 @@ def search(args: argparse.Namespace, seed: int, budget: float, kind: str, folder
     ours = kind == "components"
     prepared = fresh_search(
         folder, f"{kind}-{budget}-seed{seed}", model=args.model, metric=args.metric, steps=args.steps, seed=seed,
-        images_per_prompt=args.images_per_prompt if ours else None,
+        images_per_prompt=args.images_per_prompt,
+        held_out_images_per_prompt=args.held_out_images_per_prompt,
     )  # fmt: skip
     pool = LocalPool(prepared.spec, prepared.config.device)
     start = time.perf_counter()
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--moves", type=int, default=48, help="annealing moves of ours (`--budget-moves`)")
     parse.add_argument("--race", type=float, default=0.25, help="ours: `--budget-race`")
     parse.add_argument(
-        "--images-per-prompt", type=int, default=None, help="ours: calibration images per prompt (the model's default)"
+        "--images-per-prompt", type=int, default=None, help="calibration images per prompt (the model's default)"
+    )
+    parse.add_argument(
+        "--held-out-images-per-prompt", type=int, default=None, help="held-out images per prompt (the model's default)"
     )
     parse.add_argument("--baseline-moves", type=int, default=48, help="annealing moves of the baseline")
     parse.add_argument(

@@ -29,8 +29,8 @@ from ecad_search.heuristics import fora
 from ecad_search.metrics.fidelity import psnr, ssim
 from ecad_search.metrics.reference import PSNR_CAP_DB
 from ecad_search.models import block_groups, get_model
+from ecad_search.policies import policy_config, policy_names
 from ecad_search.prompts import default_prompt_file, load_prompts
-from ecad_search.runtime.policy import POLICIES, policy_config
 
 from .common import parser as common_parser
 
@@ -53,7 +53,7 @@ def measure(model: str, seeds: int) -> dict[str, Any]:
     references = evaluator.references
     assert references is not None, "the fidelity metric generates the uncached references"
     rows = []
-    for name in POLICIES:
+    for name in policy_names():
         config = evaluator.calibrated(policy_config(name))
         images, seconds, macs, realised = evaluator.generate_with_policy(config)
         steps = [float(mask.compute_fraction) for mask in realised]

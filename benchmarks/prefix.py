@@ -45,7 +45,8 @@ def run_once(args: argparse.Namespace, seed: int, prefix_mib: int, folder: Path)
     config = SearchRequest(
         model=args.model, generations=args.generations, metric=args.metric, steps=args.steps, seed=seed,
         preset=args.preset, guard=args.guard, db=f"sqlite:///{db}", out=str(folder / "out"),
-        prefix_memory=prefix_mib,
+        prefix_memory=prefix_mib, images_per_prompt=args.images_per_prompt,
+        held_out_images_per_prompt=args.held_out_images_per_prompt,
     )  # fmt: skip
     prepared = prepare(config)
     pool = make_pool(prepared.spec, prepared.config.device, workers=args.workers, prefix_mib=prefix_mib)
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--guard", default=None)
     parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--images-per-prompt", type=int, default=None, help="the model's default")
+    parser.add_argument("--held-out-images-per-prompt", type=int, default=None, help="the model's default")
     parser.add_argument("--prefix-memory", type=int, default=1024, help="MiB of the sharing run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=0, help="Ray workers (a local Ray; 0: in process)")

@@ -1,7 +1,7 @@
 """ecad-search: learned cache schedules for diffusion transformers.
 
 from ecad_search import load_schedule, apply_schedule, estimate_macs
-schedule = load_schedule("schedules/pixart-alpha/fora-2.json")
+schedule = load_schedule("pixart-alpha/fora-2")   # shipped, by name; or a schedule file
 with apply_schedule(pipe, schedule):
     image = pipe("a red fox in the snow", num_inference_steps=schedule.num_steps).images[0]
 print(estimate_macs(schedule) / 1e12, "TMACs")
@@ -31,10 +31,13 @@ _EXPORTS = {
     "BlockGroup": "schedule",
     "CacheSchedule": "schedule",
     "ScheduleError": "schedule",
+    "apply_policy": "policies",
     "apply_schedule": "runtime",
     "cache_memory": "cost",
     "estimate_macs": "cost",
+    "load_policy": "formats.policy",
     "load_schedule": "formats",
+    "policy_config": "policies",
     "save_schedule": "formats",
 }
 

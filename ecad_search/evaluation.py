@@ -19,15 +19,15 @@ from typing import Any
 
 import torch
 
-from .calibration import calibrated
 from .cost import estimate_macs
 from .generation import GenerationSettings, load_pipeline, pipeline_kwargs
 from .metrics import QualityMetric, get_metric
 from .metrics.reference import reference_figures
 from .models import ModelSpec, block_groups, get_family, schedule_metadata
 from .models.blocks import discover_block_groups
+from .policies import PolicyConfig, PolicyError, apply_policy
+from .policies.calibration import calibrated
 from .runtime import ScheduleHandle, apply_schedule
-from .runtime.policy import PolicyConfig, PolicyError, apply_policy
 from .runtime.prefix import PrefixLink, PrefixTape, prefix_plan
 from .schedule import CacheSchedule
 

@@ -59,7 +59,7 @@ def resolve_device(name: str) -> str:
     except RuntimeError:
         raise ValueError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' is not available (torch sees no CUDA GPU): use --device cpu or auto")
+        raise ValueError(f"device '{name}' is not available (torch sees no CUDA GPU): use `device` cpu or auto")
     return name
 
 

@@ -149,3 +149,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ecad.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+# Tests that start a local Ray cluster: each module of them, whole.
+RAY_MODULES = {"test_workers.py", "test_jobs.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs a server: `ray` (a local Ray cluster), `postgres` (the PostgreSQL test server), so
+    that `pytest -m "not ray"` and `pytest -m "not postgres"` select around them."""
+    for item in items:
+        if item.path.name in RAY_MODULES:
+            item.add_marker(pytest.mark.ray)
+        if "postgres_url" in getattr(item, "fixturenames", ()) or "postgresql" in item.name:
+            item.add_marker(pytest.mark.postgres)

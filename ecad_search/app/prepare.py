@@ -156,7 +156,7 @@ def _safe(name: str) -> str:
 
 
 def check_writable_folder(folder: Path, field: str, db: str) -> None:
-    """The folder exists and is writable, or can be created, and the --db file is not in its way: checked
+    """The folder exists and is writable, or can be created, and the database file is not in its way: checked
     before any image is generated (and before the database is created)."""
     database = Store.local_file(db)
     if database is not None and database.absolute() in (folder.absolute(), *folder.absolute().parents):

@@ -9,6 +9,7 @@ command imports what it uses.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -154,6 +155,21 @@ def png_bytes(image: Any) -> bytes:
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
     errors.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+# What each extra installs that its commands import first: a core install answers them in one line.
+EXTRAS = {
+    "search": ("pymoo", "sqlalchemy", "alembic", "scipy", "sklearn", "torchmetrics", "matplotlib"),
+    "compare": ("optuna",),
+}
+
+
+def needs(*extras: str) -> None:
+    """Refuse, in one line that says what to install, a command whose extras are not installed."""
+    missing = [extra for extra in extras if any(importlib.util.find_spec(module) is None for module in EXTRAS[extra])]
+    if missing:
+        names = ",".join(missing)
+        raise UsageError(f"this command needs the {names} extra, not installed: pip install 'ecad-search[{names}]'")
 
 
 def quiet_libraries() -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..options import check_seed
-from .common import ModelOption, UsageError, app, console, friendly, quiet_libraries, spec_at
+from .common import ModelOption, UsageError, app, console, friendly, needs, quiet_libraries, spec_at
 
 
 @app.command()
@@ -37,6 +37,7 @@ def compare(
 ) -> None:
     """Learned schedules, FORA and every online policy on the same held-out images at the same MACs budgets:
     a report, a CSV and a Pareto plot. Evaluations go into the database's memo, so it resumes."""
+    needs("search", "compare")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..app.compare import prepare_compare
@@ -91,11 +92,11 @@ def policies() -> None:
     """List the online policies and their knobs with the defaults (docs/policies.md gives their sources)."""
     from dataclasses import fields
 
-    from ..runtime.policy import POLICIES, policy_config
+    from ..policies import policy_config, policy_names
 
     table = Table("name", "knobs (defaults)")
     table.columns[0].no_wrap = True
-    for name in POLICIES:
+    for name in policy_names():
         config = policy_config(name)
         knobs = [f"{f.name}={getattr(config, f.name)!r}" for f in fields(config) if f.name not in ("table",)]
         table.add_row(name, ", ".join(knobs) or "none")

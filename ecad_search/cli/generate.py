@@ -18,6 +18,7 @@ from .common import (
     console,
     friendly,
     metadata_of,
+    needs,
     png_bytes,
     quiet_libraries,
     spec_at,
@@ -85,9 +86,9 @@ def generate(
     pipe = load_pipeline(spec, device=resolve_device(device))
     overhead = 0.0
     if policy_settings is not None:
-        from ..calibration import calibrated
         from ..formats.policy import save_policy as write_policy
-        from ..runtime.policy import apply_policy
+        from ..policies import apply_policy
+        from ..policies.calibration import calibrated
 
         policy_settings = calibrated(policy_settings, pipe, spec, settings)
         with apply_policy(pipe, policy_settings) as handle:
@@ -161,10 +162,10 @@ def calibrate(
 ) -> None:
     """Measure the table a policy needs on this model (once per step count, resolution and guidance) and keep
     it as JSON; `generate --policy` and the evaluator use it, and a second call reuses it."""
-    from ..calibration import calibratable
-    from ..calibration import calibrate as measure
     from ..generation import GenerationSettings, load_pipeline, resolve_device
     from ..models import require_model
+    from ..policies.calibration import calibratable
+    from ..policies.calibration import calibrate as measure
     from ..prompts import load_prompts
 
     if policy not in calibratable():
@@ -200,6 +201,7 @@ def profile(
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N")] = "auto",
 ) -> None:
     """How much each block component's output changes between steps: what a learned schedule can exploit."""
+    needs("search")
     import json
 
     from ..models import require_model
@@ -233,7 +235,7 @@ def profile(
 def _policy(name: str, knobs: list[str]) -> Any:
     """The policy's config: a name or a policy file, with `--set KNOB=VALUE` pairs over its knobs (values read as
     JSON where they parse: 0.1, [1, 2])."""
-    from ..runtime.policy import policy_config
+    from ..policies import policy_config
 
     base: dict[str, Any] = {}
     if name.endswith(".json"):

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import UsageError, app, console, friendly
+from .common import UsageError, app, console, friendly, needs
 
 
 @app.command()
 @friendly
 def runs(db: Annotated[str, typer.Option(help="SQLAlchemy URL")] = "sqlite:///ecad-search.db") -> None:
     """List the runs in a database with their status."""
+    needs("search")
     from ..store import Store
 
     Store.validate_url(db)
@@ -38,6 +39,7 @@ def status(
     db: Annotated[str, typer.Option(help="SQLAlchemy URL")] = "sqlite:///ecad-search.db",
 ) -> None:
     """Where runs stand, from the database: local runs and cluster jobs alike."""
+    needs("search")
     from ..app.status import standing
     from ..store import Store
 
@@ -72,6 +74,7 @@ def export(
     knee_point: Annotated[bool, typer.Option("--knee", help="the knee of the front")] = False,
 ) -> None:
     """Export one schedule from a run's front."""
+    needs("search")
     from ..app.export import export_from_run, require_run
     from ..formats import save_schedule
 

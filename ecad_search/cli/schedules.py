@@ -11,7 +11,7 @@ from rich.table import Table
 from ..models import block_groups, check_schedule_fits, get_model, model_names
 from ..options import check_schedule_steps
 from ..text import macs_text
-from .common import ModelOption, UsageError, app, console, friendly, metadata_of, with_macs
+from .common import ModelOption, UsageError, app, console, friendly, metadata_of, needs, with_macs
 
 
 @app.command()
@@ -78,6 +78,7 @@ def describe(
     out.add_row("steps computing (share)", " ".join(f"{f:.2f}" for f in sched.step_compute_fraction()))
     console.print(out)
     if plot:
+        needs("search")
         from ..plots import mask_heatmap
 
         mask_heatmap(sched, plot)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import UsageError, app, console, friendly, quiet_libraries, spec_at
+from .common import UsageError, app, console, friendly, needs, quiet_libraries, spec_at
 
 if TYPE_CHECKING:
     from ..app.requests import BudgetRequest, SearchRequest
@@ -133,6 +133,7 @@ def _search(budget: BudgetRequest | None, request: SearchRequest) -> None:
     """A front search, or one schedule at a budget: every field checked before a model loads."""
     from ..models import require_model
 
+    needs("search")
     if budget is not None:
         budget.check(request)
     require_model(spec_at(request.model, request.resolution))

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..heuristics import fora
-from ..runtime.policy import POLICIES, KnobRange, PolicyConfig, policy_config, policy_sweep
+from ..policies import KnobRange, PolicyConfig, policy_config, policy_names, policy_sweep
 from ..schedule import BlockGroup, CacheSchedule
 
 FORA_INTERVALS = range(2, 11)
 # The FORA every-N method is the heuristic masks; the `fora` policy is the same rule, so it is not swept again.
-POLICY_METHODS = tuple(name for name in POLICIES if name != "fora")
+POLICY_METHODS = tuple(name for name in policy_names() if name != "fora")
 METHODS = ("learned", "fora", *POLICY_METHODS)
 
 

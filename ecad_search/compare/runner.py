@@ -21,8 +21,8 @@ from ..app.requests import CompareRequest
 from ..evaluation import EvaluationSettings, Evaluator
 from ..formats.policy import policy_digest
 from ..models import ModelSpec
+from ..policies import PolicyConfig, policy_sweep
 from ..pool import LocalPool
-from ..runtime.policy import PolicyConfig, policy_sweep
 from ..search.splits import SplitScorer
 from ..store import EvaluationRecord, Store
 from .budgets import BudgetResult, Point, at_budgets, hypervolume, reference_point

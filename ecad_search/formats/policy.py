@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import read_text, write_atomic
-from ..runtime.policy import PolicyConfig, PolicyError, policy_config
+from ..policies import PolicyConfig, PolicyError, policy_config
 
 FORMAT = "ecad-search.policy"
 VERSION = 1

@@ -132,7 +132,7 @@ def require_digits(metric: str, spec: ModelSpec, instead: str) -> None:
     """Refuse a metric built on the digit classifier for any other model, naming the metrics to use instead."""
     if spec.family != "digits":
         raise MetricNotAvailableError(
-            f"metric '{metric}' scores the digits model only; use --metric {instead} for {spec.name}"
+            f"metric '{metric}' scores the digits model only; use `metric` {instead} for {spec.name}"
         )
 
 

@@ -103,13 +103,13 @@ class ModelFamily:
         if spec.resolutions and resolution not in spec.resolutions:
             sizes = ", ".join(str(r) for r in spec.resolutions)
             raise ValueError(
-                f"{spec.name} generates {sizes} px images, not {resolution}; pass one of those to --resolution"
+                f"{spec.name} generates {sizes} px images, not {resolution}; pass one of those as `resolution`"
             )
         step = spec.vae_scale_factor * int(spec.transformer_config.get("patch_size") or 1) * self.latent_packing
         if resolution < step or resolution % step or resolution > 4096:
             raise ValueError(
-                f"--resolution {resolution} is not a multiple of {step} px (one token of {spec.name}) from {step} "
-                f"to 4096; e.g. --resolution {spec.resolution}"
+                f"`resolution` {resolution} is not a multiple of {step} px (one token of {spec.name}) from {step} "
+                f"to 4096; e.g. `resolution` {spec.resolution}"
             )
 
     def transformer_class(self) -> type[torch.nn.Module]:

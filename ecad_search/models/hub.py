@@ -38,7 +38,10 @@ def require_fetchable(model: str, repos: Sequence[str]) -> None:
 
     Called only after loading from the local cache failed, so the message says that the model is not here.
     """
-    fix = f"fetch it on a machine with network access with {fetch_commands(repos)}, or pass --model FOLDER"
+    fix = (
+        f"fetch it on a machine with network access with {fetch_commands(repos)}, or give a pipeline folder as "
+        "`model`"
+    )
     if hub_offline():
         raise ModelNotAvailableError(
             f"model '{model}' is not on this machine and HF_HUB_OFFLINE is set; {fix} (or unset HF_HUB_OFFLINE)"

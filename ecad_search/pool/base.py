@@ -18,7 +18,7 @@ import torch
 
 from ..evaluation import Evaluation, EvaluationSettings, Evaluator
 from ..formats.policy import policy_from_text, policy_text
-from ..runtime.policy import PolicyConfig
+from ..policies import PolicyConfig
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, FailureRecord
 

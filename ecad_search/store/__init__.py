@@ -3,16 +3,16 @@
 Any SQLAlchemy URL works (SQLite by default); tables are prefixed `ecad_` so the database can be shared.
 """
 
-from .repository import (
+from .records import (
     RUN_STATUSES,
     EvaluationRecord,
     FailureRecord,
     GenerationRecord,
     RunInfo,
-    Store,
     StoreError,
     signals_held,
 )
+from .repository import Store
 
 __all__ = [
     "RUN_STATUSES",

@@ -8,7 +8,7 @@ import pytest
 
 from ecad_search.prompts import BUNDLED, default_prompt_file, held_out_prompt_file, load_prompts
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
 
@@ -38,3 +38,17 @@ def test_calibration_prompts_ship_inside_the_package() -> None:
     assert not set(load_prompts(held_out)) & set(load_prompts(default_prompt_file("pixart")))
     assert held_out_prompt_file(default_prompt_file("digits")) is None
     assert "*.txt" in config["package-data"]["ecad_search.calibration_prompts"]
+
+
+def test_shipped_schedules_are_package_data_loadable_by_name() -> None:
+    from ecad_search import load_schedule
+    from ecad_search.formats import SHIPPED, shipped_schedules
+
+    config = setuptools_config()
+    assert "schedules/*/*.json" in config["package-data"]["ecad_search"]
+    names = shipped_schedules()
+    assert {"digits/fora-2", "pixart-alpha/fora-3", "flux-dev/fora-2"} <= set(names) and len(names) == 10
+    assert SHIPPED.parent == ROOT / "ecad_search"
+    schedule = load_schedule("pixart-alpha/fora-3")
+    assert (schedule.name, schedule.num_steps) == ("fora-3", 20)
+    assert schedule.digest() == load_schedule(SHIPPED / "pixart-alpha" / "fora-3.json").digest()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .policy import Gate, KnobRange, Observation, PolicyConfig, relative_l1
+from .base import Gate, KnobRange, Observation, PolicyConfig, relative_l1
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
+from ..runtime.hooks import Forecast, Forecaster
+from .base import KnobRange, PolicyError
 from .fora import ComponentPolicyConfig
-from .hooks import Forecast, Forecaster
-from .policy import KnobRange, PolicyError
 
 
 def full_steps(num_steps: int, interval: int, warmup: int) -> list[int]:

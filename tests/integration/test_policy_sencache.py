@@ -15,11 +15,18 @@ import torch
 from ecad_search.evaluation import EvaluationSettings, run_template
 from ecad_search.generation import GenerationSettings, generate, load_pipeline
 from ecad_search.models import get_model
-from ecad_search.runtime.policy import PolicyError, apply_policy, policy_config
-from ecad_search.runtime.sencache import SenCacheConfig, SenCacheGate, calibrate, nearest_row, sensitivity_score
+from ecad_search.policies import PolicyError, apply_policy, policy_config
+from ecad_search.policies.sencache import SenCacheConfig, SenCacheGate, calibrate, nearest_row, sensitivity_score
 
 STEPS = 8
 TABLE = ((1000.0, 2.0, 0.001), (500.0, 4.0, 0.002))
+
+
+def calibrate_on(pipe: Any, spec: Any, prompts: list[str], settings: GenerationSettings) -> dict[str, Any]:
+    """The policy's calibration from uncached runs of `prompts` at `settings`, as `ecad-search calibrate` runs it."""
+    return calibrate(
+        pipe, prompts, lambda batch: generate(pipe, spec, batch, settings, output_type="pt"), settings.steps
+    )
 
 
 def decisions(config: SenCacheConfig, drifts: list[float], timesteps: list[float]) -> list[bool]:
@@ -103,15 +110,15 @@ def check_table(pipe: Any, table: list[list[float]], scale: float) -> None:
 
 def test_calibration_gives_one_row_per_step_on_digits_tiny_pixart_and_tiny_flux(tiny_pixart_dir, tiny_flux_dir):  # type: ignore[no-untyped-def]
     pipe, spec, prompts, settings = digits_setup()
-    table = calibrate(pipe, spec, prompts, settings)["table"]
-    assert len(table) == STEPS and calibrate(pipe, spec, prompts, settings)["table"] == table, "deterministic"
+    table = calibrate_on(pipe, spec, prompts, settings)["table"]
+    assert len(table) == STEPS and calibrate_on(pipe, spec, prompts, settings)["table"] == table, "deterministic"
     check_table(pipe, table, 1.0)
     assert table[0][0] == 999 and table[-1][2] > table[0][2], "the output moves faster with t near the end"
     for folder, resolution, scale in ((tiny_pixart_dir, None, 1.0), (tiny_flux_dir, 32, 1 / 1000)):
         spec = get_model(str(folder))
         pipe = load_pipeline(spec)
         settings = GenerationSettings.for_model(spec, steps=STEPS, resolution=resolution)
-        table = calibrate(pipe, spec, ["a red cat", "a blue house"], settings)["table"]
+        table = calibrate_on(pipe, spec, ["a red cat", "a blue house"], settings)["table"]
         assert len(table) == STEPS
         check_table(pipe, table, scale)  # FLUX's transformer gets t/1000
 
@@ -130,7 +137,7 @@ def test_sencache_runs_end_to_end_with_a_calibrated_table(model, tiny_pixart_dir
         name = str(tiny_pixart_dir)
         spec, prompts = get_model(name), ["a red cat", "a blue house"]
         pipe, settings = load_pipeline(spec), GenerationSettings.for_model(spec, steps=STEPS)
-    table = calibrate(pipe, spec, prompts, settings)["table"]
+    table = calibrate_on(pipe, spec, prompts, settings)["table"]
     uncached, _ = generate(pipe, spec, prompts, settings, output_type="pt")
     with apply_policy(pipe, policy_config("sencache", eps_start=0, eps_main=0, table=table)) as exact:
         assert torch.equal(generate(pipe, spec, prompts, settings, output_type="pt")[0], uncached), "bit for bit"

@@ -1,30 +1,10 @@
-"""Online cache policies on the same hook machinery as schedules: a policy decides while the pipeline runs,
-step by step, whether the transformer's block stack runs or its output is rebuilt from the cache.
-
-Step-level residual caching (TeaCache, SeaCache, First-Block Cache and the others of that family): on a
-computed step the stack's residual `R = h_out − h_ref` is kept, where `h_ref` is the stack's input, or the
-output of the leading blocks a policy always runs (First-Block Cache); on a reused step the remaining blocks
-pass their input through and the last returns the gate's reused output (`h_ref + R`, or a forecast).
-Everything outside the stack (embeddings, the final norm and projection) always runs with the current
-timestep. The stack is every block group in execution order (FLUX: the double-stream blocks, then the single
-ones); only the image stream is cached, as the text stream ends with the stack. A step is decided once for
-the whole batch, so PixArt's batched guidance pair takes one decision per step; a true-CFG pipeline's
-cond/uncond cache contexts each keep their own state.
-
-A policy is one module here: a config dataclass (its knobs, with the reference's defaults) whose `gate()`
-makes the per-run decision state, and a `CONFIG` line; `POLICIES` names each one. Policies that work per
-component rather than per step (FORA, TaylorSeer) override `PolicyConfig.apply`. `apply_policy` works like
-`apply_schedule`.
-"""
+"""Applying a policy: the hooks, the per-run state, and the handle that reports what each run decided."""
 
 from __future__ import annotations
 
-import importlib
-import math
-from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,154 +13,13 @@ from diffusers.hooks.hooks import BaseState
 from torch import nn
 
 from ..models.blocks import block_input, block_output, block_result, discover_block_groups, token_grid
-from ..schedule import BlockGroup, CacheSchedule, ScheduleError
-from .apply import SchedulerWatch, add_hook, remove_hooks, transformer_of
-from .hooks import StepHook
+from ..runtime.apply import SchedulerWatch, add_hook, remove_hooks, transformer_of
+from ..runtime.hooks import StepHook
+from ..schedule import BlockGroup, CacheSchedule
+from .base import Gate, Observation, PolicyConfig, PolicyError, signal_and_noise
 
-# Registered policies: command-line name → module under ecad_search.runtime.
-POLICIES = {
-    "seacache": "seacache",
-    "sencache": "sencache",
-    "dicache": "dicache",
-    "spectrum": "spectrum",
-    "teacache": "teacache",
-    "magcache": "magcache",
-    "first-block-cache": "first_block_cache",
-    "taylorseer": "taylorseer",
-    "fora": "fora",
-}
 POLICY_STEP_HOOK = "ecad_search_policy_step"
 POLICY_BLOCK_HOOK = "ecad_search_policy_block"
-
-
-class PolicyError(ScheduleError):
-    """A policy that cannot run on this pipeline, or an unknown policy or knob."""
-
-
-@dataclass
-class Observation:
-    """What a gate sees when it decides a step: the transformer call's own inputs, the diffusion state at this
-    step, the stack's input and, for policies that always run leading blocks, their output (the probe)."""
-
-    step: int
-    num_steps: int
-    latent: torch.Tensor
-    timestep: torch.Tensor
-    signal: float
-    noise: float
-    grid: tuple[int, int]
-    stack_input: torch.Tensor
-    first_block: nn.Module
-    block_kwargs: dict[str, Any]
-    probe: torch.Tensor | None = None
-
-
-class Gate(ABC):
-    """One run's decision state: told each step's observation, says whether the stack computes; on a reused
-    step, what the stack's output is (the cached residual on its reference, unless the policy forecasts).
-    `overhead_macs` counts the gate's own arithmetic (filters, norms, fits), analytically from the shapes it
-    saw, beside the model's MACs."""
-
-    overhead_macs: float = 0.0
-
-    @abstractmethod
-    def decide(self, seen: Observation) -> bool:
-        """True: run the stack (and refresh the cache); False: reuse."""
-
-    def observe(self, seen: Observation, output: torch.Tensor) -> None:
-        """The stack's output on a computed step (a forecasting policy keeps it; the others need nothing)."""
-        return None
-
-    def reused_output(self, seen: Observation, reference: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return reference + residual
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """A policy's knobs. Subclasses set `name`, and say how many leading blocks always run before the decision
-    (First-Block Cache: 1, DiCache: its probe depth) and whether the cached residual is taken from the stack's
-    input or from those leading blocks' output."""
-
-    name: ClassVar[str] = ""
-    residual_from_input: ClassVar[bool] = True
-    # What a step (or component) that does not compute gets: "reused" (the cached residual or output),
-    # "extrapolated" (DiCache) or "forecast" (Spectrum, TaylorSeer).
-    skipped: ClassVar[str] = "reused"
-
-    @property
-    def leading_blocks(self) -> int:
-        return 0
-
-    def knobs(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @abstractmethod
-    def gate(self) -> Gate: ...
-
-    def apply(self, pipe: Any) -> Any:
-        """Make `pipe` follow this policy; step-level policies share `PolicyHandle`, others bring their own."""
-        return PolicyHandle(pipe, self).enable()
-
-
-@dataclass(frozen=True)
-class KnobRange:
-    """The range `ecad-search compare` sweeps one knob over, from caching nothing to caching much; a policy
-    module names its swept knobs in `SWEEP`."""
-
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-
-    def grid(self, points: int) -> list[float]:
-        """`points` values from low to high (evenly, or evenly in log), distinct integers for an integer knob."""
-        spaced = np.geomspace if self.log else np.linspace
-        values = [float(v) for v in spaced(self.low, self.high, points)]
-        if self.integer:
-            return sorted({round(v) for v in values})
-        return [float(f"{v:.4g}") for v in values]
-
-
-def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
-    """mean |current − previous| / mean |previous|: the distance every step-level policy thresholds."""
-    return float((current - previous).abs().mean() / previous.abs().mean().clamp_min(1e-12))
-
-
-def policy_config(name: str, **knobs: Any) -> PolicyConfig:
-    """The named policy's config with these knobs (the rest at their defaults)."""
-    if name not in POLICIES:
-        raise PolicyError(f"unknown policy '{name}': use one of {', '.join(POLICIES)}")
-    config = importlib.import_module(f".{POLICIES[name]}", __package__).CONFIG
-    known = [f.name for f in fields(config)]
-    unknown = [knob for knob in knobs if knob not in known]
-    if unknown:
-        raise PolicyError(f"policy '{name}' has no knob '{unknown[0]}': use {', '.join(known)}")
-    return config(**{knob: _frozen(value) for knob, value in knobs.items()})
-
-
-def _frozen(value: Any) -> Any:
-    """JSON lists as tuples, nested too, so a config read from a file is frozen and hashable."""
-    return tuple(_frozen(item) for item in value) if isinstance(value, list | tuple) else value
-
-
-def policy_sweep(name: str) -> dict[str, KnobRange]:
-    """The knobs `ecad-search compare` sweeps for this policy, with their ranges."""
-    if name not in POLICIES:
-        raise PolicyError(f"unknown policy '{name}': use one of {', '.join(POLICIES)}")
-    return dict(importlib.import_module(f".{POLICIES[name]}", __package__).SWEEP)
-
-
-def signal_and_noise(scheduler: Any, step: int) -> tuple[float, float]:
-    """`x_t = a·x0 + b·ε` at this step: flow matching has `a = 1 − σ, b = σ`; the other diffusers schedulers
-    keep variance-exploding σ (`σ² = (1 − ᾱ)/ᾱ`), so `a = 1/√(1 + σ²)`, `b = σ·a`."""
-    sigmas = getattr(scheduler, "sigmas", None)
-    if sigmas is None or len(sigmas) == 0:
-        return 1.0, 0.0
-    sigma = float(sigmas[min(step, len(sigmas) - 1)])
-    if "FlowMatch" in type(scheduler).__name__:
-        return 1 - sigma, sigma
-    signal = 1 / math.sqrt(1 + sigma**2)
-    return signal, sigma * signal
 
 
 @dataclass
@@ -413,4 +252,5 @@ def apply_policy(pipe: Any, config: PolicyConfig) -> PolicyHandle:
         image = pipe(prompt, num_inference_steps=20).images[0]
     handle.decisions[-1]          # per step: computed (True) or reused
     """
-    return config.apply(pipe)
+    handle = config.apply(pipe)
+    return handle if handle is not None else PolicyHandle(pipe, config).enable()

@@ -12,8 +12,8 @@ from torch import nn
 
 from ecad_search.evaluation import EvaluationSettings, run_template
 from ecad_search.models import get_model
-from ecad_search.runtime.policy import Observation, apply_policy, policy_config
-from ecad_search.runtime.seacache import SeaCacheGate, filtered, sea_filter
+from ecad_search.policies import Observation, apply_policy, policy_config
+from ecad_search.policies.seacache import SeaCacheGate, filtered, sea_filter
 
 STEPS = 8
 

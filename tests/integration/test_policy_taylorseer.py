@@ -17,10 +17,10 @@ from ecad_search.evaluation import EvaluationSettings, run_template
 from ecad_search.heuristics import fora
 from ecad_search.models import get_model
 from ecad_search.models.blocks import discover_block_groups
-from ecad_search.runtime.fora import ForaConfig, refresh_steps
+from ecad_search.policies import PolicyError, apply_policy, policy_config
+from ecad_search.policies.fora import ForaConfig, refresh_steps
+from ecad_search.policies.taylorseer import TaylorForecaster, TaylorSeerConfig, full_steps
 from ecad_search.runtime.hooks import Forecast
-from ecad_search.runtime.policy import PolicyError, apply_policy, policy_config
-from ecad_search.runtime.taylorseer import TaylorForecaster, TaylorSeerConfig, full_steps
 
 STEPS = 8
 

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, inspect
 
 from ecad_search.store import EvaluationRecord, FailureRecord, Store, StoreError
 from ecad_search.store.claims import HOST
-from ecad_search.store.repository import CHUNK_SIZE
+from ecad_search.store.rows import CHUNK_SIZE
 
 KEY = "eval-key-a"
 CONFIG: dict[str, Any] = {"model": "pixart", "metric": "clip", "population": 8, "seeds": [0, 1], "steps": 20}
@@ -116,7 +116,7 @@ def test_resume_returns_the_same_run(url: str) -> None:
 def test_conflicting_config_is_a_one_line_error(url: str) -> None:
     with Store(url) as store:
         _start(store)
-        with pytest.raises(StoreError, match=r"--run") as info:
+        with pytest.raises(StoreError, match=r"pick another `run` name") as info:
             _start(store, config={**CONFIG, "population": 16})
         assert "\n" not in str(info.value)
         assert "population" in str(info.value)

@@ -75,7 +75,7 @@ def test_parse_digit_prompt_rejects_two_different_digits() -> None:
 
 
 def test_calibration_prompts_each_name_one_digit_and_cover_all() -> None:
-    path = Path(__file__).resolve().parents[1] / "calibration_prompts" / "digits.txt"
+    path = Path(__file__).resolve().parents[2] / "calibration_prompts" / "digits.txt"
     prompts = path.read_text().splitlines()
     digits = [parse_digit_prompt(prompt) for prompt in prompts]
     assert sorted(set(digits)) == list(range(NUM_DIGITS))

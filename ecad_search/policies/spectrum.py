@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .policy import Gate, KnobRange, Observation, PolicyConfig
+from .base import Gate, KnobRange, Observation, PolicyConfig
 
 
 def forward_steps(num_steps: int, warmup: int, window: float, growth: float) -> list[int]:

@@ -12,14 +12,14 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from ecad_search.calibration import calibrate, calibrated
 from ecad_search.cli import app
 from ecad_search.evaluation import EvaluationSettings, Evaluator, schedule_macs
 from ecad_search.formats import load_schedule
 from ecad_search.formats.policy import load_policy, save_policy
 from ecad_search.generation import GenerationSettings, generate, load_pipeline
 from ecad_search.models import block_groups, get_model
-from ecad_search.runtime.policy import POLICIES, PolicyError, apply_policy, policy_config
+from ecad_search.policies import PolicyError, apply_policy, policy_config, policy_names
+from ecad_search.policies.calibration import calibrate, calibrated
 from ecad_search.schedule import CacheSchedule, ScheduleError
 
 STEPS = 8
@@ -36,7 +36,7 @@ def digits_evaluator() -> Evaluator:
     return Evaluator(spec, settings)
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", list(policy_names()))
 def test_the_evaluator_scores_a_policy_at_the_macs_of_the_forwards_it_ran(digits_evaluator, name) -> None:  # type: ignore[no-untyped-def]
     evaluator = digits_evaluator
     spec, settings = evaluator.spec, evaluator.settings
@@ -94,7 +94,7 @@ def test_the_calibrate_command_writes_json_and_reuses_it(tmp_path: Path, tiny_pi
     knobs = json.loads(stored.read_text())["knobs"]
     assert policy_config(policy, **knobs).needs_calibration is False
     wrong = CliRunner().invoke(app, ["calibrate", "spectrum", "--model", "digits"])
-    assert wrong.exit_code == 2 and "calibrate one of sencache, teacache, magcache" in wrong.output.replace("\n", " ")
+    assert wrong.exit_code == 2 and "calibrate one of magcache, sencache, teacache" in wrong.output.replace("\n", " ")
 
 
 def test_a_policy_file_round_trips_and_drives_generate(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_a_policy_file_round_trips_and_drives_generate(tmp_path: Path) -> None:
         load_policy(tmp_path / "bad.json")
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", list(policy_names()))
 @pytest.mark.parametrize("model", ["tiny_pixart_dir", "tiny_flux_dir"])
 def test_every_policy_runs_at_its_defaults_on_the_tiny_models(request, tmp_path, name, model) -> None:  # type: ignore[no-untyped-def]
     """Calibrated first where it needs a table, each policy runs one decision per step on the tiny PixArt-α and

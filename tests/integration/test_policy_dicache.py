@@ -15,8 +15,8 @@ from torch import nn
 from ecad_search.evaluation import EvaluationSettings, run_template
 from ecad_search.generation import load_pipeline
 from ecad_search.models import get_model
-from ecad_search.runtime.dicache import DiCacheConfig, DiCacheGate, aligned_output, alignment_gamma
-from ecad_search.runtime.policy import Observation, PolicyError, apply_policy, policy_config
+from ecad_search.policies import Observation, PolicyError, apply_policy, policy_config
+from ecad_search.policies.dicache import DiCacheConfig, DiCacheGate, aligned_output, alignment_gamma
 
 STEPS = 8
 

@@ -22,12 +22,14 @@ convention (step 0 has no previous residual).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .policy import Gate, KnobRange, Observation, PolicyConfig, PolicyError
+from .base import Gate, KnobRange, Observation, PolicyConfig, PolicyError
+from .runtime import apply_policy
 
 
 def nearest_ratios(ratios: tuple[float, ...], num_steps: int) -> list[float]:
@@ -109,16 +111,14 @@ class _RecordingGate(Gate):
         return [1.0] + [float((now / before.clamp_min(1e-12)).mean()) for now, before in steps]
 
 
-def calibrate(pipe: Any, spec: Any, prompts: list[str], settings: Any) -> dict[str, Any]:
+def calibrate(pipe: Any, prompts: list[str], run: Callable[[list[str]], object], steps: int) -> dict[str, Any]:
     """`{"ratios": [γ_0 = 1, γ_1, …, γ_{N−1}]}` from uncached runs, one per prompt: per step the mean over the
     batch's rows (PixArt's batched guidance pair included) and tokens of the residual norm's ratio to the
     previous step's, then the mean over prompts."""
-    from ..generation import generate  # generation sits above the runtime: imported only to calibrate
-
     recording = _Recording()
-    with recording.apply(pipe):
+    with apply_policy(pipe, recording):
         for prompt in prompts:
-            generate(pipe, spec, [prompt], settings, output_type="pt")
+            run([prompt])
     tables = torch.tensor([gate.ratios() for gate in recording.gates], dtype=torch.float64)
     return {"ratios": tables.mean(dim=0).tolist()}
 

@@ -13,10 +13,10 @@ import torch
 
 from ecad_search.evaluation import EvaluationSettings, run_template
 from ecad_search.models import get_model
-from ecad_search.runtime.first_block_cache import FirstBlockGate
-from ecad_search.runtime.policy import PolicyError, apply_policy, policy_config
-from ecad_search.runtime.spectrum import SpectrumConfig, forecast, forward_steps, time_of
-from ecad_search.runtime.teacache import TeaCacheGate
+from ecad_search.policies import PolicyError, apply_policy, policy_config
+from ecad_search.policies.first_block_cache import FirstBlockGate
+from ecad_search.policies.spectrum import SpectrumConfig, forecast, forward_steps, time_of
+from ecad_search.policies.teacache import TeaCacheGate
 
 STEPS = 8
 
@@ -66,7 +66,7 @@ def test_spectrum_forecasts_a_low_order_polynomial_exactly() -> None:
 
 
 def test_unknown_policies_and_knobs_are_one_line_errors() -> None:
-    with pytest.raises(PolicyError, match="unknown policy 'magic': use one of seacache, sencache, dicache, spectrum"):
+    with pytest.raises(PolicyError, match="unknown policy 'magic': use one of dicache, first-block-cache, fora"):
         policy_config("magic")
     with pytest.raises(PolicyError, match="policy 'teacache' has no knob 'delta': use threshold, coefficients"):
         policy_config("teacache", delta=0.1)

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from ..models.blocks import discover_block_groups
+from ..runtime.apply import ScheduleHandle, transformer_of
+from ..runtime.hooks import Forecaster, RunState
 from ..schedule import BlockGroup, CacheSchedule
-from .apply import ScheduleHandle, transformer_of
-from .hooks import Forecaster, RunState
-from .policy import FinishedRun, Gate, KnobRange, PolicyConfig, PolicyError, policy_provenance, realised_mask
+from .base import Gate, KnobRange, PolicyConfig, PolicyError
+from .runtime import FinishedRun, policy_provenance, realised_mask
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ uncached runs. Uncalibrated (`coefficients=()`) the gate thresholds the input ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 
 from ..models.blocks import modulated_input
-from .policy import Gate, KnobRange, Observation, PolicyConfig, PolicyHandle, relative_l1
+from .base import Gate, KnobRange, Observation, PolicyConfig, relative_l1
+from .runtime import PolicyHandle
 
 POLYNOMIAL_DEGREE = 4
 
@@ -94,15 +96,13 @@ class _Recording(TeaCacheConfig):
         return _ChangeRecorder(self.pairs if self.pairs is not None else [])
 
 
-def calibrate(pipe: Any, spec: Any, prompts: list[str], settings: Any) -> dict[str, Any]:
+def calibrate(pipe: Any, prompts: list[str], run: Callable[[list[str]], object], steps: int) -> dict[str, Any]:
     """The rescaling polynomial, fitted on (input change, output change) pairs of consecutive steps of one
     uncached run per prompt."""
-    from ..generation import generate
-
     pairs: list[tuple[float, float]] = []
     with PolicyHandle(pipe, _Recording(pairs=pairs)).enable():
         for prompt in prompts:
-            generate(pipe, spec, [prompt], settings, output_type="pt")
+            run([prompt])
     inputs, outputs = np.array(pairs).T
     return {"coefficients": [float(c) for c in np.polyfit(inputs, outputs, POLYNOMIAL_DEGREE)]}
 

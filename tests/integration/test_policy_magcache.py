@@ -15,14 +15,21 @@ from ecad_search.evaluation import EvaluationSettings, run_template
 from ecad_search.generation import GenerationSettings, generate, load_pipeline
 from ecad_search.models import get_model
 from ecad_search.models.blocks import block_input, block_output
-from ecad_search.runtime.magcache import MagCacheConfig, calibrate, nearest_ratios
-from ecad_search.runtime.policy import PolicyError, apply_policy, policy_config
+from ecad_search.policies import PolicyError, apply_policy, policy_config
+from ecad_search.policies.magcache import MagCacheConfig, calibrate, nearest_ratios
 
 # Hand-made table: after two retained steps each step shrinks the residual by 1 %, step 8 by 10 %.
 TABLE = (1.0, 1.0, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99, 0.9, 0.99)
 
 
 STEPS = 8
+
+
+def calibrate_on(pipe: Any, spec: Any, prompts: list[str], settings: GenerationSettings) -> dict[str, Any]:
+    """The policy's calibration from uncached runs of `prompts` at `settings`, as `ecad-search calibrate` runs it."""
+    return calibrate(
+        pipe, prompts, lambda batch: generate(pipe, spec, batch, settings, output_type="pt"), settings.steps
+    )
 
 
 def computed(config: MagCacheConfig, steps: int) -> list[bool]:
@@ -112,7 +119,7 @@ def test_calibration_measures_the_magnitude_ratios_of_uncached_runs(model: str, 
         prompts = ["a red cat", "a blue house", "a green tree"]
     settings = GenerationSettings.for_model(spec, steps=STEPS)
     before, _ = generate(pipe, spec, prompts[:1], settings, output_type="pt")
-    knobs = calibrate(pipe, spec, prompts, settings)
+    knobs = calibrate_on(pipe, spec, prompts, settings)
     assert set(knobs) == {"ratios"} and len(knobs["ratios"]) == STEPS and knobs["ratios"][0] == 1.0
     expected = recomputed_ratios(pipe, spec, prompts, settings)
     assert np.allclose(knobs["ratios"], expected, rtol=1e-5, atol=0), (knobs["ratios"], expected)
@@ -127,7 +134,7 @@ def test_magcache_runs_end_to_end_and_restores_the_pipeline(policy_case) -> None
     spec = get_model(model)
     size = kwargs.get("height", spec.resolution)
     settings = GenerationSettings(STEPS, spec.guidance_scale, size, size)
-    ratios = calibrate(pipe, spec, ["a handwritten digit 1", "a handwritten digit 8"], settings)["ratios"]
+    ratios = calibrate_on(pipe, spec, ["a handwritten digit 1", "a handwritten digit 8"], settings)["ratios"]
     uncached = call(pipe, kwargs)
     with apply_policy(pipe, policy_config("magcache", threshold=0.0, ratios=tuple(ratios))) as exact:
         assert torch.equal(call(pipe, kwargs), uncached), "threshold 0 is the uncached output bit for bit"

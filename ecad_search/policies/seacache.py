@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.blocks import modulated_input
-from .policy import Gate, KnobRange, Observation, PolicyConfig
+from .base import Gate, KnobRange, Observation, PolicyConfig
 from .teacache import TeaCacheGate
 
 FLOOR = 1e-6

@@ -12,18 +12,17 @@ missing.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import user_cache_dir, write_atomic
-from .generation import GenerationSettings
-from .models import ModelSpec
-from .prompts import default_prompt_file, load_prompts
-from .runtime.policy import POLICIES, PolicyConfig, PolicyError, policy_config
+from ..files import user_cache_dir, write_atomic
+from ..generation import GenerationSettings, generate
+from ..models import ModelSpec
+from ..prompts import default_prompt_file, load_prompts
+from .base import PolicyConfig, PolicyError, policy_config, policy_module, policy_names
 
 FORMAT = "ecad-search-calibration"
 VERSION = 1
@@ -38,11 +37,7 @@ def calibration_dir() -> Path:
 
 def calibratable() -> list[str]:
     """The policies with a calibration step."""
-    return [name for name in POLICIES if hasattr(_module(name), "calibrate")]
-
-
-def _module(name: str) -> Any:
-    return importlib.import_module(f".runtime.{POLICIES[name]}", __package__)
+    return [name for name in policy_names() if hasattr(policy_module(name), "calibrate")]
 
 
 @dataclass(frozen=True)
@@ -87,9 +82,7 @@ def calibrate(
 ) -> Calibration:
     """The policy's calibrated knobs for this model and settings: read from the folder when a calibration with
     the same key is there (unless `refresh`), else measured on the model's calibration prompts and stored."""
-    if policy not in POLICIES:
-        raise PolicyError(f"unknown policy '{policy}': use one of {', '.join(POLICIES)}")
-    module = _module(policy)
+    module = policy_module(policy)
     if not hasattr(module, "calibrate"):
         raise PolicyError(f"policy '{policy}' needs no calibration: calibrate one of {', '.join(calibratable())}")
     key = CalibrationKey.of(policy, spec, settings)
@@ -98,7 +91,8 @@ def calibrate(
     if stored is not None:
         return Calibration(path, stored, measured=False)
     used = prompts or list(load_prompts(default_prompt_file(spec.family))[:CALIBRATION_PROMPTS])
-    knobs = module.calibrate(pipe, spec, used, settings)
+    run = lambda batch: generate(pipe, spec, batch, settings, output_type="pt")  # noqa: E731
+    knobs = module.calibrate(pipe, used, run, settings.steps)
     policy_config(policy, **knobs)  # the knobs must make a valid config before they are stored
     document = {"format": FORMAT, "version": VERSION, "key": key.__dict__, "prompts": used, "knobs": knobs}
     write_atomic(path, json.dumps(document, indent=1) + "\n")

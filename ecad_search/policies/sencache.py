@@ -25,12 +25,13 @@ and the conservative regime fits; K 10 is no limit at all at those step counts. 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .policy import Gate, KnobRange, Observation, PolicyConfig, PolicyError
+from .base import Gate, KnobRange, Observation, PolicyConfig, PolicyError
 
 Row = tuple[float, float, float]
 
@@ -156,7 +157,7 @@ def _sample_norms(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.float().flatten(1).norm(dim=1)
 
 
-def calibrate(pipe: Any, spec: Any, prompts: list[str], settings: Any) -> dict[str, Any]:
+def calibrate(pipe: Any, prompts: list[str], run: Callable[[list[str]], object], steps: int) -> dict[str, Any]:
     """The sensitivity table for this pipeline at these settings (same scheduler and step count as deployment):
     the reference's finite differences (§3.2) on the uncached trajectory of these prompts.
 
@@ -169,8 +170,7 @@ def calibrate(pipe: Any, spec: Any, prompts: list[str], settings: Any) -> dict[s
     averaged over the prompts; with batched guidance ([uncond, cond], twice the prompts) only the conditional
     half counts, as the reference calibrates the conditional branch. Returns `{"table": [[t, Jx, Jt], ...]}`.
     """
-    from ..generation import generate
-    from .apply import transformer_of
+    from ..runtime.apply import transformer_of
 
     transformer = transformer_of(pipe)
     calls: list[tuple[tuple, dict[str, Any], torch.Tensor]] = []
@@ -180,13 +180,13 @@ def calibrate(pipe: Any, spec: Any, prompts: list[str], settings: Any) -> dict[s
 
     handle = transformer.register_forward_hook(record, with_kwargs=True)
     try:
-        generate(pipe, spec, prompts, settings, output_type="pt")
+        run(prompts)
     finally:
         handle.remove()
-    if not calls or len(calls) % settings.steps:
-        raise PolicyError(f"sencache calibration saw {len(calls)} transformer calls for {settings.steps} steps")
+    if not calls or len(calls) % steps:
+        raise PolicyError(f"sencache calibration saw {len(calls)} transformer calls for {steps} steps")
     # A true-CFG pipeline calls the transformer once per branch and step, the conditional branch first.
-    calls = calls[:: len(calls) // settings.steps]
+    calls = calls[:: len(calls) // steps]
     latents = [_latent_of(args, kwargs) for args, kwargs, _ in calls]
     timesteps = [_timestep_of(args, kwargs) for args, kwargs, _ in calls]
     rows = []
