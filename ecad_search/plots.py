@@ -17,7 +17,34 @@ from .files import save_figure
 from .schedule import CacheSchedule
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     from .runtime.profile import ChangeProfile
+
+
+COST_AXIS = "MACs (fraction of the uncached run)"
+
+
+def cost_loss_figure(
+    title: str, loss_axis: str, cost_axis: str = COST_AXIS, size: tuple[float, float] = (6.4, 4.6)
+) -> tuple[Figure, Axes]:
+    """The frame of every Pareto plot: loss up against MACs across, as a fraction of the uncached run."""
+    fig, ax = plt.subplots(figsize=size)
+    ax.set_xlabel(cost_axis)
+    ax.set_ylabel(loss_axis)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def save_plot(fig: Figure, ax: Axes, path: str | Path, legend_columns: int = 1) -> Path:
+    """Legend, layout, and a PNG written whole (a temporary name, then renamed)."""
+    ax.legend(fontsize=7, ncol=legend_columns)
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return saved
 
 
 def mask_heatmap(schedule: CacheSchedule, path: str | Path) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..files import save_figure, write_atomic
+from ..files import write_atomic
 from ..formats import save_schedule
 from ..schedule import CacheSchedule
 from ..search.baselines import ScoredRecord, baseline_table, describe_images
@@ -103,12 +103,9 @@ def pareto_plot(
     The loss axis is logarithmic above 1e-4 (linear below, so a zero loss still shows): the schedules worth
     comparing differ by a few percent of a small loss, invisible on a linear axis next to the cheapest ones.
     """
-    import matplotlib
+    from ..plots import cost_loss_figure, save_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = cost_loss_figure(title, "quality loss (lower is better; log above 1e-4)")
     ax.scatter(
         [r.macs / full_macs for r in evaluated], [r.quality_loss for r in evaluated], s=8, c="0.75", label="evaluated"
     )
@@ -149,15 +146,8 @@ def pareto_plot(
     ax.scatter([], [], marker="x", c="tab:red", label="FORA every-N")
     if any(record.digest in held_out for record in baselines.values()):
         ax.scatter([], [], marker="+", c="tab:orange", s=60, label="FORA, held out")
-    ax.set_xlabel("MACs (fraction of the uncached run)")
     ax.set_yscale("symlog", linthresh=1e-4)
-    ax.set_ylabel("quality loss (lower is better; log above 1e-4)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
+    save_plot(fig, ax, path)
 
 
 def _label_places(

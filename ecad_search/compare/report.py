@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..files import save_figure, write_atomic
+from ..files import write_atomic
 from .budgets import BudgetResult, Point, pareto, versus_best_other
 from .runner import CompareResult
 
@@ -178,12 +178,14 @@ def _loss_range(result: CompareResult) -> tuple[float, float]:
 def pareto_plot(result: CompareResult, path: Path) -> Path:
     """Loss against MACs: the learned front as a line, each policy as a line through its sweep (its
     non-dominated points), FORA as points; the loss axis spans what matters at the budgets."""
-    import matplotlib
+    from ..plots import cost_loss_figure, save_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = cost_loss_figure(
+        f"{result.prepared.spec.name}: every method on held-out images",
+        f"held-out loss ({result.prepared.held_out.metric}, lower is better)",
+        "MACs, fraction of uncached (what ran, overhead included)",
+        size=(7.5, 4.8),
+    )
     for index, (method, points) in enumerate(sorted(result.points.items())):
         colour, style = PALETTE[index % len(PALETTE)], STYLES[(index // len(PALETTE)) % len(STYLES)]
         if method == "fora":
@@ -197,10 +199,4 @@ def pareto_plot(result: CompareResult, path: Path) -> Path:
         ax.axvline(budget, color="#999999", linewidth=0.6, linestyle=":")
     low, high = _loss_range(result)
     ax.set_ylim(low, high)
-    ax.set_xlabel("MACs, fraction of uncached (what ran, overhead included)")
-    ax.set_ylabel(f"held-out loss ({result.prepared.held_out.metric}, lower is better)")
-    ax.set_title(f"{result.prepared.spec.name}: every method on held-out images")
-    ax.legend(fontsize=7, ncol=2)
-    saved = save_figure(fig, path, dpi=120)
-    plt.close(fig)
-    return saved
+    return save_plot(fig, ax, path, legend_columns=2)

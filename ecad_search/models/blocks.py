@@ -1,13 +1,16 @@
 """Find the block stacks of a diffusers transformer and the cacheable components of each block.
 
 Groups are discovered the way diffusers' own cache hooks find them (direct `nn.ModuleList` children with the
-usual block-stack names), so any DiT built from registered block classes is supported. Adding a block class
-means adding one line to `BLOCK_COMPONENTS`: the names of the sub-modules whose output the block gates and
-adds to its residual stream.
+usual block-stack names), so any DiT built from registered block classes is supported. The block registry
+(in the style of diffusers' `TransformerBlockRegistry`) is the one source of block layout: per block class,
+the sub-modules whose output the block gates and adds to its residual stream, which of them a config may
+leave out, and whether the block carries the text stream too. Discovery on a built transformer and each
+family's layout from its config both read it; adding a block class is one `register_block` line.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..schedule import BlockGroup, ScheduleError
@@ -25,16 +28,47 @@ BLOCK_STACK_NAMES = (
     "temporal_transformer_blocks",
 )
 
-BLOCK_COMPONENTS: dict[str, tuple[str, ...]] = {
-    "BasicTransformerBlock": ("attn1", "attn2", "ff"),
-    "FluxTransformerBlock": ("attn", "ff", "ff_context"),
-    "FluxSingleTransformerBlock": ("attn", "proj_mlp", "proj_out"),
-}
+
+@dataclass(frozen=True)
+class BlockMetadata:
+    """What caching needs to know of one block class: its cacheable `components` in execution order, those a
+    config may leave out (`optional`: PixArt without cross-attention), and whether it takes and returns both
+    streams, `(encoder_hidden_states, hidden_states)` (`two_stream`), rather than the image stream alone."""
+
+    components: tuple[str, ...]
+    optional: frozenset[str] = frozenset()
+    two_stream: bool = False
+
+    def without(self, *absent: str) -> tuple[str, ...]:
+        """The components of a block built without the optional ones named."""
+        unknown = set(absent) - self.optional
+        if unknown:
+            raise ValueError(
+                f"components {sorted(unknown)} are not optional: the optional ones are {sorted(self.optional)}"
+            )
+        return tuple(name for name in self.components if name not in absent)
 
 
-# Block classes that take and return both streams, `(encoder_hidden_states, hidden_states)`; the others return
-# the image stream alone.
-TWO_STREAM_BLOCKS = frozenset({"FluxTransformerBlock", "FluxSingleTransformerBlock"})
+_BLOCKS: dict[str, BlockMetadata] = {}
+
+
+def register_block(class_name: str, metadata: BlockMetadata) -> None:
+    """Make a block class schedulable (a diffusers class name: blocks are matched by name, no import)."""
+    _BLOCKS[class_name] = metadata
+
+
+def block_metadata(class_name: str) -> BlockMetadata:
+    if class_name not in _BLOCKS:
+        raise ScheduleError(
+            f"block class {class_name} has no known cacheable components; register it with "
+            "ecad_search.models.blocks.register_block"
+        )
+    return _BLOCKS[class_name]
+
+
+register_block("BasicTransformerBlock", BlockMetadata(("attn1", "attn2", "ff"), optional=frozenset({"attn2"})))
+register_block("FluxTransformerBlock", BlockMetadata(("attn", "ff", "ff_context"), two_stream=True))
+register_block("FluxSingleTransformerBlock", BlockMetadata(("attn", "proj_mlp", "proj_out"), two_stream=True))
 
 
 def block_input(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
@@ -44,12 +78,12 @@ def block_input(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
 
 def block_output(block: nn.Module, output: Any) -> torch.Tensor:
     """The image-token stream a block returns."""
-    return output[1] if type(block).__name__ in TWO_STREAM_BLOCKS else output
+    return output[1] if block_metadata(type(block).__name__).two_stream else output
 
 
 def block_result(block: nn.Module, args: tuple, kwargs: dict[str, Any], hidden: torch.Tensor) -> Any:
     """What the block returns when its image stream is `hidden` and its text stream passes through unchanged."""
-    if type(block).__name__ not in TWO_STREAM_BLOCKS:
+    if not block_metadata(type(block).__name__).two_stream:
         return hidden
     encoder = args[1] if len(args) > 1 else kwargs["encoder_hidden_states"]
     return encoder, hidden
@@ -70,12 +104,8 @@ def token_grid(transformer: nn.Module, latent: torch.Tensor, kwargs: dict[str, A
 
 def block_components(block: nn.Module) -> tuple[str, ...]:
     """The cacheable components present in this block (an absent cross-attention is left out)."""
-    cls = type(block).__name__
-    if cls not in BLOCK_COMPONENTS:
-        raise ScheduleError(
-            f"block class {cls} has no known cacheable components; add it to ecad_search.models.blocks.BLOCK_COMPONENTS"
-        )
-    return tuple(name for name in BLOCK_COMPONENTS[cls] if getattr(block, name, None) is not None)
+    metadata = block_metadata(type(block).__name__)
+    return metadata.without(*(name for name in metadata.optional if getattr(block, name, None) is None))
 
 
 def discover_block_groups(transformer: nn.Module) -> tuple[BlockGroup, ...]:

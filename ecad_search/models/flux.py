@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..schedule import BlockGroup
 from .base import ModelFamily, ModelSpec
+from .blocks import block_metadata
 
 if TYPE_CHECKING:
     import torch
@@ -45,11 +46,10 @@ class FluxFamily(ModelFamily):
         """Double-stream blocks (joint attention, image FF, text FF), then single-stream blocks; the defaults
         are FluxTransformer2DModel's. The last double block has no text FF output that anything reads, but
         diffusers builds it, so it is scheduled like the others."""
+        double, single = block_metadata("FluxTransformerBlock"), block_metadata("FluxSingleTransformerBlock")
         groups = (
-            BlockGroup("transformer_blocks", int(config.get("num_layers", 19)), ("attn", "ff", "ff_context")),
-            BlockGroup(
-                "single_transformer_blocks", int(config.get("num_single_layers", 38)), ("attn", "proj_mlp", "proj_out")
-            ),
+            BlockGroup("transformer_blocks", int(config.get("num_layers", 19)), double.components),
+            BlockGroup("single_transformer_blocks", int(config.get("num_single_layers", 38)), single.components),
         )
         return tuple(group for group in groups if group.num_blocks > 0)
 

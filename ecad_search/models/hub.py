@@ -39,8 +39,7 @@ def require_fetchable(model: str, repos: Sequence[str]) -> None:
     Called only after loading from the local cache failed, so the message says that the model is not here.
     """
     fix = (
-        f"fetch it on a machine with network access with {fetch_commands(repos)}, or give a pipeline folder as "
-        "`model`"
+        f"fetch it on a machine with network access with {fetch_commands(repos)}, or give a pipeline folder as `model`"
     )
     if hub_offline():
         raise ModelNotAvailableError(

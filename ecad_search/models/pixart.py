@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..schedule import BlockGroup
 from .base import ModelFamily, ModelSpec
+from .blocks import block_metadata
 
 if TYPE_CHECKING:
     import torch
@@ -128,8 +129,8 @@ FAMILY = PixArtFamily()
 def pixart_block_groups(config: dict[str, Any]) -> tuple[BlockGroup, ...]:
     """`transformer_blocks`: `num_layers` BasicTransformerBlocks, with cross-attention unless the config drops it
     (the defaults are PixArtTransformer2DModel's)."""
-    cross = config.get("cross_attention_dim", 1152) is not None
-    components = ("attn1", "attn2", "ff") if cross else ("attn1", "ff")
+    block = block_metadata("BasicTransformerBlock")
+    components = block.without() if config.get("cross_attention_dim", 1152) is not None else block.without("attn2")
     return (BlockGroup("transformer_blocks", int(config.get("num_layers", 28)), components),)
 
 

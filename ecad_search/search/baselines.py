@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
+from ..frontier import best_within
 from ..store import EvaluationRecord
 from ..verdict import PairedDifference, paired_difference, verdict_word
 
@@ -92,8 +94,7 @@ def compare_with_baselines(
     names = {b.digest: name for name, b in baselines.items()}
     comparisons = []
     for name, baseline in sorted(baselines.items(), key=lambda item: -item[1].macs):
-        affordable = [r for r in front if r.macs <= baseline.macs]
-        best = min(affordable, key=lambda r: (search_loss(r.digest), r.macs)) if affordable else None
+        best = best_within(front, baseline.macs, cost=attrgetter("macs"), loss=lambda r: search_loss(r.digest))
         comparison = BaselineComparison(
             name, baseline, search_loss(baseline.digest), baseline_held_out=held_out.get(baseline.digest)
         )
