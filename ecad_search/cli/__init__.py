@@ -2,7 +2,14 @@
 (`ecad_search.app`). Commands turn flags into typed requests, and the requests' field errors back into flags.
 """
 
-from . import compare, generate, jobs, runs, schedules, search
+import importlib
+
 from .common import app, main
 
-__all__ = ["app", "compare", "generate", "jobs", "main", "runs", "schedules", "search"]
+# The command groups, in the order `--help` lists their commands: what a search leaves first, then schedules,
+# images, comparisons and cluster jobs. Importing a group registers its commands.
+GROUPS = ("search", "runs", "schedules", "generate", "compare", "jobs")
+for _group in GROUPS:
+    importlib.import_module(f".{_group}", __name__)
+
+__all__ = ["GROUPS", "app", "main"]
