@@ -17,7 +17,6 @@ interval over per-seed jackknife units that the search's verdicts use.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from ecad_search.schedule import CacheSchedule
 from ecad_search.verdict import paired_difference
 
 from .common import parser as common_parser
+from .common import write_json
 
 FRESH_SEED = 2_000_000
 FORA_N = (2, 3, 4)
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     show(rows, Console(width=100))
     if args.out:
         record = {"per_digit": args.per_digit, "seed": args.seed, "rows": rows}
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ all cost the same MACs, as the moves of a budget search do.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from ecad_search.models import get_model
 from ecad_search.models.digits import DIGIT_PROMPTS
 
 from .common import parser as common_parser
+from .common import write_json
 from .frechet_noise import FRESH_SEED, SubsetLoss, frechet_settings, schedules
 
 # A set's features (N, D) -> its distance to the real digits.
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         table.add_row(label, *(f"{figure:.2f}" for g in value for figure in (value[g], lowest[g])))
     Console(width=80).print(table)
     if args.out:
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.out, record)
 
 
 if __name__ == "__main__":

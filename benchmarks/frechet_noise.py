@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from ecad_search.schedule import CacheSchedule
 from ecad_search.search.budget import Lanes
 
 from .common import parser as common_parser
+from .common import write_json
 
 FRESH_SEED = 3_000_000
 FORA_N = (2, 3, 4, 6, 9)
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     record = measure(args)
     show(record, Console(width=80))
     if args.out:
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.out, record)
     if args.plot:
         plot(record, args.plot)
 

@@ -34,6 +34,7 @@ from rich.table import Table
 from scipy.stats import spearmanr
 
 from .common import parser as common_parser
+from .common import write_json
 
 CALIBRATION_SEEDS = (1, 2, 4, 8, 16)
 FORA_PARENTS = (2, 3, 4, 5)
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     data = measure(args.model, args.prompts, args.seeds, args.neighbours, args.seed)
     if args.out:
-        args.out.with_suffix(".json").write_text(json.dumps(data))
+        write_json(args.out.with_suffix(".json"), data)
     report([data], args.out.with_suffix(".png") if args.out else None)
 
 

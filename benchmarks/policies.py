@@ -11,7 +11,6 @@ in the user cache folder and reused). Images are the model's calibration prompts
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from ecad_search.policies import policy_config, policy_names
 from ecad_search.prompts import default_prompt_file, load_prompts
 
 from .common import parser as common_parser
+from .common import write_json
 
 FORA_INTERVALS = range(2, 11)
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     result = measure(args.model, args.seeds)
     report(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out.with_suffix(".json"), result)
     plot(result, args.out.with_suffix(".png"))
 
 

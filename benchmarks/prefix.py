@@ -15,7 +15,6 @@ same front.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import tempfile
@@ -32,6 +31,7 @@ from ecad_search.pool import EvaluationPool, LocalPool, make_pool
 from ecad_search.search.run import SearchRun
 
 from .common import parser as common_parser
+from .common import write_json
 
 QUERY = """
 SELECT c.digest, e.eval_key, e.quality_loss, e.scores FROM ecad_evaluations e
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             })  # fmt: skip
             print(rows[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": rows}, indent=1))
+    write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "runs": rows})
     where = f"on {args.workers} workers" if args.workers else "in process"
     table = Table("seed", "evaluations", "transformer calls", "saved", "wall s", title=f"shared prefixes, {where}")
     for row in rows:

@@ -33,6 +33,7 @@ from ecad_search.models.digits import DIGIT_PROMPTS, parse_digit_prompt
 from ecad_search.schedule import CacheSchedule
 
 from .common import parser as common_parser
+from .common import write_json
 from .frechet_noise import schedules, whole_steps
 
 PROXY_SEED = 4_000_000
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     record = measure(args)
     show(record, Console(width=80))
     if args.out:
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ far that prediction, and the MACs' ratio, are from the measured time.
 from __future__ import annotations
 
 import contextlib
-import json
 import statistics
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from ecad_search.models.pixart import PIXART_ALPHA, at_resolution
 from ecad_search.testing import FULL_DEPTH_TINY_PIXART, tiny_pixart_pipeline
 
 from .common import parser as common_parser
+from .common import write_json
 
 SD_VAE = {
     "block_out_channels": [128, 256, 512, 512],
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             "probes": probe_seconds,
             "schedules": rows,
         }
-        args.out.write_text(json.dumps(document, indent=1) + "\n")
+        write_json(args.out, document)
 
 
 def report(

@@ -28,7 +28,6 @@ One PNG shows progress against images for every run.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 import time
@@ -59,6 +58,7 @@ from ecad_search.search.splits import SplitScorer
 from ecad_search.store import Store
 
 from .common import parser as common_parser
+from .common import write_json
 
 SETTINGS = {
     "ecad": PRESETS["ecad"],
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "progress": curves, "versus_fora": versus}
     result["wall_s"] = seconds
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out.with_suffix(".json"), result)
     plot(curves, args.out.with_suffix(".png"), args.model)
     report(curves, versus, seconds, args.reference)
 

@@ -16,7 +16,6 @@ candidates' MACs and 100 calibration images each, dispatched 24 per generation t
 from __future__ import annotations
 
 import gc
-import json
 import os
 import tempfile
 import time
@@ -38,6 +37,7 @@ from ecad_search.store import Store
 from ecad_search.testing import save_tiny, tiny_pixart_pipeline
 
 from .common import parser as common_parser
+from .common import write_json
 
 PIXART_MS_PER_TMAC, PIXART_MS_FIXED, PIXART_FULL_TMACS = 22.1, 37.3, (165.7 - 37.3) / 22.1
 PIXART_IMAGES, GPUS, POPULATION = 100, 8, 24
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     overhead = max(r["overhead_s_per_candidate"] for r in ray_runs) if ray_runs else 0.0
     prediction = predicted_efficiency(runs[0]["macs_fractions"] * (POPULATION * 4 // args.candidates), overhead)
     report(runs, memory, prediction)
-    args.out.write_text(json.dumps({"runs": runs, "text_encoder": memory, "pixart_8_gpus": prediction}, indent=1))
+    write_json(args.out, {"runs": runs, "text_encoder": memory, "pixart_8_gpus": prediction})
 
 
 def report(runs: list[dict[str, Any]], memory: dict[str, Any], prediction: dict[str, float]) -> None:
