@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ecad_search.evaluation import EvaluationSettings, Evaluator
+from ecad_search.families import PSNR_CAP_DB
 from ecad_search.files import save_figure
 from ecad_search.heuristics import fora
 from ecad_search.metrics.fidelity import psnr, ssim
-from ecad_search.metrics.reference import PSNR_CAP_DB
 from ecad_search.models import block_groups, get_model
 from ecad_search.policies import policy_config, policy_names
 from ecad_search.prompts import default_prompt_file, load_prompts

@@ -20,9 +20,11 @@ from typing import Any
 import torch
 
 from .cost import estimate_macs
+from .errors import FieldError
+from .families import FAMILIES_KEY, OBJECTIVES, Judge, family_figures, fidelity_prompt_scores, mean
+from .fewer_steps import FewerSteps
 from .generation import GenerationSettings, load_pipeline, pipeline_kwargs
 from .metrics import QualityMetric, get_metric
-from .metrics.reference import reference_figures
 from .models import ModelSpec, block_groups, get_family, schedule_metadata
 from .models.blocks import discover_block_groups
 from .policies import PolicyConfig, PolicyError, apply_policy
@@ -48,17 +50,24 @@ class EvaluationSettings:
     seed: int = 0
     cost: str = "macs"
     batch_size: int = 0
-    # Also store PSNR and SSIM to the uncached images (`compare`); part of the key only when set, so the keys
-    # of every earlier evaluation stay as they were.
+    # Also store the mean PSNR and SSIM to the uncached images beside their per-image families (`compare`);
+    # part of the key only when set, so the keys of every earlier evaluation stay as they were.
     reference_figures: bool = False
     # The device that timed a latency-cost split (`--budget-latency`): seconds timed on another device are not
     # these. Part of the key only when set, as `reference_figures` is.
     timed_on: str = ""
+    # What `quality_loss` and `prompt_scores` hold: the metric's loss ("quality") or the fidelity loss
+    # (`families.OBJECTIVES`). Part of the key only when it is not the metric's, as `timed_on` is.
+    objective: str = "quality"
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise FieldError(f"unknown `objective` '{self.objective}': use one of {', '.join(OBJECTIVES)}")
 
     def key(self) -> str:
         fields = asdict(self)
-        for optional in ("reference_figures", "timed_on"):
-            if not fields[optional]:
+        for optional, default in (("reference_figures", False), ("timed_on", ""), ("objective", "quality")):
+            if fields[optional] == default:
                 del fields[optional]
         payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
@@ -160,11 +169,13 @@ class Evaluator:
         metric: QualityMetric | None = None,
         handle: ScheduleHandle | None = None,
         inputs: SplitInputs | None = None,
+        judges: list[Judge] | None = None,
     ):
         if settings.cost not in COSTS:
             raise ValueError(f"unknown cost '{settings.cost}': use one of {', '.join(COSTS)}")
         self.spec, self.settings, self.device = spec, settings, device
         self.metric = metric if metric is not None else get_metric(settings.metric).load(spec, device)
+        self.judges = judges if judges is not None else get_family(spec).judges(spec, device)
         self.pipe = pipe if pipe is not None else load_pipeline(spec, device=device)
         self.generation = GenerationSettings(
             settings.steps, settings.guidance_scale, settings.resolution, settings.resolution, settings.seed
@@ -184,8 +195,8 @@ class Evaluator:
         self.handle = handle if handle is not None else apply_schedule(self.pipe, self.template)
         self.references: torch.Tensor | None = None if inputs is None else inputs.references
         self.full_seconds_per_image = 0.0 if inputs is None else inputs.seconds_per_image
-        wants_references = self.metric.needs_reference or settings.cost == "latency" or settings.reference_figures
-        if self.references is None and wants_references:
+        if self.references is None:
+            # Every family but quality is measured against them, and a latency cost against their seconds.
             self.references, seconds = self.generate(None)
             self.full_seconds_per_image = seconds / settings.num_images
 
@@ -210,6 +221,7 @@ class Evaluator:
             metric=self.metric,
             handle=self.handle,
             inputs=inputs,
+            judges=self.judges,
         )
 
     def _generators(self, count: int) -> list[torch.Generator]:
@@ -271,11 +283,26 @@ class Evaluator:
         total = sum(self.macs(mask) * n + run.overhead_macs for mask, run, n in paired)
         return images, seconds, total / sum(counts), realised
 
+    def generate_at_steps(self, baseline: FewerSteps) -> tuple[torch.Tensor, float, float]:
+        """All calibration images of the uncached pipeline at fewer steps (its scheduler's own timesteps), the
+        seconds taken and the MACs per image: those of `baseline.steps` full steps."""
+        steps = GenerationSettings(
+            baseline.steps, self.settings.guidance_scale, self.settings.resolution, self.settings.resolution
+        )
+        full_call = self.call_kwargs
+        self.call_kwargs = pipeline_kwargs(self.pipe, self.spec, steps)
+        try:
+            with self.bare_pipeline():
+                images, seconds = self._run_chunks()
+        finally:
+            self.call_kwargs = full_call
+        return images, seconds, self.macs(CacheSchedule.all_compute(self.template.groups, baseline.steps))
+
     def macs(self, schedule: CacheSchedule) -> float:
         return schedule_macs(schedule, self.spec, self.settings)
 
     def evaluate_many(
-        self, candidates: Sequence[CacheSchedule | PolicyConfig], prefix_bytes: int = 0
+        self, candidates: Sequence[CacheSchedule | PolicyConfig | FewerSteps], prefix_bytes: int = 0
     ) -> Iterator[tuple[int, Evaluation]]:
         """Score candidates, yielding (index, evaluation) as each is known. With `prefix_bytes`, schedules run in
         prefix-tree order and compute the steps they share with earlier ones once (see `runtime.prefix`),
@@ -296,35 +323,43 @@ class Evaluator:
             self.handle.swap(self.template)
 
     def evaluate(
-        self, candidate: CacheSchedule | PolicyConfig, link: PrefixLink | None = None, tape: PrefixTape | None = None
+        self,
+        candidate: CacheSchedule | PolicyConfig | FewerSteps,
+        link: PrefixLink | None = None,
+        tape: PrefixTape | None = None,
     ) -> Evaluation:
-        """Score a schedule, or an online policy (its MACs are what it ran, overhead included). A schedule
-        whose shared prefix came from a `tape` has no latency of its own."""
+        """Score a schedule, an online policy (its MACs are what it ran, overhead included) or the uncached
+        pipeline at fewer steps, in every family (`families`). A schedule whose shared prefix came from a
+        `tape` has no latency of its own."""
         start = time.perf_counter()
         replayed = 0 if tape is None else tape.replayed_steps
         if isinstance(candidate, PolicyConfig):
             images, seconds, macs, _ = self.generate_with_policy(candidate)
+        elif isinstance(candidate, FewerSteps):
+            images, seconds, macs = self.generate_at_steps(candidate)
         else:
             (images, seconds), macs = self.generate(candidate, link, tape), self.macs(candidate)
-        units = self.metric.unit_scores(
-            images, self.image_prompts, self.references, self.settings.images_per_prompt
-        ).double()
+        per_prompt = self.settings.images_per_prompt
+        units = self.metric.unit_scores(images, self.image_prompts, self.references, per_prompt).double().tolist()
+        families = family_figures(units, images, self.references, self.image_prompts, per_prompt, self.judges)
+        if self.settings.objective == "fidelity":
+            units = fidelity_prompt_scores(families["psnr_db"], per_prompt)
         seconds_per_image = seconds / self.settings.num_images
         shared = tape is not None and tape.replayed_steps > replayed
         latency_cost = self.settings.cost == "latency"
         cost = seconds_per_image / self.full_seconds_per_image if latency_cost else macs / self.full_macs
         return Evaluation(
-            quality_loss=float(1.0 - units.mean()),
+            quality_loss=float(1.0 - sum(units) / len(units)),
             cost=float(cost),
             macs=macs,
             latency_s=None if shared else seconds_per_image,
             prompt_scores=[float(s) for s in units],
-            figures=self._figures(images),
+            figures=self._figures(images, families),
             wall_time_s=time.perf_counter() - start,
         )
 
-    def _figures(self, images: torch.Tensor) -> dict[str, Any]:
+    def _figures(self, images: torch.Tensor, families: dict[str, list[float]]) -> dict[str, Any]:
         figures = self.metric.extra_figures(images, self.image_prompts, self.references)
-        if self.settings.reference_figures and self.references is not None:
-            figures.update(reference_figures(images, self.references))
-        return figures
+        if self.settings.reference_figures:
+            figures.update({key: mean(families[key]) for key in ("psnr_db", "ssim")})
+        return {**figures, FAMILIES_KEY: families}

@@ -50,6 +50,14 @@ def check_seed(seed: int) -> int:
     return check_range("seed", seed, 0, MAX_SEED)
 
 
+def check_number(field: str, value: float, low: float, high: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise FieldError(f"`{field}` must be a finite number from {low:g} to {high:g}, got {value}")
+    if not low <= value <= high:
+        raise FieldError(f"`{field}` must be from {low:g} to {high:g}, got {value:g}")
+    return float(value)
+
+
 def check_guidance(guidance: float) -> float:
     if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
         raise FieldError(f"`guidance` must be a finite number from 0 to {MAX_GUIDANCE:g}, got {guidance}")

@@ -16,6 +16,7 @@ from ..pool import genome_bits
 from ..prompts import load_prompts
 from ..schedule import CacheSchedule
 from ..store import Store
+from ..verdict import claim_margins
 from .prepare import check_writable_folder, prepare
 from .requests import CompareRequest, SearchRequest
 
@@ -33,6 +34,7 @@ def prepare_compare(config: CompareRequest) -> PreparedCompare:
     for field, value, low in (("grid", config.grid, 2), ("trials", config.trials, 1)):
         if value < low:
             raise FieldError(f"`{field}` {value} is too small: give at least {low}")
+    claim_margins(config.margins)
     search = _search_config(config)
     prepared = prepare(search)
     config = replace(config, device=prepared.config.device)

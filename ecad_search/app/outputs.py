@@ -13,8 +13,9 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..families import ADHERENCE, FIDELITY, PSNR_CAP_DB, SSIM, mean
 from ..files import write_atomic
 from ..formats import save_schedule
 from ..schedule import CacheSchedule
@@ -95,8 +96,9 @@ def pareto_plot(
     full_macs: float,
     title: str,
     loss: Callable[[str], float] | None = None,
+    loss_name: str = "quality loss",
 ) -> None:
-    """Quality loss against MACs (fraction of uncached): all evaluations, the front, FORA baselines, and the
+    """The search's loss against MACs (fraction of uncached): all evaluations, the front, FORA baselines, and the
     held-out losses of the front and of FORA once scored (a second, marked series). `loss` gives the search's
     loss of a baseline (pooled once confirmed), so FORA sits where the search saw it.
 
@@ -105,7 +107,7 @@ def pareto_plot(
     """
     from ..plots import cost_loss_figure, save_plot
 
-    fig, ax = cost_loss_figure(title, "quality loss (lower is better; log above 1e-4)")
+    fig, ax = cost_loss_figure(title, f"{loss_name} (lower is better; log above 1e-4)")
     ax.scatter(
         [r.macs / full_macs for r in evaluated], [r.quality_loss for r in evaluated], s=8, c="0.75", label="evaluated"
     )
@@ -193,8 +195,13 @@ def describe(
     """A front schedule with its figures (and what they mean) and where it came from, ready to save."""
     splits = prepared.splits
     settings = splits.calibration
+    scored_by = (
+        f"mean PSNR to the uncached image / {PSNR_CAP_DB:g} dB"
+        if settings.objective == "fidelity"
+        else f"mean {settings.metric} score"
+    )
     quality = (
-        f"1 - mean {settings.metric} score over {describe_images(settings)}"
+        f"1 - {scored_by} over {describe_images(settings)}"
         + (f", pooled with {describe_images(splits.confirmation)} once on the front" if splits.confirmation else "")
         + f"; {settings.steps} steps, guidance {settings.guidance_scale}"
     )
@@ -216,9 +223,9 @@ def describe(
         metrics["held_out_loss"] = {
             "value": scored.held_out_loss,
             "unit": "",
-            "definition": f"1 - mean {settings.metric} score over held-out {describe_images(splits.held_out)}, "
-            "never used by the search",
+            "definition": f"1 - {scored_by} over held-out {describe_images(splits.held_out)}, never used by the search",
         }
+        metrics.update(held_out_families(scored.held_out.scores, describe_images(splits.held_out)))
     provenance = {
         "method": "search",
         "run": prepared.run,
@@ -237,6 +244,20 @@ def describe(
         width=settings.resolution,
         guidance_scale=settings.guidance_scale,
     )
+
+
+def held_out_families(scores: dict[str, Any], images: str) -> dict[str, dict[str, Any]]:
+    """The held-out means of the families beside the search's loss (`families`), as schedule-file metrics."""
+    found = {}
+    for key, family, unit, definition in (
+        ("held_out_psnr_db", FIDELITY, "dB", "mean PSNR to the uncached image of the same seed"),
+        ("held_out_ssim", SSIM, "", "mean SSIM to the uncached image of the same seed"),
+        ("held_out_adherence", ADHERENCE, "points", "share of images that show the prompt, as the judge reads it"),
+    ):
+        value = mean(family.values(scores))
+        if value is not None:
+            found[key] = {"value": value, "unit": unit, "definition": f"{definition}, over held-out {images}"}
+    return found
 
 
 class OutputWriter(SearchObserver):
@@ -277,7 +298,8 @@ def write_outputs(run: SearchRun, index: int) -> None:
     entries = front_entries(run, index)
     write_front(out, entries)
     write_tables(out, entries, run.full_macs)
-    write_atomic(out / "vs_fora.md", baseline_table(run.versus_baselines(), run.full_macs, run.prepared.splits))
+    table = baseline_table(run.versus_baselines(), run.full_macs, run.prepared.splits, run.claim_rules())
+    write_atomic(out / "vs_fora.md", table)
     write_history(out, run.reports)
     hv = run.reports[-1].hypervolume if run.reports else 0.0
     pareto_plot(
@@ -289,4 +311,5 @@ def write_outputs(run: SearchRun, index: int) -> None:
         run.full_macs,
         f"{run.prepared.run}: generation {index + 1}, hypervolume {hv:.4f}",
         run.search.state.search_loss,
+        "fidelity loss, 1 - PSNR / 100 dB" if run.prepared.settings.objective == "fidelity" else "quality loss",
     )

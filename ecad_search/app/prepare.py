@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import FieldError
 from ..evaluation import COSTS, EvaluationSettings
+from ..families import OBJECTIVES
 from ..generation import resolve_device
 from ..metrics import get_metric
 from ..models import ModelSpec, block_groups, get_family, get_model
@@ -24,6 +25,7 @@ from ..options import (
     MAX_WORKERS,
     RAY_EXTRA,
     check_guidance,
+    check_number,
     check_range,
     check_schedule_steps,
     check_seed,
@@ -36,6 +38,7 @@ from ..search.racing import runnable_preset
 from ..search.seeding import check_population_size
 from ..search.splits import distinct_prompts, make_splits
 from ..store import Store
+from ..verdict import claim_margins
 from .requests import GUARDS, HELD_OUT_SCOPES, SearchRequest
 
 
@@ -72,6 +75,12 @@ def prepare(config: SearchRequest) -> PreparedSearch:
     guidance = spec.guidance_scale if config.guidance is None else check_guidance(config.guidance)
     metric = config.metric or spec.metric
     get_metric(metric).check(spec)
+    objective = config.objective or spec.objective
+    _check_choice("objective", objective, OBJECTIVES)
+    config = replace(config, objective=objective)
+    if config.adherence_floor is not None:
+        check_number("adherence_floor", config.adherence_floor, 0.0, 100.0)
+    claim_margins(config.margins)
     _check_images_for_metric(metric, images, held_out_images)
     prompt_file = config.prompts or default_prompt_file(spec.family)
     prompts, notes = _distinct(spec, load_prompts(prompt_file), "calibration")
@@ -92,6 +101,7 @@ def prepare(config: SearchRequest) -> PreparedSearch:
         seed=config.seed,
         cost=config.cost,
         batch_size=config.batch_size,
+        objective=objective,
     )
     check_population_size(CacheSchedule.all_compute(block_groups(spec), steps), population)
     run = config.run or _run_name(config, metric, runnable_preset(preset, settings))
@@ -148,7 +158,8 @@ def _run_name(config: SearchRequest, metric: str, preset: Preset) -> str:
     (sharing the old one's evaluations) instead of replaying the old one's generations differently."""
     identity = {**config.identity(), "preset": preset.identity()}
     digest = hashlib.sha256(repr(sorted(identity.items())).encode()).hexdigest()[:8]
-    return f"{Path(config.model).name}-{metric}-{config.preset}-s{config.seed}-{digest}"
+    aim = "" if config.objective in (None, "quality") else f"-{config.objective}"
+    return f"{Path(config.model).name}-{metric}{aim}-{config.preset}-s{config.seed}-{digest}"
 
 
 def _safe(name: str) -> str:

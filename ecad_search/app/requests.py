@@ -24,6 +24,9 @@ class SearchRequest:
     search's images is beyond noise (a paired 95 % interval); "both" does both; "none" trusts the calibration
     images alone. `prefix_memory` (MiB) bounds what an evaluation (in-process, or on each worker) keeps so
     that candidates sharing their first steps compute them once (`runtime.prefix`); it changes no image.
+    `objective` is what NSGA-II minimises beside cost (`families.OBJECTIVES`: the metric's loss, or fidelity
+    to the uncached images); `adherence_floor` (points) makes a schedule whose images show the prompt less
+    often than that infeasible; `margins` (family, value) set the claims' non-inferiority margins.
     """
 
     model: str
@@ -51,15 +54,24 @@ class SearchRequest:
     ray_address: str | None = None
     gpus_per_worker: float = 1.0
     prefix_memory: int = 1024
+    objective: str | None = None
+    adherence_floor: float | None = None
+    margins: tuple[tuple[str, float], ...] = ()
 
     def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in WHERE_IT_RUNS}
+        """What identifies the run; the options added since runs were first stored count only when they differ
+        from what every older run did, so an older run resumes under the same identity."""
+        fields = {k: v for k, v in asdict(self).items() if k not in WHERE_IT_RUNS}
+        return {k: v for k, v in fields.items() if k not in ADDED_LATER or v not in (None, ADDED_LATER[k])}
 
 
-# What a run does not depend on: how long it goes, what it reports, and where it runs.
+# What a run does not depend on: how long it goes, what it reports (`margins` judge its claims), and where it runs.
 WHERE_IT_RUNS = (
-    "generations", "held_out", "db", "out", "device", "workers", "ray_address", "gpus_per_worker", "prefix_memory"
+    "generations", "held_out", "db", "out", "device", "workers", "ray_address", "gpus_per_worker", "prefix_memory",
+    "margins",
 )  # fmt: skip
+# Options added since runs were first stored, with what every older run did.
+ADDED_LATER = {"objective": "quality", "adherence_floor": None}
 GUARDS = ("both", "confirm", "paired", "none")
 HELD_OUT_SCOPES = ("rivals", "front")
 
@@ -110,3 +122,4 @@ class CompareRequest:
     timing_repeats: int = 3
     seed: int = 0
     device: str = "auto"
+    margins: tuple[tuple[str, float], ...] = ()

@@ -105,6 +105,18 @@ def _error(message: str) -> None:
     errors.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, markup=True)
 
 
+def margin_pairs(given: list[str]) -> tuple[tuple[str, float], ...]:
+    """`--margin FAMILY=VALUE` options as (family, value) pairs; the families are checked by the request."""
+    pairs = []
+    for text in given:
+        family, _, value = text.partition("=")
+        try:
+            pairs.append((family.strip(), float(value)))
+        except ValueError:
+            raise UsageError(f"--margin {text}: write FAMILY=VALUE, e.g. --margin fidelity=1") from None
+    return tuple(pairs)
+
+
 def spec_at(model: str, resolution: int | None = None) -> ModelSpec:
     """The model, at another of its resolutions when asked (PixArt has one checkpoint per size)."""
     spec = get_model(model)

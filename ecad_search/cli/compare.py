@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from ..options import check_seed
-from .common import ModelOption, UsageError, app, console, friendly, needs, quiet_libraries, spec_at
+from .common import ModelOption, UsageError, app, console, friendly, margin_pairs, needs, quiet_libraries, spec_at
 
 
 @app.command()
@@ -22,7 +22,8 @@ def compare(
         list[Path] | None, typer.Option("--schedule", help="a schedule file to compare (repeatable)")
     ] = None,
     methods: Annotated[
-        str | None, typer.Option(help="comma-separated subset: learned, fora and policy names (default: all)")
+        str | None,
+        typer.Option(help="comma-separated subset: learned, fora, fewer-steps and policy names (default: all)"),
     ] = None,
     budgets: Annotated[str, typer.Option(help="MACs budgets, fractions of uncached")] = "0.5,0.35,0.25,0.2",
     db: Annotated[str, typer.Option(help="SQLAlchemy URL of the database (the search's)")] = "sqlite:///ecad-search.db",
@@ -34,15 +35,19 @@ def compare(
     timing_repeats: Annotated[int, typer.Option(help="interleaved timing rounds")] = 3,
     seed: Annotated[int, typer.Option(help="seed of the Optuna studies (and of a search without --run)")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N")] = "auto",
+    margin: Annotated[
+        list[str] | None,
+        typer.Option(help="a claim's non-inferiority margin, FAMILY=VALUE: fidelity=1 (dB), adherence=0.5 (points)"),
+    ] = None,
 ) -> None:
-    """Learned schedules, FORA and every online policy on the same held-out images at the same MACs budgets:
-    a report, a CSV and a Pareto plot. Evaluations go into the database's memo, so it resumes."""
+    """Learned schedules, FORA, fewer steps and every online policy on the same held-out images at the same MACs
+    budgets: a report, a CSV and a Pareto plot. Evaluations go into the database's memo, so it resumes."""
     needs("search", "compare")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..app.compare import prepare_compare
     from ..app.requests import CompareRequest
-    from ..compare.report import write_report
+    from ..compare.report import claim_rules, write_report
     from ..compare.runner import run_compare
     from ..models import require_model
 
@@ -66,6 +71,7 @@ def compare(
         timing_repeats=timing_repeats,
         seed=check_seed(seed),
         device=device,
+        margins=margin_pairs(margin or []),
     )
     require_model(spec_at(model))
     prepared = prepare_compare(config)
@@ -79,11 +85,21 @@ def compare(
             on_planned=lambda total: progress.update(task, total=total),
         )
     paths = write_report(result)
-    wins = " · ".join(f"{b.budget:.0%}: {b.winner.method if b.winner else '-'} ({b.verdict})" for b in result.budgets)
+    rules = claim_rules(result)
+    wins = " · ".join(f"{b.budget:.0%}: {_winner_text(b, rules)}" for b in result.budgets)
     settings = sum(len(points) for points in result.points.values())
     console.print(f"compare: {len(result.points)} methods, {settings} settings, {result.evaluated} evaluated now")
-    console.print(f"best at each budget: {wins}")
+    console.print(f"lowest loss at each budget (claim over the runner-up): {wins}")
     console.print(f"wrote {paths[0]} (and points.csv, pareto.png beside it)")
+
+
+def _winner_text(result: Any, rules: Any) -> str:
+    from ..compare.report import winner_claim
+
+    if result.winner is None:
+        return "-"
+    claim = winner_claim(result, rules)
+    return f"{result.winner.method} ({'alone' if result.runner_up is None else claim.verdict if claim else '-'})"
 
 
 @app.command()

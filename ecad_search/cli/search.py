@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import UsageError, app, console, friendly, needs, quiet_libraries, spec_at
+from .common import UsageError, app, console, friendly, margin_pairs, needs, quiet_libraries, spec_at
 
 if TYPE_CHECKING:
     from ..app.requests import BudgetRequest, SearchRequest
@@ -65,6 +65,17 @@ def main_form(
     prefix_memory: Annotated[
         int, typer.Option(help="MiB kept so that masks sharing their first steps compute them once (0: off)")
     ] = 1024,
+    objective: Annotated[
+        str | None,
+        typer.Option(help="what NSGA-II minimises beside cost: quality (the metric) or fidelity (PSNR to uncached)"),
+    ] = None,
+    adherence_floor: Annotated[
+        float | None, typer.Option(help="a schedule must show the prompt at least this often, in % (e.g. 98.5)")
+    ] = None,
+    margin: Annotated[
+        list[str] | None,
+        typer.Option(help="a claim's non-inferiority margin, FAMILY=VALUE: fidelity=1 (dB), adherence=0.5 (points)"),
+    ] = None,
     budget: Annotated[
         float | None,
         typer.Option(help="instead of a front: the best schedule at this fraction of the uncached MACs, e.g. 0.35"),
@@ -121,6 +132,9 @@ def main_form(
             ray_address=ray_address,
             gpus_per_worker=gpus_per_worker,
             prefix_memory=prefix_memory,
+            objective=objective,
+            adherence_floor=adherence_floor,
+            margins=margin_pairs(margin or []),
         ),
     )
 

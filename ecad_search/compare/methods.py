@@ -3,6 +3,8 @@
 - `learned`: a search's final front (`run`) and schedule files (`schedules`).
 - `fora`: FORA every N steps, N = 2…10 (the same masks the search seeds from, so their held-out scores are
   shared with it).
+- `fewer-steps`: the uncached pipeline at k = 2…N−1 steps, its scheduler's own timesteps (the baseline everyone
+  thinks of first).
 - each online policy: swept over the knobs its module names in `SWEEP`, from (nearly) computing every step to
   caching much: a grid for a one-knob policy, an Optuna study (multi-objective, its own SQLite storage,
   resumable) for one with several knobs.
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fewer_steps import FewerSteps
 from ..heuristics import fora
 from ..policies import KnobRange, PolicyConfig, policy_config, policy_names, policy_sweep
 from ..schedule import BlockGroup, CacheSchedule
@@ -21,7 +24,7 @@ from ..schedule import BlockGroup, CacheSchedule
 FORA_INTERVALS = range(2, 11)
 # The FORA every-N method is the heuristic masks; the `fora` policy is the same rule, so it is not swept again.
 POLICY_METHODS = tuple(name for name in policy_names() if name != "fora")
-METHODS = ("learned", "fora", *POLICY_METHODS)
+METHODS = ("learned", "fora", "fewer-steps", *POLICY_METHODS)
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,15 @@ class Setting:
 
     method: str
     label: str
-    candidate: CacheSchedule | PolicyConfig
+    candidate: CacheSchedule | PolicyConfig | FewerSteps
 
 
 def fora_settings(groups: tuple[BlockGroup, ...], steps: int) -> list[Setting]:
     return [Setting("fora", f"FORA-{n}", fora(groups, steps, n)) for n in FORA_INTERVALS]
+
+
+def fewer_steps_settings(steps: int) -> list[Setting]:
+    return [Setting("fewer-steps", FewerSteps(k).label, FewerSteps(k)) for k in range(2, steps)]
 
 
 def learned_settings(front: list[CacheSchedule], files: list[tuple[Path, CacheSchedule]]) -> list[Setting]:

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import torch
 
+from ..families import ADHERENCE, FIDELITY, SECOND_JUDGE, SSIM, Family, mean
 from ..files import write_atomic
-from .budgets import BudgetResult, Point, pareto, versus_best_other
+from ..search.prepared import claim_rules_for
+from ..verdict import Claim, ClaimRules
+from .budgets import BudgetResult, Point, pareto
 from .runner import CompareResult
 
 # Okabe–Ito: distinguishable with every common colour-vision deficiency; cycled with line styles beyond 8.
@@ -38,41 +41,59 @@ def write_report(result: CompareResult) -> list[Path]:
 
 def _point_cells(point: Point | None, result: CompareResult) -> list[str]:
     if point is None:
-        return ["-"] * 6
+        return ["-"] * 8
     seconds = result.seconds_per_image.get(point.digest)
     base = result.seconds_per_image.get(result.uncached.digest)
     speed = f"{base / seconds:.2f}×" if seconds and base else "-"
     return [
         point.label,
         f"{point.loss:.4g}",
-        _figure(point, "psnr_db", "{:.2f}"),
-        _figure(point, "ssim", "{:.4f}"),
+        _family_mean(point, FIDELITY, "{:.2f}"),
+        _family_mean(point, SSIM, "{:.4f}"),
+        _family_mean(point, ADHERENCE, "{:.1f}"),
+        _family_mean(point, SECOND_JUDGE, "{:.4g}", loss=True),
         f"{point.cost:.1%}",
         f"{seconds * 1000:.1f} ms, {speed}" if seconds else "-",
     ]
 
 
-def _figure(point: Point, name: str, pattern: str) -> str:
-    value = point.figures.get(name)
-    return pattern.format(value) if isinstance(value, int | float) else "-"
+def _family_mean(point: Point, family: Family, pattern: str, loss: bool = False) -> str:
+    value = mean(family.values(dict(point.figures)))
+    if value is None:
+        return "-"
+    return pattern.format(1 - value if loss else value)
 
 
 def budget_section(result: BudgetResult, compare: CompareResult) -> str:
     lines = [
         f"### At {result.budget:.0%} of the uncached MACs",
         "",
-        "| method | best setting | loss | PSNR (dB) | SSIM | MACs | wall time per image, speed-up |",
-        "|---|---|---|---|---|---|---|",
+        "| method | best setting | loss | PSNR (dB) | SSIM | adherence % | second judge loss | MACs "
+        "| wall time per image, speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     ranked = sorted(result.best.items(), key=lambda item: (item[1] is None, item[1].loss if item[1] else 0.0))
     for method, point in ranked:
         lines.append("| " + " | ".join([method, *_point_cells(point, compare)]) + " |")
-    lines += ["", verdict_line(result), ""]
+    lines += ["", verdict_line(result, claim_rules(compare)), ""]
     return "\n".join(lines)
 
 
-def verdict_line(result: BudgetResult) -> str:
-    """Who wins at this budget and by how much (the runner-up's loss minus the winner's, with its interval)."""
+def claim_rules(result: CompareResult) -> ClaimRules:
+    """The rule every verdict of the report follows: primary family what the held-out loss is (the metric's,
+    or fidelity for a run that searched for it), margins as the compare was given."""
+    return claim_rules_for(result.prepared.held_out, result.prepared.config.margins)
+
+
+def winner_claim(result: BudgetResult, rules: ClaimRules) -> Claim | None:
+    """The claim of the lowest-loss method over the runner-up at this budget (None without both)."""
+    if result.winner is None or result.runner_up is None:
+        return None
+    return rules.judge(dict(result.winner.figures), dict(result.runner_up.figures))
+
+
+def verdict_line(result: BudgetResult, rules: ClaimRules) -> str:
+    """Who has the lowest loss at this budget, and the claim over the runner-up under the rule."""
     if result.winner is None:
         return "No method has a setting this cheap."
     winner = f"**{result.winner.method}** ({result.winner.label})"
@@ -80,10 +101,11 @@ def verdict_line(result: BudgetResult) -> str:
         return f"{winner} is the only method with a setting this cheap."
     margin = result.runner_up.loss - result.winner.loss
     line = f"{winner} has the lowest loss, {margin:.4g} below {result.runner_up.method} ({result.runner_up.label})"
-    if result.lead is None:
-        return line + "; they were not scored on the same prompts, so no interval."
-    interval = f"95 % interval [{result.lead.low:.4g}, {result.lead.high:.4g}] over {result.lead.prompts} paired scores"
-    return line + f": {'a win' if result.verdict == 'wins' else 'a tie'} ({interval})."
+    claim = winner_claim(result, rules)
+    if claim is None:
+        return line + "; they were not scored on the same images, so no claim."
+    figures = "; ".join(f"{f.family} {f.text()}" for f in (claim.primary, *claim.others))
+    return line + f": **{claim.verdict}** under the rule ({figures})."
 
 
 def report_markdown(result: CompareResult) -> str:
@@ -97,9 +119,11 @@ def report_markdown(result: CompareResult) -> str:
         f"(from {held_out.seed}), {held_out.steps} steps, guidance {held_out.guidance_scale:g}, "
         f"{held_out.resolution} px. None of them was seen by a search."
         + (f" Learned schedules from run `{prepared.config.run}`." if prepared.config.run else ""),
-        f"- Quality: loss in the search's metric `{held_out.metric}` (lower is better), PSNR and SSIM to the "
-        "uncached images of the same seeds (torchmetrics). LPIPS is not reported: it needs torchvision and "
-        "downloaded network weights.",
+        f"- Three families: quality, the loss in the search's metric `{held_out.metric}` (lower is better); "
+        "fidelity, PSNR and SSIM to the uncached images of the same seeds (torchmetrics); adherence, the share "
+        "of images that show the prompt as an independent judge reads it (digits), or CLIP score × 100. "
+        "The second judge is the quality loss in features no search tuned on (digits). LPIPS is not reported: "
+        "it needs torchvision and downloaded network weights.",
         "- Cost: MACs as a fraction of the uncached run, what actually ran, each policy's own arithmetic "
         "included; a budget has 1 % slack (FORA-2 costs 50.15 % at 20 steps: it computes step 0 as well). "
         "Intervals are paired over the metric's scores (per prompt; per seed for set metrics such as Fréchet). "
@@ -128,24 +152,45 @@ def report_markdown(result: CompareResult) -> str:
 
 
 def learned_section(result: CompareResult) -> list[str]:
-    """Where the learned schedules win, tie or lose against the best other method, and by how much."""
-    rows = versus_best_other(result.budgets, "learned")
-    if not rows:
-        return []
-    lines = [
-        "## The learned schedules against the best other method",
+    """The learned schedules' best at each budget against every other method's best there, in every family,
+    with the verdict under the rule."""
+    rules = claim_rules(result)
+    rows = [
+        "## The learned schedules against every method",
         "",
-        "| budget | learned | loss | best other | loss | learned better by | 95 % interval | verdict |",
+        rules.text(),
+        "",
+        "Differences are learned − other on the held-out images (positive favours the learned schedule; quality as "
+        "the lead in loss), with paired 95 % intervals.",
+        "",
+        "| budget | learned | other | quality | fidelity (PSNR) | adherence | second judge | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        interval = f"[{row.lead.low:.4g}, {row.lead.high:.4g}]" if row.lead else "-"
-        lead = f"{row.theirs.loss - row.ours.loss:.4g}"
-        lines.append(
-            f"| {row.budget:.0%} | {row.ours.label} | {row.ours.loss:.4g} | {row.theirs.method} "
-            f"({row.theirs.label}) | {row.theirs.loss:.4g} | {lead} | {interval} | {row.verdict} |"
-        )
-    return [*lines, ""]
+    found = False
+    for budget in result.budgets:
+        ours = budget.best.get("learned")
+        if ours is None:
+            continue
+        for method, theirs in sorted(budget.best.items()):
+            if method == "learned" or theirs is None:
+                continue
+            found = True
+            rows.append(_versus_row(budget.budget, ours, theirs, rules))
+    return [*rows, ""] if found else []
+
+
+def _versus_row(budget: float, ours: Point, theirs: Point, rules: ClaimRules) -> str:
+    claim = rules.judge(dict(ours.figures), dict(theirs.figures))
+    cells = {"quality": "-", "fidelity": "-", "adherence": "-"}
+    for family in () if claim is None else (claim.primary, *claim.others):
+        cells[family.family] = family.text()
+    second = rules.second_judge(dict(ours.figures), dict(theirs.figures))
+    second_text = "-" if second is None else f"{second.mean:+.3g} [{second.low:+.3g}, {second.high:+.3g}]"
+    verdict = "-" if claim is None else claim.verdict
+    return (
+        f"| {budget:.0%} | {ours.label} | {theirs.method} ({theirs.label}) | {cells['quality']} | "
+        f"{cells['fidelity']} | {cells['adherence']} | {second_text} | {verdict} |"
+    )
 
 
 def points_csv(result: CompareResult) -> str:

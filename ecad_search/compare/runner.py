@@ -19,6 +19,7 @@ from typing import Any
 
 from ..app.requests import CompareRequest
 from ..evaluation import EvaluationSettings, Evaluator
+from ..fewer_steps import FewerSteps
 from ..formats.policy import policy_digest
 from ..models import ModelSpec
 from ..policies import PolicyConfig, policy_sweep
@@ -26,9 +27,11 @@ from ..pool import LocalPool
 from ..search.splits import SplitScorer
 from ..store import EvaluationRecord, Store
 from .budgets import BudgetResult, Point, at_budgets, hypervolume, reference_point
-from .methods import Setting, fora_settings, grid_settings, study_settings
+from .methods import Setting, fewer_steps_settings, fora_settings, grid_settings, study_settings
 
 DEFAULT_BUDGETS = (0.5, 0.35, 0.25, 0.2)
+# Methods with no knobs: a fixed list of settings each.
+FIXED_METHODS = ("fora", "fewer-steps")
 # Images each method is timed on (the held-out split's first prompts), and how many interleaved rounds.
 TIMING_PROMPTS = 2
 
@@ -64,7 +67,7 @@ class Comparison:
         self.on_scored = on_scored
         self.store = Store(prepared.config.db)
         self.pool = LocalPool(prepared.spec, prepared.config.device)
-        self.scorer = SplitScorer(prepared.held_out, self.store, self.pool)
+        self.scorer = SplitScorer(prepared.held_out, self.store, self.pool, needs_families=True)
         self.points: dict[str, list[Point]] = {}
         self.candidates: dict[str, Setting] = {}
 
@@ -82,11 +85,18 @@ class Comparison:
         for method in self.prepared.methods:
             if method == "learned":
                 total += len(self.prepared.learned)
-            elif method == "fora":
-                total += len(fora_settings(self.evaluator.template.groups, self.prepared.held_out.steps))
+            elif method in FIXED_METHODS:
+                total += len(self.fixed_settings(method))
             else:
                 total += c.grid if len(policy_sweep(method)) == 1 else c.trials
         return total
+
+    def fixed_settings(self, method: str) -> list[Setting]:
+        """The settings of a method that has no knobs to sweep: FORA-N, or k steps."""
+        steps = self.prepared.held_out.steps
+        if method == "fora":
+            return fora_settings(self.evaluator.template.groups, steps)
+        return fewer_steps_settings(steps)
 
     def score(self, setting: Setting) -> tuple[float, float]:
         """Score one setting (calibrating a policy first where it needs a table); its (cost, loss)."""
@@ -123,8 +133,8 @@ class Comparison:
         for method in self.prepared.methods:
             if method == "learned":
                 settings: Any = self.prepared.learned
-            elif method == "fora":
-                settings = fora_settings(template.groups, self.prepared.held_out.steps)
+            elif method in FIXED_METHODS:
+                settings = self.fixed_settings(method)
             elif len(policy_sweep(method)) == 1:
                 settings = grid_settings(method, config.grid)
             else:
@@ -154,6 +164,8 @@ class Comparison:
             for digest, candidate in candidates.items():
                 if isinstance(candidate, PolicyConfig):
                     _, took, _, _ = evaluator.generate_with_policy(candidate)
+                elif isinstance(candidate, FewerSteps):
+                    _, took, _ = evaluator.generate_at_steps(candidate)
                 else:
                     _, took = evaluator.generate(candidate)
                 seconds[digest].append(took / timing.num_images)

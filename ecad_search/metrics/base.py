@@ -33,6 +33,10 @@ class QualityMetric:
     min_images_per_prompt: ClassVar[int] = 1
     reference_loss: ClassVar[float] = 1.0
     """The loss that counts as worthless: the hypervolume's reference point (1 for scores in [0, 1])."""
+    loss_unit: ClassVar[str] = ""
+    margin: ClassVar[float] = 0.005
+    """How much higher a rival's loss may be, when quality is not a claim's primary family, for it to count
+    as no worse (`verdict.Margins`): half a point of a score in [0, 1] by default."""
     units_are_prompts: ClassVar[bool] = True
     """Whether each unit score depends on its own prompt's images only, so that a prompt subset's scores are
     the full set's scores at those prompts (what racing on prompts needs)."""

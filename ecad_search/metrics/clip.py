@@ -29,13 +29,13 @@ class ClipMetric(QualityMetric):
         self.model, self.tokenizer, self.device = model, tokenizer, device
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str = "cpu") -> ClipMetric:
+    def load(cls, spec: ModelSpec | None = None, device: str = "cpu", *, local_only: bool = False) -> ClipMetric:
         from transformers import AutoTokenizer, CLIPModel
 
         source = os.environ.get("CLIP_MODEL_DIR", DEFAULT_CLIP)
         try:
-            model = CLIPModel.from_pretrained(source).to(device).eval()
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = CLIPModel.from_pretrained(source, local_files_only=local_only).to(device).eval()
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         except (OSError, ValueError) as err:
             raise MetricNotAvailableError(
                 f"cannot load CLIP from '{source}' ({type(err).__name__}); fetch {DEFAULT_CLIP} once or set "
@@ -62,6 +62,28 @@ class ClipMetric(QualityMetric):
 def _projected(features: Any) -> torch.Tensor:
     """transformers 4 returns the projected embedding; transformers 5 returns an output whose pooler is it."""
     return features if isinstance(features, torch.Tensor) else features.pooler_output
+
+
+class ClipAdherence:
+    """Adherence on text models (`families`): CLIP score × 100 per image, the convention papers report."""
+
+    key = "adherence"
+
+    def __init__(self, clip: ClipMetric) -> None:
+        self.clip = clip
+
+    def units(
+        self, images: torch.Tensor, prompts: list[str], references: torch.Tensor, images_per_prompt: int
+    ) -> list[float]:
+        return (100.0 * self.clip.score(images, prompts, None).double()).tolist()
+
+
+def local_clip_adherence(device: str = "cpu") -> ClipAdherence | None:
+    """CLIP adherence when CLIP's weights are already on this machine; None otherwise (nothing is fetched)."""
+    try:
+        return ClipAdherence(ClipMetric.load(None, device, local_only=True))
+    except MetricNotAvailableError:
+        return None
 
 
 METRICS = (ClipMetric,)

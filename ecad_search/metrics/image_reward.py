@@ -19,6 +19,8 @@ from .base import MetricNotAvailableError, QualityMetric
 class ImageRewardMetric(QualityMetric):
     name = "image-reward"
     description = "ImageReward-v1.0 human-preference reward (optional extra, needs weights)"
+    # Rewards spread over about ±2 per image; a twentieth of a unit is below what the papers report as a change.
+    margin = 0.05
 
     def __init__(self, model: Any) -> None:
         self.model = model

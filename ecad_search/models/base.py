@@ -32,8 +32,9 @@ class ModelSpec:
     batched transformer call (PixArt), which doubles the transformer batch. `resolutions` lists the only sizes
     the model generates (empty: any whole number of tokens). `calibration_images_per_prompt` and
     `held_out_images_per_prompt` are the search's default seeds per prompt on its two splits; `metric`,
-    `guard` and `batch_size` its default objective, selection-bias guard and images per pipeline call (0: all
-    at once). Each is chosen by measurement for the model (docs/search.md).
+    `objective`, `guard` and `batch_size` its default metric, what the search minimises (`families`),
+    selection-bias guard and images per pipeline call (0: all at once). Each is chosen by measurement for the
+    model (docs/search.md).
     """
 
     name: str
@@ -57,6 +58,7 @@ class ModelSpec:
     calibration_images_per_prompt: int = 1
     held_out_images_per_prompt: int = 1
     metric: str = "image-reward"
+    objective: str = "quality"
     guard: str = "both"
     batch_size: int = 0
 
@@ -192,6 +194,14 @@ class ModelFamily:
         """What the model actually sees of a prompt: prompts with equal keys give identical images (so they
         count as one prompt). A text encoder sees the whole text; the digits model sees only the digit."""
         return prompt
+
+    def judges(self, spec: ModelSpec, device: str = "cpu") -> list[Any]:
+        """The figures beyond the search's metric that claims are held in (`families.Judge`): for text models,
+        adherence as CLIP score × 100 where CLIP's weights are on this machine (never downloaded here)."""
+        from ..metrics.clip import local_clip_adherence
+
+        adherence = local_clip_adherence(device)
+        return [] if adherence is None else [adherence]
 
     def call_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
         """Keyword arguments every pipeline call of this family needs on top of the user's."""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..evaluation import Evaluation, EvaluationSettings, Evaluator
+from ..fewer_steps import FewerSteps, fewer_steps_from_text, is_fewer_steps_text
 from ..formats.policy import policy_from_text, policy_text
 from ..policies import PolicyConfig
 from ..schedule import CacheSchedule
@@ -56,25 +57,29 @@ def genome_bits(text: str) -> np.ndarray:
     return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
 
 
-# What a pool scores: a mask, or an online policy with its knobs.
-Candidate = CacheSchedule | PolicyConfig
+# What a pool scores: a mask, an online policy with its knobs, or the uncached pipeline at fewer steps.
+Candidate = CacheSchedule | PolicyConfig | FewerSteps
 
 
 def candidate_text(candidate: Candidate) -> str:
-    """A candidate as text for the store and for workers: its genome, or its policy document (JSON)."""
+    """A candidate as text for the store and for workers: its genome, or its JSON document (policy, steps)."""
+    if isinstance(candidate, FewerSteps):
+        return candidate.text()
     return policy_text(candidate) if isinstance(candidate, PolicyConfig) else genome_text(candidate)
 
 
 def candidate_of(text: str, template: CacheSchedule) -> Candidate:
-    """A candidate back from `candidate_text` (a policy document starts with '{', a genome never does)."""
+    """A candidate back from `candidate_text` (a document starts with '{', a genome never does)."""
+    if is_fewer_steps_text(text):
+        return fewer_steps_from_text(text)
     return policy_from_text(text) if text.startswith("{") else template.with_genome(genome_bits(text))
 
 
 def failure_of(digest: str, candidate: Candidate, error: str, attempts: int) -> FailureRecord:
     """A candidate that could not be scored, as the store keeps it."""
-    if isinstance(candidate, PolicyConfig):
-        return FailureRecord(digest, "", error, attempts, policy=policy_text(candidate))
-    return FailureRecord(digest, genome_text(candidate), error, attempts)
+    if isinstance(candidate, CacheSchedule):
+        return FailureRecord(digest, genome_text(candidate), error, attempts)
+    return FailureRecord(digest, "", error, attempts, policy=candidate_text(candidate))
 
 
 def resident_mib() -> tuple[float, float]:
@@ -87,11 +92,11 @@ def resident_mib() -> tuple[float, float]:
 def record_of(digest: str, candidate: Candidate, scored: Evaluator | Evaluation) -> EvaluationRecord:
     """A schedule's or policy's evaluation (made here by an evaluator, or given) as the store keeps it."""
     result = scored.evaluate(candidate) if isinstance(scored, Evaluator) else scored
-    is_policy = isinstance(candidate, PolicyConfig)
+    is_mask = isinstance(candidate, CacheSchedule)
     return EvaluationRecord(
         digest=digest,
-        genome="" if is_policy else genome_text(candidate),
-        policy=policy_text(candidate) if is_policy else None,
+        genome=genome_text(candidate) if is_mask else "",
+        policy=None if is_mask else candidate_text(candidate),
         quality_loss=result.quality_loss,
         cost=result.cost,
         macs=result.macs,

@@ -4,16 +4,17 @@ start judged on the held-out images, and, for a latency budget, the latency mode
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ..cost.latency import UNCACHED, LatencyModel, latency_probes
 from ..errors import FieldError
 from ..evaluation import EvaluationSettings, run_template, schedule_macs
+from ..fewer_steps import FewerSteps, fewer_steps_within
 from ..heuristics import fora
-from ..pool import EvaluationPool, genome_bits
+from ..pool import Candidate, EvaluationPool, genome_bits
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
-from ..verdict import paired_difference, verdict_word
+from ..verdict import ClaimRules
 from .budget import BudgetOutcome, BudgetPlan, BudgetSearch, Moves, Scoring
 from .prepared import PreparedSearch
 from .racing import IncumbentRace, prompt_race
@@ -33,6 +34,8 @@ class BudgetRun:
     calibration_images: int
     held_out_images: int
     latency: LatencyCheck | None = None
+    fewer_steps: FewerSteps | None = None
+    rules: ClaimRules = field(default_factory=ClaimRules)
 
     @property
     def images(self) -> int:
@@ -104,8 +107,10 @@ def search_at_budget(
     search = BudgetSearch(template, budget, scoring, cost, prepared.config.seed, plan, moves, measure)
     starts = [fora(template.groups, template.num_steps, n) for n in range(2, min(11, template.num_steps))]
     outcome = search.run(starts + earlier_fronts(store, template, settings.key()), on_move)
-    held_out = SplitScorer(prepared.splits.held_out, store, pool)
-    records = held_out.scores({s.digest(): s for s in (outcome.schedule, outcome.start)})
+    held_out = SplitScorer(prepared.splits.held_out, store, pool, needs_families=True)
+    fewer = fewer_steps_within(budget, settings.steps)
+    judged: list[Candidate] = [outcome.schedule, outcome.start, *([fewer] if fewer else [])]
+    records = held_out.scores({candidate.digest(): candidate for candidate in judged})
     evaluated = calibration.evaluated + (race.race.evaluated if race else 0)
     calibration_images = calibration.evaluated * settings.num_images + (race.images() if race else 0)
     held_out_images = held_out.evaluated * held_out.settings.num_images
@@ -116,7 +121,8 @@ def search_at_budget(
         check = LatencyCheck(model, uncached_s, cost(outcome.schedule), measured)
         calibration_images += timing.evaluated * timing.settings.num_images
     dropped = race.dropped if race else 0
-    return BudgetRun(outcome, records, evaluated, dropped, calibration_images, held_out_images, check)
+    rules = prepared.claim_rules()
+    return BudgetRun(outcome, records, evaluated, dropped, calibration_images, held_out_images, check, fewer, rules)
 
 
 def earlier_fronts(store: Store, template: CacheSchedule, eval_key: str) -> list[CacheSchedule]:
@@ -141,14 +147,21 @@ def latency_line(check: LatencyCheck) -> str:
 
 
 def held_out_line(run: BudgetRun) -> str | None:
-    """The found schedule against its start on the held-out images, paired; None where either is unscored."""
+    """The found schedule against where it started and against the uncached pipeline at the most steps the
+    budget affords, on the held-out images, under the claims rule; None where nothing was scored."""
     outcome, records = run.outcome, run.held_out
-    ours, theirs = records.get(outcome.schedule.digest()), records.get(outcome.start.digest())
-    if ours is None or theirs is None:
+    ours = records.get(outcome.schedule.digest())
+    if ours is None:
         return None
-    lead = paired_difference(ours.scores["prompt_scores"], theirs.scores["prompt_scores"])
-    verdict = "a tie" if lead.verdict == 0 else verdict_word(lead)
-    return (
-        f"held out: loss {ours.quality_loss:.4g} against {outcome.start.name}'s {theirs.quality_loss:.4g}, "
-        f"{verdict} (lead {lead.mean:.4g}, 95 % interval [{lead.low:.4g}, {lead.high:.4g}])"
-    )
+    lines = [f"held out: loss {ours.quality_loss:.4g}; {run.rules.text()}"]
+    baselines = [(outcome.start.name or "the start", outcome.start.digest())]
+    if run.fewer_steps is not None:
+        baselines.append((run.fewer_steps.label, run.fewer_steps.digest()))
+    for name, digest in baselines:
+        theirs = records.get(digest)
+        claim = None if theirs is None else run.rules.judge(ours.scores, theirs.scores)
+        if theirs is None or claim is None:
+            continue
+        figures = "; ".join(f"{f.family} {f.text()}" for f in (claim.primary, *claim.others))
+        lines.append(f"  vs {name} (loss {theirs.quality_loss:.4g}): {claim.verdict} ({figures})")
+    return "\n".join(lines)

@@ -26,6 +26,7 @@ from pymoo.core.termination import NoTermination
 from pymoo.problems.static import StaticProblem
 
 from ..evaluation import EvaluationSettings
+from ..families import ADHERENCE, mean
 from ..pool import EvaluationPool, genome_bits
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store
@@ -108,13 +109,15 @@ class Search:
         seed: int,
         confirmation: EvaluationSettings | None = None,
         race: RaceSplit | None = None,
+        adherence_floor: float | None = None,
     ) -> None:
         self.run, self.pool, self.store, self.template = run, pool, store, template
         self.relative_macs = relative_macs
         self.features = MaskFeatures(template)
         self.preset, self.population, self.seed = preset, population, seed
         self.reference_loss = reference_loss
-        self.calibration = SplitScorer(settings, store, pool)
+        self.adherence_floor = adherence_floor
+        self.calibration = SplitScorer(settings, store, pool, needs_families=adherence_floor is not None)
         self.confirmation = SplitScorer(confirmation, store, pool) if confirmation else None
         self.race = race
         self.racers = (SplitScorer(race.race, store, pool), SplitScorer(race.rest, store, pool)) if race else None
@@ -160,7 +163,7 @@ class Search:
         self.algorithm.evaluator.eval(StaticProblem(self.problem, F=F, G=G), population)
         self.algorithm.tell(infills=population)
         for digest, genome, objectives in zip(digests, genomes, F, strict=True):
-            if digest in self.state.records:
+            if digest in self.state.records and self.meets_floor(digest):
                 self.state.archive.add(digest, genome, (self.state.search_loss(digest), float(objectives[1])))
         confirmed = self.confirm_front()
         images = scored.images + self._images(0, confirmed)
@@ -274,15 +277,29 @@ class Search:
 
     def _objectives(self, digests: list[str], genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """NSGA-II's objectives and constraint: a failed candidate is infeasible at the worst loss and full cost;
-        with `forbid_no_cache`, so is the no-cache mask (at least one computation must be reused)."""
+        with `forbid_no_cache`, so is the no-cache mask (at least one computation must be reused); with an
+        `adherence_floor`, so is a mask whose images show the prompt less often (by how far, in points / 100)."""
         known = {**self.state.raced_out, **self.state.records}
         failed = np.array([d not in known for d in digests])
         worst = (self.reference_loss, 1.0)
         F = np.array([(known[d].quality_loss, known[d].cost) if d in known else worst for d in digests])
         G = np.where(failed, 1.0, 0.0)
+        if self.adherence_floor is not None:
+            shortfall = [self.adherence_floor - self.adherence(known[d]) if d in known else 0.0 for d in digests]
+            G = np.maximum(G, np.asarray(shortfall) / 100)
         if self.preset.forbid_no_cache:
             G = np.maximum(G, 1.0 - (~genomes).sum(axis=1))
         return F, G[:, None]
+
+    @staticmethod
+    def adherence(record: EvaluationRecord) -> float:
+        return mean(ADHERENCE.values(record.scores)) or 0.0
+
+    def meets_floor(self, digest: str) -> bool:
+        """Whether a scored mask may enter the archive: its images show the prompt at least as often as the
+        `adherence_floor` asks (always, without a floor)."""
+        floor = self.adherence_floor
+        return floor is None or self.adherence(self.state.records[digest]) >= floor
 
     def search_scores(self, digest: str, pooled: bool) -> list[float]:
         """The per-prompt scores the search knows for a mask: calibration, averaged with confirmation (the
@@ -336,11 +353,12 @@ class Search:
         return bred[np.concatenate([chosen, spare]).astype(int)]
 
     def loss_model(self) -> LossModel | None:
-        """The surrogate fitted on every calibration evaluation this run holds (in digest order, so that the
-        fit does not depend on the order in which workers returned them); None when screening is off."""
+        """The surrogate fitted on every calibration evaluation of a mask this run holds (in digest order, so
+        that the fit does not depend on the order in which workers returned them); None when screening is off."""
         if self.preset.screen <= 1:
             return None
-        records = [self.state.records[d] for d in sorted(self.state.records)]
+        masks = sorted(d for d, record in self.state.records.items() if record.genome)  # not fewer-steps runs
+        records = [self.state.records[d] for d in masks]
         if len(records) < MIN_EVALUATIONS:
             return None
         genomes = np.stack([genome_bits(r.genome) for r in records])

@@ -13,9 +13,12 @@ import numpy as np
 
 from .. import __version__
 from ..evaluation import EvaluationSettings, run_template, schedule_macs
+from ..families import objective_reference_loss
+from ..fewer_steps import FewerSteps, fewer_steps_within
 from ..metrics import get_metric
-from ..pool import EvaluationPool, genome_bits, make_pool
+from ..pool import Candidate, EvaluationPool, genome_bits, make_pool
 from ..store import EvaluationRecord, Store, signals_held
+from ..verdict import ClaimRules
 from .baselines import BaselineComparison, compare_with_baselines
 from .driver import GenerationReport, Search
 from .prepared import PreparedSearch
@@ -152,8 +155,9 @@ class SearchRun:
         self.running = False
         self.reports: list[GenerationReport] = []
         self.baselines: dict[str, EvaluationRecord] = {}
+        self.baseline_candidates: dict[str, Candidate] = {}
         self.baselines_evaluated = 0
-        self.held_out = SplitScorer(prepared.splits.held_out, self.store, self.pool)
+        self.held_out = SplitScorer(prepared.splits.held_out, self.store, self.pool, needs_families=True)
 
     def start(self) -> None:
         """Mark the run `running` (created, or resumed with the same options), then pick up its search where
@@ -180,18 +184,21 @@ class SearchRun:
             template=self.template,
             settings=settings,
             relative_macs=lambda schedule: schedule_macs(schedule, prepared.spec, settings) / self.full_macs,
-            reference_loss=get_metric(settings.metric).reference_loss,
+            reference_loss=objective_reference_loss(settings.objective, get_metric(settings.metric)),
             preset=self.preset,
             population=prepared.population,
             seed=config.seed,
             confirmation=prepared.splits.confirmation,
             race=self.race,
+            adherence_floor=config.adherence_floor,
         )
 
     def evaluate_baselines(self) -> None:
-        """FORA every-N up to N=6, scored once (memoised like any candidate): the front's yardstick. A baseline
-        that could not be scored is left out of the comparisons."""
-        schedules = {schedule.digest(): schedule for schedule in fora_reference(self.search.template)}
+        """FORA every-N up to N=6, and the uncached pipeline at the most steps each of them affords, scored
+        once (memoised like any candidate): the front's yardsticks. A baseline that could not be scored is left
+        out of the comparisons."""
+        named = self.baseline_settings()
+        candidates = {candidate.digest(): candidate for candidate in named.values()}
         calibration = self.search.calibration
         before = calibration.evaluated
         settled = 0
@@ -199,11 +206,25 @@ class SearchRun:
         def on_outcome(_: object) -> None:
             nonlocal settled
             settled += 1
-            self.events.phase(f"FORA baselines: {settled}/{len(schedules)}")
+            self.events.phase(f"baselines: {settled}/{len(candidates)}")
 
-        records = calibration.scores(schedules, on_outcome)
-        self.baselines = {s.name: records[d] for d, s in schedules.items() if d in records}
+        records = calibration.scores(candidates, on_outcome)
+        self.baselines = {name: records[c.digest()] for name, c in named.items() if c.digest() in records}
+        self.baseline_candidates = {name: named[name] for name in self.baselines}
         self.baselines_evaluated = calibration.evaluated - before
+
+    def baseline_settings(self) -> dict[str, Candidate]:
+        """FORA-2…6 by name, then "k steps" for each distinct step count their MACs afford."""
+        fora = {schedule.name: schedule for schedule in fora_reference(self.search.template)}
+        steps = self.prepared.settings.steps
+        fewer = [fewer_steps_within(self.search.relative_macs(s), steps) for s in fora.values()]
+        named: dict[str, Candidate] = dict(fora)
+        named.update({f.label: f for f in fewer if f is not None and f.steps < steps})
+        return named
+
+    def claim_rules(self) -> ClaimRules:
+        """How this run's claims are judged: the family its search minimised first, the margins it was given."""
+        return self.prepared.claim_rules()
 
     def run(self, observers: Sequence[SearchObserver] = ()) -> list[GenerationReport]:
         """Start (or resume) the run and go through its generations, telling `observers` what happens; then
@@ -217,8 +238,8 @@ class SearchRun:
             self.evaluate_baselines()
             stored = len(self.baselines) - self.baselines_evaluated
             self.events.note(
-                f"FORA baselines: {len(self.baselines)} ({self.baselines_evaluated} scored now, {stored} from "
-                "the database)"
+                f"baselines: {len(self.baselines)} FORA and fewer steps ({self.baselines_evaluated} scored now, "
+                f"{stored} from the database)"
             )
             for index in range(generations):
                 self.generation = index
@@ -240,8 +261,8 @@ class SearchRun:
             records = [self.search.state.records[p.digest] for p in self.search.state.archive.front()]
         else:
             records = [c.rival for c in self.versus_baselines() if c.rival is not None]
-        records += list(self.baselines.values())
-        schedules = {record.digest: self.search.schedule(_genome(record)) for record in records}
+        schedules: dict[str, Candidate] = {record.digest: self.search.schedule(_genome(record)) for record in records}
+        schedules.update({candidate.digest(): candidate for candidate in self.baseline_candidates.values()})
         settings = self.prepared.splits.held_out
         self.events.phase(f"held out: scoring up to {len(schedules)} schedules, {settings.num_images} images each")
         before = self.held_out.evaluated
@@ -300,7 +321,7 @@ class SearchRun:
         done = [r for r in self.reports if not r.replayed]
         evaluated = self.baselines_evaluated + sum(r.evaluated for r in done)
         comparisons = self.versus_baselines()
-        labels = ("better", "tie", "worse", "FORA kept")
+        labels = ("better", "trade-off", "tie", "worse", "FORA kept")
         verdicts = {label: [c.name for c in comparisons if c.verdict.startswith(label)] for label in labels}
         held_out = self.prepared.splits.held_out
         lines = [
@@ -310,10 +331,10 @@ class SearchRun:
             f"{sum(r.duplicates for r in done)} duplicates · {sum(r.confirmed for r in done)} confirmed"
             + (f" · {failed} failed" if (failed := sum(r.failed for r in done)) else ""),
             f"held out: {held_out.num_images} images ({_describe_images(held_out)})",
-            f"vs {len(comparisons)} FORA at ≤ MACs: better {len(verdicts['better'])}"
+            f"vs {len(comparisons)} baselines at ≤ MACs: better {len(verdicts['better'])}"
             + (f" ({', '.join(verdicts['better'])})" if verdicts["better"] else "")
-            + f" · tie {len(verdicts['tie'])} · worse {len(verdicts['worse'])} · FORA kept "
-            f"{len(verdicts['FORA kept'])}",
+            + f" · trade-off {len(verdicts['trade-off'])} · tie {len(verdicts['tie'])} · worse "
+            f"{len(verdicts['worse'])} · FORA kept {len(verdicts['FORA kept'])}",
             f"outputs: {self.prepared.out}/ (vs_fora.md compares)",
         ]
         if self.pool.workers:
@@ -327,8 +348,10 @@ class SearchRun:
         front = [state.records[point.digest] for point in state.archive.front()]
         held_out = self.held_out.records
         guarded = self.prepared.config.guard in ("both", "paired")
+        significantly_better = self.search.significantly_better if guarded else None
+        fora = {name for name, candidate in self.baseline_candidates.items() if not isinstance(candidate, FewerSteps)}
         return compare_with_baselines(
-            front, self.baselines, state.search_loss, held_out, self.search.significantly_better if guarded else None
+            front, self.baselines, state.search_loss, held_out, significantly_better, self.claim_rules(), fora
         )
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..evaluation import EvaluationSettings
+from ..families import FAMILIES_KEY
 from ..pool import Candidate, EvaluationPool, OnOutcome, Outcome
 from ..store import EvaluationRecord, FailureRecord, Store
 
@@ -73,8 +74,13 @@ class SplitScorer:
     scored is a failure, stored too, and never tried again on this split.
     """
 
-    def __init__(self, settings: EvaluationSettings, store: Store, pool: EvaluationPool) -> None:
+    def __init__(
+        self, settings: EvaluationSettings, store: Store, pool: EvaluationPool, *, needs_families: bool = False
+    ) -> None:
         self.settings, self.store, self.pool = settings, store, pool
+        # Claims and floors need every family; an evaluation stored before families existed is scored again
+        # once, and its families fill in (`Store.record_evaluations`).
+        self.needs_families = needs_families
         self.key = settings.key()
         self.records: dict[str, EvaluationRecord] = {}
         self.failures: dict[str, FailureRecord] = {}
@@ -88,6 +94,8 @@ class SplitScorer:
         """Read what the database holds for these digests: evaluations, and failures."""
         unknown = [digest for digest in digests if not self.known(digest)]
         found = self.store.lookup(self.key, unknown)
+        if self.needs_families:
+            found = {digest: record for digest, record in found.items() if FAMILIES_KEY in record.scores}
         self.records.update(found)
         self.failures.update(self.store.failures(self.key, [digest for digest in unknown if digest not in found]))
 

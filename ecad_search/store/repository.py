@@ -38,6 +38,7 @@ from .rows import (
     evaluated_ids,
     evaluation_record,
     evaluation_row,
+    fill_in_families,
     find_run,
     generation_record,
     real,
@@ -278,8 +279,9 @@ class Store:
         return found
 
     def record_evaluations(self, eval_key: str, records: Sequence[EvaluationRecord]) -> int:
-        """Store new evaluations and their candidates; ones already stored are left as they are. This store's
-        claims on them are released in the same transaction.
+        """Store new evaluations and their candidates; ones already stored are left as they are, but for the
+        figures an older version did not store (`families`), which fill in. This store's claims on them are
+        released in the same transaction.
 
         Returns how many evaluations were new. Everything is checked before anything is written, and the whole
         batch is one transaction, so a bad record or a crash leaves the store as it was.
@@ -299,6 +301,9 @@ class Store:
                 if candidates[record.digest].id not in stored
             ]
             session.add_all(new)
+            fill_in_families(
+                session, eval_key, [(candidates[r.digest].id, r) for r in unique if candidates[r.digest].id in stored]
+            )
             return len(new)
 
     def record_generation(

@@ -10,6 +10,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..families import FAMILIES_KEY
 from .models import Candidate, Evaluation, Generation, Run
 from .records import EvaluationRecord, FailureRecord, GenerationRecord, RunInfo, StoreError
 
@@ -106,6 +107,20 @@ def evaluated_ids(session: Session, eval_key: str, candidate_ids: list[int]) -> 
     return ids
 
 
+def fill_in_families(session: Session, eval_key: str, records: Sequence[tuple[int, EvaluationRecord]]) -> None:
+    """Give stored evaluations that predate the families (`families`) the families of a new scoring of the
+    same candidate on the same split; every other stored figure stays as it was."""
+    wanted = [(candidate_id, record) for candidate_id, record in records if FAMILIES_KEY in record.scores]
+    for chunk in chunks(wanted):
+        by_id = dict(chunk)
+        query = select(Evaluation).where(Evaluation.eval_key == eval_key, Evaluation.candidate_id.in_(list(by_id)))
+        for evaluation in session.scalars(query):
+            stored = json.loads(evaluation.scores)
+            if FAMILIES_KEY not in stored:
+                stored[FAMILIES_KEY] = by_id[evaluation.candidate_id].scores[FAMILIES_KEY]
+                evaluation.scores = dumps(stored, f"the scores of {evaluation.candidate_id}")
+
+
 def evaluation_row(record: EvaluationRecord) -> dict[str, Any]:
     """Check one record and turn it into column values (no writes, so a bad batch fails before any of it is stored)."""
     if not record.digest:
@@ -127,15 +142,21 @@ def evaluation_row(record: EvaluationRecord) -> dict[str, Any]:
 
 
 def check_policy(record: EvaluationRecord) -> None:
-    """A policy candidate: no genome, and a JSON object naming the policy and its knobs."""
+    """A candidate that is not a mask: no genome, and a JSON document naming the policy and its knobs, or
+    the uncached pipeline's step count (`fewer_steps`)."""
     if record.genome:
         raise StoreError(f"candidate {record.digest} has both a genome and a policy; give one")
     try:
         document = json.loads(cast(str, record.policy))
     except (TypeError, ValueError):
         document = None
-    if not isinstance(document, dict) or not isinstance(document.get("policy"), str):
-        raise StoreError(f"the policy of {record.digest} must be a JSON object naming the policy and its knobs")
+    named = isinstance(document, dict) and (
+        isinstance(document.get("policy"), str) or isinstance(document.get("steps"), int)
+    )
+    if not named:
+        raise StoreError(
+            f"the policy of {record.digest} must be a JSON object naming the policy and its knobs, or the steps"
+        )
 
 
 def run_info(run: Run) -> RunInfo:

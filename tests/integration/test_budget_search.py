@@ -105,6 +105,10 @@ def test_a_budget_search_on_digits(tmp_path: Path) -> None:
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "budget 35%:" in first.output and "held out: loss" in first.output
+    assert "Margins: quality 0.005, fidelity 1 dB PSNR, adherence 0.5 points." in first.output
+    against = [line.strip() for line in first.output.splitlines() if line.strip().startswith("vs ")]
+    assert [line.split(" (loss")[0] for line in against][-1] == "vs 7 steps", "fewer steps at the budget, judged"
+    assert all(" dB [" in line and " points [" in line for line in against), "every family, with intervals"
     schedule = json.loads((tmp_path / "b" / "budget-35.json").read_text())
     assert schedule["provenance"]["method"] == "budget search"
     again = runner.invoke(app, args)

@@ -23,7 +23,6 @@ from ecad_search.compare.budgets import (
     hypervolume,
     pareto,
     reference_point,
-    versus_best_other,
 )
 from ecad_search.errors import FieldError
 from ecad_search.formats import save_schedule
@@ -55,17 +54,15 @@ def test_the_best_point_of_a_method_is_the_lowest_loss_within_the_budget() -> No
     assert best_at(CURVES["fora"], 0.49).cost == 0.3519, "just under FORA-2: FORA-3 is the best"
 
 
-def test_winners_at_each_budget_and_their_margins() -> None:
+def test_winners_at_each_budget_and_their_runners_up() -> None:
     fifty, thirty_five, twenty = at_budgets(CURVES, [0.5, 0.35, 0.2])
     assert fifty.winner is CURVES["learned"][0] and fifty.runner_up is CURVES["fora"][0]
-    assert fifty.lead is not None and fifty.lead.mean == pytest.approx(0.1) and fifty.verdict == "wins"
     assert fifty.best["teacache"] is CURVES["teacache"][1], "teacache's best under 50 % is its 45 % point"
     assert thirty_five.winner is CURVES["learned"][1] and thirty_five.best["teacache"] is None
-    assert thirty_five.lead is not None and thirty_five.lead.low < 0 < thirty_five.lead.high
-    assert thirty_five.verdict == "ties", "a lead whose interval holds zero is a tie"
-    assert twenty.winner is None and twenty.verdict == "-"
+    assert thirty_five.runner_up is CURVES["fora"][1]
+    assert twenty.winner is None and twenty.runner_up is None
     alone = at_budgets({"learned": CURVES["learned"], "teacache": CURVES["teacache"]}, [0.3])[0]
-    assert alone.verdict == "alone" and alone.runner_up is None
+    assert alone.winner is CURVES["learned"][1] and alone.runner_up is None
 
 
 def test_pareto_and_hypervolume_on_hand_made_points() -> None:
@@ -133,20 +130,28 @@ def test_compare_on_digits_end_to_end_and_resumed(tmp_path: Path) -> None:
     template = CacheSchedule.all_compute(block_groups(spec), spec.default_steps)
     genome = np.random.default_rng(0).random(template.genome_length) < 0.4
     mine = save_schedule(template.with_genome(genome, name="mine"), tmp_path / "mine.json")
-    first, folder = compare(
-        tmp_path, "--model", "digits", "--methods", "learned,fora,teacache", "--schedule", str(mine)
-    )
-    assert "compare: 3 methods, 12 settings, 13 evaluated now" in first, first
+    methods = "learned,fora,fewer-steps,teacache"
+    first, folder = compare(tmp_path, "--model", "digits", "--methods", methods, "--schedule", str(mine))
+    assert "compare: 4 methods, 30 settings, 31 evaluated now" in first, first
+    assert "lowest loss at each budget (claim over the runner-up): 50%: " in first
     rows = list(csv.DictReader((folder / "points.csv").open()))
     assert [r["method"] for r in rows].count("fora") == 9 and [r["method"] for r in rows].count("teacache") == 2
+    fewer = {r["setting"]: float(r["macs_fraction"]) for r in rows if r["method"] == "fewer-steps"}
+    assert fewer == {f"{k} steps": pytest.approx(k / 20) for k in range(2, 20)}, "k of 20 steps costs k/20"
     uncached = rows[0]
     assert uncached["method"] == "uncached" and float(uncached["macs_fraction"]) == 1.0
     assert float(uncached["psnr_db"]) == 100.0 and float(uncached["ssim"]) == pytest.approx(1.0)
     report = (folder / "report.md").read_text()
     assert "### At 50% of the uncached MACs" in report and "| learned | mine |" in report
+    assert "| fewer-steps | " in report and "Margins: quality 1 FD, fidelity 1 dB PSNR, adherence 0.5 points." in report
+    versus = report[report.index("## The learned schedules against every method") :].split("\n\n")[3].splitlines()
+    assert len(versus) == 2 + 3, "at 50 % (its only budget), mine against fora, fewer-steps and teacache"
+    words = ("better", "trade-off", "tie", "worse")
+    assert all(row.split(" | ")[-1].strip(" |") in words for row in versus[2:]), versus
+    assert all(" dB [" in row and "[" in row.split(" | ")[5] for row in versus[2:]), "every family, with intervals"
     assert (folder / "pareto.png").stat().st_size > 10_000
-    again, _ = compare(tmp_path, "--model", "digits", "--methods", "learned,fora,teacache", "--schedule", str(mine))
-    assert "13 evaluated now" not in again and "12 settings, 0 evaluated now" in again, "resumed from the memo"
+    again, _ = compare(tmp_path, "--model", "digits", "--methods", methods, "--schedule", str(mine))
+    assert "31 evaluated now" not in again and "30 settings, 0 evaluated now" in again, "resumed from the memo"
     assert list(csv.DictReader((folder / "points.csv").open())) == rows
 
 
@@ -165,12 +170,3 @@ def test_compare_on_tiny_pixart_with_a_several_knob_policy(tmp_path: Path, tiny_
     assert "compare: 2 methods, 5 settings, 0 evaluated now" in again, "the study's trials come back from the memo"
     with pytest.raises(FieldError, match="unknown method"):
         prepare_compare(CompareRequest(model="digits", methods=("nope",)))
-
-
-def test_a_method_against_the_best_other_at_each_budget() -> None:
-    rows = versus_best_other(at_budgets(CURVES, [0.5, 0.35, 0.2]), "fora")
-    assert [row.budget for row in rows] == [0.5, 0.35], "no row where fora has no point"
-    fifty, thirty_five = rows
-    assert fifty.theirs is CURVES["learned"][0] and fifty.lead is not None
-    assert fifty.lead.mean == pytest.approx(-0.1) and fifty.verdict == "worse"
-    assert thirty_five.theirs is CURVES["learned"][1] and thirty_five.verdict == "tie"

@@ -28,7 +28,7 @@ from ecad_search.search.racing import MIN_RACE_PROMPTS, runnable_preset
 from ecad_search.search.run import SearchRun
 from ecad_search.search.seeding import FORA_BASELINES, initial_population
 from ecad_search.store import EvaluationRecord, GenerationRecord, Store
-from ecad_search.verdict import paired_difference
+from ecad_search.verdict import ClaimRules, Margins, paired_difference
 
 runner = CliRunner()
 
@@ -99,7 +99,9 @@ def test_same_command_resumes_without_paying_twice(tmp_path, tiny_pixart_dir, pr
     assert first_generation[2:5] == [str(6 - len(baselines)), "0", str(len(baselines))], (
         "a fresh database has nothing to serve; the FORA baselines seeded in the population were just scored"
     )
-    calibration = int(first_generation[2]) + int(history[2].split(",")[2]) + len(baselines)
+    fewer_steps = 1  # FORA-2 and FORA-3 compute 2 of the 4 steps: 2 steps is the one fewer-steps baseline
+    calibration = int(first_generation[2]) + int(history[2].split(",")[2]) + len(baselines) + fewer_steps
+    assert "baselines: 3 FORA and fewer steps (3 scored now, 0 from the database)" in first.output
     assert f"{calibration} new evaluations · 0 from the database · {len(baselines)} duplicates" in first.output
     again = runner.invoke(app, search_args(tiny_pixart_dir, prompts, db, out, 3))
     assert again.exit_code == 0 and "new evaluations" in again.output
@@ -254,15 +256,23 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     assert min(r.quality_loss for r in front) <= uncached.quality_loss + 1e-6
     assert min(r.cost for r in front) < 0.5
     versus = (out / "d" / "vs_fora.md").read_text().splitlines()
-    rows = [row for row in versus if row.startswith("| fora-")]
-    assert [row.split(" | ")[0] for row in rows] == [f"| fora-{n}" for n in range(2, 7)]
+    claims = versus[
+        versus.index(
+            "| baseline | MACs | rival MACs | quality | fidelity (PSNR) | adherence | second judge | verdict |"
+        )
+        + 2 :
+    ]
+    names = [row.split(" | ")[0].strip("| ") for row in claims]
+    assert names == ["fora-2", "10 steps", "fora-3", "7 steps", "fora-4", "5 steps", "fora-5", "fora-6", "4 steps"]
     assert "Held-out images: 10 (5 prompts × 2 seeds from 1000000)" in versus[0]
-    assert all(row.split(" | ")[-1].strip(" |") in ("better", "tie", "worse", "FORA kept", "-") for row in rows)
-    rivals = {(cells[2], cells[4]) for cells in (row.split(" | ") for row in rows) if cells[4] != "-"}
+    words = ("better", "trade-off", "tie", "worse", "FORA kept", "-")
+    assert all(row.split(" | ")[-1].strip(" |").startswith(words) for row in claims)
+    assert versus[4].endswith("Margins: quality 1 FD, fidelity 1 dB PSNR, adherence 0.5 points.")
+    figures = [row for row in versus if row.startswith("| front, vs ")]
     held_out_key = load_schedule(next((out / "d" / "front").glob("*.json"))).provenance["held_out_key"]
-    assert store.count_evaluations(held_out_key) == 5 + len(rivals), "held out: each FORA and its rival, no more"
+    assert store.count_evaluations(held_out_key) == 9 + len(figures), "held out: each baseline and its rival"
     assert "held out: 10 images (5 prompts × 2 seeds from 1000000)" in result.output
-    assert "vs 5 FORA at ≤ MACs: better" in result.output
+    assert "vs 9 baselines at ≤ MACs: better" in result.output
     status = runner.invoke(app, ["status", "--db", f"sqlite:///{db}"], terminal_width=80)
     (row,) = [line for line in status.output.splitlines() if "finished" in line]
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
@@ -303,10 +313,34 @@ def test_a_frechet_search_resamples_seeds_and_stores_the_distance(tmp_path) -> N
     )
 
 
-def record(digest: str, loss: float, macs: float, prompt_losses: list[float] | None = None) -> EvaluationRecord:
-    """A record whose per-prompt scores average to `1 - loss` (or are `1 - prompt_losses`)."""
+# Eight held-out images with their own spread, so that every family's paired interval has a width.
+SPREAD = [0.3, -0.2, 0.1, -0.4, 0.2, 0.0, -0.1, 0.1]
+
+
+def record(
+    digest: str,
+    loss: float,
+    macs: float,
+    prompt_losses: list[float] | None = None,
+    psnr: float | None = None,
+    adherence: float = 99.0,
+) -> EvaluationRecord:
+    """A record whose per-prompt scores average to `1 - loss` (or are `1 - prompt_losses`); with `psnr`, its
+    families too: per-image PSNR around `psnr` dB and adherence around `adherence` points."""
     losses = prompt_losses if prompt_losses is not None else [loss] * 4
-    return EvaluationRecord(digest, "", loss, macs, macs, None, {"prompt_scores": [1 - x for x in losses]}, 0.0)
+    scores: dict[str, object] = {"prompt_scores": [1 - x for x in losses]}
+    if psnr is not None:
+        scores["families"] = {
+            "quality": [1 - x for x in losses],
+            "psnr_db": [psnr + s for s in SPREAD],
+            "adherence": [adherence + s for s in SPREAD],
+        }
+    return EvaluationRecord(digest, "", loss, macs, macs, None, scores, 0.0)
+
+
+def claims_row(table: str, name: str) -> str:
+    """The claims table's row of one baseline (the second table of vs_fora.md)."""
+    return [row for row in table.splitlines() if row.startswith(f"| {name} |")][-1]
 
 
 def test_baseline_comparison_picks_the_best_searched_schedule_within_its_macs() -> None:
@@ -326,36 +360,68 @@ def test_baseline_comparison_picks_the_best_searched_schedule_within_its_macs() 
     assert comparisons["fora-9"].rival is None and comparisons["fora-9"].verdict == "-"
     assert not any(c.beaten for c in comparisons.values()), "no claim without held-out images"
     table = baseline_table(list(comparisons.values()), full_macs=1.0)
-    assert "| fora-2 | 0.500 | 0.500 | 0.12000 | 0.10000 | - | - | - | - | pending |" in table
-    assert "| fora-6 | 0.200 | fora-5 | 0.45000 | - | - | - | - | - | FORA kept |" in table
-    assert "| fora-9 | 0.100 | - | 0.50000 | - | - | - | - | - | - |" in table
+    assert claims_row(table, "fora-2") == "| fora-2 | 0.500 | 0.500 | - | - | - | - | pending |"
+    assert claims_row(table, "fora-6") == "| fora-6 | 0.200 | fora-5 | - | - | - | - | FORA kept |"
+    assert claims_row(table, "fora-9") == "| fora-9 | 0.100 | - | - | - | - | - | - |"
+
+
+def test_a_fewer_steps_baseline_is_judged_against_whatever_the_front_offers() -> None:
+    fora_3 = record("f3", 0.10, 0.35, psnr=34.0)
+    seven_steps = record("s7", 0.08, 0.35, psnr=29.0)
+    held_out = {"f3": fora_3, "s7": seven_steps}
+    comparisons = compare_with_baselines(
+        [fora_3], {"fora-3": fora_3, "7 steps": seven_steps}, held_out=held_out, kept_names={"fora-3"}
+    )
+    versus = {c.name: c for c in comparisons}
+    assert versus["fora-3"].verdict == "FORA kept"
+    assert versus["7 steps"].rival is fora_3 and versus["7 steps"].kept is None, "FORA on the front is the rival"
+    assert versus["7 steps"].verdict == "trade-off", "2 points of quality lost for 5 dB of PSNR gained"
 
 
 def test_a_win_on_calibration_that_loses_on_held_out_images_is_reported_as_a_loss() -> None:
     fora = record("f3", 0.10, 0.35, [0.10, 0.11, 0.09, 0.10])
     lucky = record("lucky", 0.05, 0.34, [0.05, 0.05, 0.05, 0.05])
     held_out = {
-        "f3": record("f3", 0.10, 0.35, [0.10, 0.11, 0.09, 0.10]),
-        "lucky": record("lucky", 0.20, 0.34, [0.19, 0.21, 0.20, 0.20]),
+        "f3": record("f3", 0.10, 0.35, [0.10, 0.11, 0.09, 0.10], psnr=30.0),
+        "lucky": record("lucky", 0.20, 0.34, [0.19, 0.21, 0.20, 0.20], psnr=30.0),
     }
     (comparison,) = compare_with_baselines([lucky], {"fora-3": fora}, held_out=held_out)
     assert comparison.rival is lucky and comparison.rival_loss == 0.05, "chosen on the search's own loss"
     assert comparison.verdict == "worse" and not comparison.beaten
-    assert comparison.difference.mean == pytest.approx(-0.10)
+    assert comparison.claim.primary.difference.mean == pytest.approx(-0.10)
     table = baseline_table([comparison], full_macs=1.0)
-    assert "| fora-3 | 0.350 | 0.340 | 0.10000 | 0.05000 | 0.10000 | 0.20000 | -100 % |" in table
+    assert "| fora-3 | 0.350 | 0.10000 | 0.10000 | 30.00 | - | 99.0 | - |" in table
+    assert "| front, vs fora-3 | 0.340 | 0.05000 | 0.20000 | 30.00 | - | 99.0 | - |" in table
+    assert claims_row(table, "fora-3").startswith("| fora-3 | 0.350 | 0.340 | -0.1 [")
     assert table.rstrip().endswith("| worse |")
-    tie = compare_with_baselines(
-        [lucky], {"fora-3": fora}, held_out={**held_out, "lucky": record("lucky", 0.10, 0.34, [0.09, 0.11, 0.1, 0.1])}
-    )[0]
+    even = record("lucky", 0.10, 0.34, [0.09, 0.11, 0.1, 0.1], psnr=30.0)
+    tie = compare_with_baselines([lucky], {"fora-3": fora}, held_out={**held_out, "lucky": even})[0]
     assert tie.verdict == "tie" and not tie.beaten, "a difference inside the interval is a tie"
     (guarded,) = compare_with_baselines(
         [lucky], {"fora-3": fora}, held_out=held_out, significantly_better=lambda a, b: False
     )
     assert guarded.verdict == "FORA kept (lead within noise)" and not guarded.beaten
-    row = baseline_table([guarded], full_macs=1.0).splitlines()[-1]
-    assert row.startswith("| fora-3 | 0.350 | 0.340 | 0.10000 | 0.05000 | 0.10000 | 0.20000 | -100 % | [-")
-    assert row.endswith("] % | FORA kept (lead within noise) |"), "the held-out figures are shown, not claimed"
+    row = claims_row(baseline_table([guarded], full_macs=1.0), "fora-3")
+    assert row.endswith("| FORA kept (lead within noise) |"), "the held-out figures are shown, not claimed"
+
+
+def rival_against_fora(psnr_drop: float, adherence_drop: float, margins: Margins | None = None) -> str:
+    """The verdict on a rival better than FORA-3 in quality by 0.05 on every prompt, `psnr_drop` dB and
+    `adherence_drop` points behind it, under the default margins (or `margins`)."""
+    fora = record("f3", 0.10, 0.35, [0.10, 0.12, 0.08, 0.10], psnr=34.0, adherence=99.5)
+    rival = record("r", 0.05, 0.34, [0.05, 0.07, 0.03, 0.05], psnr=34.0 - psnr_drop, adherence=99.5 - adherence_drop)
+    rules = ClaimRules(margins=margins or Margins())
+    (comparison,) = compare_with_baselines([rival], {"fora-3": fora}, held_out={"f3": fora, "r": rival}, rules=rules)
+    return claims_row(baseline_table([comparison], 1.0, rules=rules), "fora-3").split(" | ")[-1].strip(" |")
+
+
+def test_better_in_the_primary_metric_but_behind_in_another_family_is_a_trade_off() -> None:
+    assert rival_against_fora(0.0, 0.0) == "better"
+    assert rival_against_fora(0.5, 0.2) == "better", "within the margins: 1 dB of PSNR, 0.5 points of adherence"
+    assert rival_against_fora(3.0, 0.0) == "trade-off (behind in fidelity)"
+    assert rival_against_fora(0.0, 2.0) == "trade-off (behind in adherence)"
+    assert rival_against_fora(3.0, 2.0) == "trade-off (behind in fidelity, adherence)"
+    assert rival_against_fora(3.0, 0.0, Margins(fidelity=4.0)) == "better", "the margins are settable"
 
 
 def test_paired_interval_of_identical_scores_is_zero_and_of_a_shift_is_the_shift() -> None:

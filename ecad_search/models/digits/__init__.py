@@ -130,6 +130,12 @@ class DigitsFamily(ModelFamily):
             "added_cond_kwargs": dict(NO_MICRO_CONDITIONS),
         }
 
+    def judges(self, spec: ModelSpec, device: str = "cpu") -> list[Any]:
+        """The judge network's adherence and second Fréchet judge (`judge.py`), shared by both digits models."""
+        from .judge import digit_judges
+
+        return digit_judges(device)
+
     def load_pipeline(
         self,
         spec: ModelSpec,
