@@ -21,7 +21,7 @@ import torch
 
 from .cost import estimate_macs
 from .errors import FieldError
-from .families import FAMILIES_KEY, OBJECTIVES, Judge, family_figures, fidelity_prompt_scores, mean
+from .families import FAMILIES_KEY, OBJECTIVES, Judge, family_figures, fidelity_prompt_scores, load_judges, mean
 from .fewer_steps import FewerSteps
 from .generation import GenerationSettings, load_pipeline, pipeline_kwargs
 from .metrics import QualityMetric, get_metric
@@ -175,7 +175,7 @@ class Evaluator:
             raise ValueError(f"unknown cost '{settings.cost}': use one of {', '.join(COSTS)}")
         self.spec, self.settings, self.device = spec, settings, device
         self.metric = metric if metric is not None else get_metric(settings.metric).load(spec, device)
-        self.judges = judges if judges is not None else get_family(spec).judges(spec, device)
+        self.judges = judges if judges is not None else load_judges(spec, device)
         self.pipe = pipe if pipe is not None else load_pipeline(spec, device=device)
         self.generation = GenerationSettings(
             settings.steps, settings.guidance_scale, settings.resolution, settings.resolution, settings.seed

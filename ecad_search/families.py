@@ -64,6 +64,19 @@ SECOND_JUDGE = Family("quality, second judge", "quality_judge", "")
 FAMILY_ORDER = (QUALITY, FIDELITY, ADHERENCE)
 
 
+def load_judges(spec: Any, device: str = "cpu") -> list[Judge]:
+    """The model family's judges; adherence as CLIP score × 100 where the family has no adherence judge and
+    CLIP's weights are on this machine (never downloaded here)."""
+    from .metrics.clip import local_clip_adherence
+    from .models import get_family
+
+    judges: list[Judge] = get_family(spec).judges(spec, device)
+    if not any(judge.key == ADHERENCE.key for judge in judges):
+        clip = local_clip_adherence(device)
+        judges += [] if clip is None else [clip]
+    return judges
+
+
 def fidelity_units(images: torch.Tensor, references: torch.Tensor) -> dict[str, list[float]]:
     """PSNR (dB, capped) and SSIM of each image to its uncached reference (torchmetrics, as papers report)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..evaluation import EvaluationSettings
 from ..families import ADHERENCE, FIDELITY, SECOND_JUDGE, SSIM, Family, mean
 from ..files import write_atomic
 from ..search.prepared import claim_rules_for
@@ -119,7 +120,8 @@ def report_markdown(result: CompareResult) -> str:
         f"(from {held_out.seed}), {held_out.steps} steps, guidance {held_out.guidance_scale:g}, "
         f"{held_out.resolution} px. None of them was seen by a search."
         + (f" Learned schedules from run `{prepared.config.run}`." if prepared.config.run else ""),
-        f"- Three families: quality, the loss in the search's metric `{held_out.metric}` (lower is better); "
+        f"- Loss: {_loss_name(held_out)} (lower is better). Three families: quality, the search's metric "
+        f"`{held_out.metric}`; "
         "fidelity, PSNR and SSIM to the uncached images of the same seeds (torchmetrics); adherence, the share "
         "of images that show the prompt as an independent judge reads it (digits), or CLIP score × 100. "
         "The second judge is the quality loss in features no search tuned on (digits). LPIPS is not reported: "
@@ -220,6 +222,10 @@ def _loss_range(result: CompareResult) -> tuple[float, float]:
     return low - margin, high + margin
 
 
+def _loss_name(held_out: EvaluationSettings) -> str:
+    return "fidelity: 1 - PSNR / 100 dB" if held_out.objective == "fidelity" else held_out.metric
+
+
 def pareto_plot(result: CompareResult, path: Path) -> Path:
     """Loss against MACs: the learned front as a line, each policy as a line through its sweep (its
     non-dominated points), FORA as points; the loss axis spans what matters at the budgets."""
@@ -227,7 +233,7 @@ def pareto_plot(result: CompareResult, path: Path) -> Path:
 
     fig, ax = cost_loss_figure(
         f"{result.prepared.spec.name}: every method on held-out images",
-        f"held-out loss ({result.prepared.held_out.metric}, lower is better)",
+        f"held-out loss ({_loss_name(result.prepared.held_out)}, lower is better)",
         "MACs, fraction of uncached (what ran, overhead included)",
         size=(7.5, 4.8),
     )

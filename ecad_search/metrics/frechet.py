@@ -149,7 +149,7 @@ class FrechetMetric(QualityMetric):
     def reference(self, prompts: list[str]) -> FrechetReference:
         """The real digits of the prompted classes: the distance compares like with like (a set of even digits
         is not penalised for lacking odd ones)."""
-        from ..models.digits import parse_digit_prompt
+        from ..models.digits.prompts import parse_digit_prompt
 
         digits = frozenset(parse_digit_prompt(prompt) for prompt in prompts)
         if digits not in self._references:

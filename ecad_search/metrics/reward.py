@@ -175,7 +175,7 @@ class DigitRewardMetric(QualityMetric):
         return cls(pipeline_classifier(spec.pipeline_id, device))
 
     def score(self, images: torch.Tensor, prompts: list[str], references: torch.Tensor | None) -> torch.Tensor:
-        from ..models.digits import parse_digit_prompt
+        from ..models.digits.prompts import parse_digit_prompt
 
         labels = torch.tensor([parse_digit_prompt(p) for p in prompts])
         return digit_reward(self.classifier, images, labels)

@@ -196,12 +196,9 @@ class ModelFamily:
         return prompt
 
     def judges(self, spec: ModelSpec, device: str = "cpu") -> list[Any]:
-        """The figures beyond the search's metric that claims are held in (`families.Judge`): for text models,
-        adherence as CLIP score × 100 where CLIP's weights are on this machine (never downloaded here)."""
-        from ..metrics.clip import local_clip_adherence
-
-        adherence = local_clip_adherence(device)
-        return [] if adherence is None else [adherence]
+        """The figures beyond the search's metric that claims are held in (`families.Judge`), where the family
+        has judges of its own (digits); a family without an adherence judge gets CLIP's (`families`)."""
+        return []
 
     def call_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
         """Keyword arguments every pipeline call of this family needs on top of the user's."""

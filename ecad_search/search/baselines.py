@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
-from ..families import ADHERENCE, FIDELITY, SECOND_JUDGE, SSIM, mean
+from ..families import ADHERENCE, FIDELITY, QUALITY, SECOND_JUDGE, SSIM, mean
 from ..frontier import best_within
 from ..store import EvaluationRecord
 from ..verdict import Claim, ClaimRules, PairedDifference
@@ -187,9 +187,10 @@ def _figures_table(comparisons: list[BaselineComparison], full_macs: float, rule
 
 
 def _held_out_cells(record: EvaluationRecord) -> list[str]:
-    second = mean(SECOND_JUDGE.values(record.scores))
+    """The held-out means of every family (quality as its loss, whatever the search minimised)."""
+    quality, second = mean(QUALITY.values(record.scores)), mean(SECOND_JUDGE.values(record.scores))
     return [
-        f"{record.quality_loss:.5f}",
+        f"{record.quality_loss if quality is None else 1 - quality:.5f}",
         _mean_text(FIDELITY.values(record.scores), ".2f"),
         _mean_text(SSIM.values(record.scores), ".4f"),
         _mean_text(ADHERENCE.values(record.scores), ".1f"),

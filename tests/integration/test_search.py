@@ -189,6 +189,12 @@ def _evaluations(db: Path) -> int:
         (("--prefix-memory", "-1"), "--prefix-memory must be a whole number from 0 to 1048576 (MiB; 0 shares no"),
         (("--held-out-images-per-prompt", "0"), "--held-out-images-per-prompt must be a whole number from 1"),
         (("--device", "gpu"), "unknown device 'gpu'"),
+        (("--objective", "beauty"), "unknown --objective 'beauty': use one of quality, fidelity"),
+        (("--adherence-floor", "101"), "--adherence-floor must be from 0 to 100, got 101"),
+        (("--adherence-floor", "nan"), "--adherence-floor must be a finite number"),
+        (("--margin", "psnr=1"), "unknown --margin family 'psnr': use one of quality, fidelity, adherence"),
+        (("--margin", "fidelity=-1"), "--margin fidelity=-1.0 must be a number ≥ 0"),
+        (("--margin", "fidelity"), "--margin fidelity: write FAMILY=VALUE, e.g. --margin fidelity=1"),
     ],
 )
 def test_bad_options_are_one_line_and_leave_the_database_untouched(tmp_path, tiny_pixart_dir, prompts, change, message):  # type: ignore[no-untyped-def]

@@ -93,7 +93,7 @@ class DigitAdherence:
     def units(
         self, images: torch.Tensor, prompts: list[str], references: torch.Tensor, images_per_prompt: int
     ) -> list[float]:
-        from . import parse_digit_prompt
+        from .prompts import parse_digit_prompt
 
         device = next(self.judge.parameters()).device
         read = self.judge(images.to(device, torch.float32)).argmax(dim=1).cpu()
