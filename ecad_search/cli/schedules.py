@@ -18,7 +18,7 @@ from .common import ModelOption, UsageError, app, console, friendly, metadata_of
 @friendly
 def models() -> None:
     """List the registered models and the search's defaults for each."""
-    table = Table("name", "steps", "size", "cfg", "metric", "what")
+    table = Table("name", "steps", "size", "cfg", "metric", "objective", "what")
     table.columns[0].no_wrap = table.columns[4].no_wrap = True
     for name in model_names():
         spec = get_model(name)
@@ -28,6 +28,7 @@ def models() -> None:
             f"{spec.resolution} px",
             f"{spec.guidance_scale:g}",
             spec.metric,
+            spec.objective,
             f"{spec.description} ({spec.dtype})",
         )
     console.print(table)

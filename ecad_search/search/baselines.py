@@ -210,6 +210,7 @@ def _claims_table(comparisons: list[BaselineComparison], full_macs: float) -> li
         "| baseline | MACs | rival MACs | quality | fidelity (PSNR) | adherence | second judge | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    named = {c.baseline.digest: c.name for c in comparisons}
     for c in comparisons:
         cells = {"quality": "-", "fidelity": "-", "adherence": "-"}
         if c.claim is not None:
@@ -220,9 +221,10 @@ def _claims_table(comparisons: list[BaselineComparison], full_macs: float) -> li
             d = c.second_judge
             flag = "" if c.second_judge_agrees is not False else " (disagrees)"
             second = f"{d.mean:+.3g} [{d.low:+.3g}, {d.high:+.3g}]{flag}"
-        rival = (
-            c.kept if c.rival is None and c.kept else ("-" if c.rival is None else f"{c.rival.macs / full_macs:.3f}")
-        )
+        rival = c.kept or "-"
+        if c.rival is not None:
+            name = named.get(c.rival.digest)
+            rival = f"{c.rival.macs / full_macs:.3f}" + (f" ({name})" if name else "")
         verdict = c.verdict
         if c.claim is not None and verdict == "trade-off":
             verdict += f" (behind in {', '.join(c.claim.behind())})" if c.claim.behind() else ""

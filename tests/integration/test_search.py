@@ -255,10 +255,12 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     spec = get_model("digits")
     no_cache = CacheSchedule.all_compute(block_groups(spec), spec.default_steps).digest()
     uncached = store.lookup(store.get_run("d").eval_key, [no_cache])[no_cache]
-    assert uncached.quality_loss == pytest.approx(0.0, abs=1e-6), "the Fréchet rise is over the uncached run"
+    assert uncached.quality_loss == pytest.approx(0.0, abs=1e-6), "fidelity to itself: 100 dB, the cap"
     run = store.get_run("d")
     assert (run.metric, run.config["guard"], run.config["batch_size"]) == ("frechet", "confirm", 100)
-    assert len(uncached.scores["prompt_scores"]) == 2, "one Fréchet unit per seed"
+    assert run.config["objective"] == "fidelity", "the digits models search for fidelity by default"
+    assert len(uncached.scores["prompt_scores"]) == 5, "the fidelity objective: one unit per prompt"
+    assert len(uncached.scores["families"]["quality"]) == 2, "the Fréchet rise: one unit per seed"
     assert min(r.quality_loss for r in front) <= uncached.quality_loss + 1e-6
     assert min(r.cost for r in front) < 0.5
     versus = (out / "d" / "vs_fora.md").read_text().splitlines()
@@ -291,8 +293,8 @@ def test_a_frechet_search_resamples_seeds_and_stores_the_distance(tmp_path) -> N
     prompts = tmp_path / "digits.txt"
     prompts.write_text("\n".join(f"a handwritten digit {d}" for d in range(0, 10, 2)))
     db, out = tmp_path / "f.db", tmp_path / "out"
-    args = ["--model", "digits", "--metric", "frechet", "--generations", "1", "--population", "8",
-            "--images-per-prompt", "3", "--held-out-images-per-prompt", "2", "--prompts", str(prompts),
+    args = ["--model", "digits", "--metric", "frechet", "--objective", "quality", "--generations", "1",
+            "--population", "8", "--images-per-prompt", "3", "--held-out-images-per-prompt", "2", "--prompts", str(prompts),
             "--db", f"sqlite:///{db}", "--out", str(out), "--run", "f"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -565,7 +567,9 @@ def test_racing_runs_only_on_per_prompt_metrics_and_renames_no_earlier_run(tmp_p
     """The Fréchet distance's units are seeds of one image set, so `fast` does not race on digits; and a lever
     left off is not part of a run's name, so the quick start's run (named in the README) keeps its name."""
     quick_start = prepare(SearchRequest(model="digits", generations=8, out=str(tmp_path)))
-    assert quick_start.run == "digits-frechet-default-s0-3984c9f7"
+    assert quick_start.run == "digits-frechet-fidelity-default-s0-4def8366"
+    searched_for_quality = prepare(SearchRequest(model="digits", generations=8, objective="quality", out=str(tmp_path)))
+    assert searched_for_quality.run == "digits-frechet-default-s0-3984c9f7", "earlier quality runs keep their name"
     assert runnable_preset(PRESETS["fast"], quick_start.settings).race == 0
     fidelity = prepare(SearchRequest(model="pixart-alpha", generations=1, metric="fidelity", out=str(tmp_path)))
     assert runnable_preset(PRESETS["fast"], fidelity.settings) == PRESETS["fast"]
