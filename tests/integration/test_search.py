@@ -294,8 +294,8 @@ def test_a_frechet_search_resamples_seeds_and_stores_the_distance(tmp_path) -> N
     prompts.write_text("\n".join(f"a handwritten digit {d}" for d in range(0, 10, 2)))
     db, out = tmp_path / "f.db", tmp_path / "out"
     args = ["--model", "digits", "--metric", "frechet", "--objective", "quality", "--generations", "1",
-            "--population", "8", "--images-per-prompt", "3", "--held-out-images-per-prompt", "2", "--prompts", str(prompts),
-            "--db", f"sqlite:///{db}", "--out", str(out), "--run", "f"]  # fmt: skip
+            "--population", "8", "--images-per-prompt", "3", "--held-out-images-per-prompt", "2",
+            "--prompts", str(prompts), "--db", f"sqlite:///{db}", "--out", str(out), "--run", "f"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     store = Store(f"sqlite:///{db}")
