@@ -96,36 +96,47 @@ def pareto_plot(
     full_macs: float,
     title: str,
     loss: Callable[[str], float] | None = None,
-    loss_name: str = "quality loss",
+    fidelity: bool = False,
 ) -> None:
-    """The search's loss against MACs (fraction of uncached): all evaluations, the front, FORA baselines, and the
-    held-out losses of the front and of FORA once scored (a second, marked series). `loss` gives the search's
-    loss of a baseline (pooled once confirmed), so FORA sits where the search saw it.
+    """The search's loss against MACs (fraction of uncached): all evaluations, the front, the baselines (FORA
+    every N, and fewer steps), and the held-out losses of the front and of the baselines once scored (a second,
+    marked series). `loss` gives the search's loss of a baseline (pooled once confirmed), so it sits where the
+    search saw it.
 
-    The loss axis is logarithmic above 1e-4 (linear below, so a zero loss still shows): the schedules worth
-    comparing differ by a few percent of a small loss, invisible on a linear axis next to the cheapest ones.
+    A quality loss is drawn logarithmic above 1e-4 (linear below, so a zero loss still shows): the schedules
+    worth comparing differ by a few percent of a small loss, invisible on a linear axis next to the cheapest
+    ones. A fidelity search's loss is drawn as what it is, the mean PSNR to the uncached images, on a linear
+    axis that spans the cached schedules (the uncached run's 100 dB cap would flatten them).
     """
     from ..plots import cost_loss_figure, save_plot
 
-    fig, ax = cost_loss_figure(title, f"{loss_name} (lower is better; log above 1e-4)")
+    axis = (
+        "mean PSNR to uncached, dB (higher is better)" if fidelity else "quality loss (lower is better; log above 1e-4)"
+    )
+    shown = _psnr_of_loss if fidelity else float
+    fig, ax = cost_loss_figure(title, axis)
     ax.scatter(
-        [r.macs / full_macs for r in evaluated], [r.quality_loss for r in evaluated], s=8, c="0.75", label="evaluated"
+        [r.macs / full_macs for r in evaluated],
+        [shown(r.quality_loss) for r in evaluated],
+        s=8,
+        c="0.75",
+        label="evaluated",
     )
     ordered = sorted(front, key=lambda e: e.scored.record.macs)
     ax.step(
         [e.scored.record.macs / full_macs for e in ordered],
-        [e.scored.loss for e in ordered],
+        [shown(e.scored.loss) for e in ordered],
         where="post",
         c="tab:blue",
         marker="o",
         ms=4,
         label="front (search loss)",
     )
-    scored = [e for e in ordered if e.scored.held_out is not None]
+    scored = [e for e in ordered if e.scored.held_out_loss is not None]
     if scored:
         ax.scatter(
             [e.scored.record.macs / full_macs for e in scored],
-            [e.scored.held_out_loss for e in scored],
+            [shown(e.scored.held_out_loss) for e in scored],
             marker="D",
             s=14,
             facecolors="none",
@@ -133,34 +144,42 @@ def pareto_plot(
             label="front, held out",
         )
     search_loss = loss or (lambda digest: {r.digest: r.quality_loss for r in baselines.values()}[digest])
-    for name, record, offset, align in _label_places(baselines):
-        ax.scatter(record.macs / full_macs, search_loss(record.digest), marker="x", c="tab:red", s=40)
-        ax.annotate(
-            name,
-            (record.macs / full_macs, search_loss(record.digest)),
-            fontsize=7,
-            xytext=offset,
-            textcoords="offset points",
-            ha=align,
-        )
+    for name, record, offset, align in _label_places(baselines, full_macs):
+        where = (record.macs / full_macs, shown(search_loss(record.digest)))
+        marker = "v" if name.endswith(" steps") else "x"
+        ax.scatter(*where, marker=marker, c="tab:red", s=40)
+        ax.annotate(name, where, fontsize=7, xytext=offset, textcoords="offset points", ha=align)
         if record.digest in held_out:
-            ax.scatter(record.macs / full_macs, held_out[record.digest].quality_loss, marker="+", c="tab:orange", s=60)
+            ax.scatter(where[0], shown(held_out[record.digest].quality_loss), marker="+", c="tab:orange", s=60)
     ax.scatter([], [], marker="x", c="tab:red", label="FORA every-N")
+    if any(name.endswith(" steps") for name in baselines):
+        ax.scatter([], [], marker="v", c="tab:red", label="uncached, fewer steps")
     if any(record.digest in held_out for record in baselines.values()):
-        ax.scatter([], [], marker="+", c="tab:orange", s=60, label="FORA, held out")
-    ax.set_yscale("symlog", linthresh=1e-4)
+        ax.scatter([], [], marker="+", c="tab:orange", s=60, label="baselines, held out")
+    if fidelity:
+        cached = [shown(r.quality_loss) for r in evaluated if r.quality_loss > 0]
+        if cached:
+            ax.set_ylim(min(cached) - 1, max(cached) + 1)
+    else:
+        ax.set_yscale("symlog", linthresh=1e-4)
     save_plot(fig, ax, path)
 
 
+def _psnr_of_loss(loss: float) -> float:
+    """A fidelity loss (1 − mean PSNR / cap) back as the mean PSNR in dB."""
+    return (1 - loss) * PSNR_CAP_DB
+
+
 def _label_places(
-    baselines: dict[str, EvaluationRecord],
+    baselines: dict[str, EvaluationRecord], full_macs: float
 ) -> list[tuple[str, EvaluationRecord, tuple[float, float], str]]:
-    """Where each baseline's label goes: baselines at the same MACs (FORA-5 and FORA-6 at 20 steps) take
-    turns right-above, left-below, right-below, left-above of their point, so their labels never overlap."""
+    """Where each baseline's label goes: baselines at (nearly) the same MACs (FORA-5 and FORA-6 at 20 steps,
+    FORA-2 and 10 steps) take turns right-above, left-below, right-below, left-above of their point, so their
+    labels never overlap."""
     places = [((4, 3), "left"), ((-4, -9), "right"), ((4, -9), "left"), ((-4, 3), "right")]
     by_macs: dict[float, list[tuple[str, EvaluationRecord]]] = {}
     for name, record in sorted(baselines.items(), key=lambda item: (item[1].macs, item[1].quality_loss)):
-        by_macs.setdefault(round(record.macs, 6), []).append((name, record))
+        by_macs.setdefault(round(record.macs / full_macs, 2), []).append((name, record))
     return [
         (name, record, *places[k % len(places)]) for group in by_macs.values() for k, (name, record) in enumerate(group)
     ]
@@ -311,5 +330,5 @@ def write_outputs(run: SearchRun, index: int) -> None:
         run.full_macs,
         f"{run.prepared.run}: generation {index + 1}, hypervolume {hv:.4f}",
         run.search.state.search_loss,
-        "fidelity loss, 1 - PSNR / 100 dB" if run.prepared.settings.objective == "fidelity" else "quality loss",
+        fidelity=run.prepared.settings.objective == "fidelity",
     )
