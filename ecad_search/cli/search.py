@@ -134,7 +134,7 @@ def main_form(
             prefix_memory=prefix_memory,
             objective=objective,
             adherence_floor=adherence_floor,
-            margins=margin_pairs(margin or []),
+            margins=friendly(margin_pairs)(margin or []),
         ),
     )
 
