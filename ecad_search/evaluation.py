@@ -199,6 +199,11 @@ class Evaluator:
             # Every family but quality is measured against them, and a latency cost against their seconds.
             self.references, seconds = self.generate(None)
             self.full_seconds_per_image = seconds / settings.num_images
+        # The judges' first call (kernels, the uncached images' own features) happens here, not in the time of
+        # the first candidate, which a worker pool would otherwise take for a hang.
+        family_figures(
+            [], self.references, self.references, self.image_prompts, settings.images_per_prompt, self.judges
+        )
 
     def inputs(self) -> SplitInputs:
         """This split's prompt embeddings and references, on the CPU, for evaluators elsewhere."""

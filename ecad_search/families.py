@@ -17,8 +17,9 @@ the search.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def load_judges(spec: Any, device: str = "cpu") -> list[Judge]:
     from .metrics.clip import local_clip_adherence
     from .models import get_family
 
+    image_metrics()
     judges: list[Judge] = get_family(spec).judges(spec, device)
     if not any(judge.key == ADHERENCE.key for judge in judges):
         clip = local_clip_adherence(device)
@@ -77,14 +79,21 @@ def load_judges(spec: Any, device: str = "cpu") -> list[Judge]:
     return judges
 
 
-def fidelity_units(images: torch.Tensor, references: torch.Tensor) -> dict[str, list[float]]:
-    """PSNR (dB, capped) and SSIM of each image to its uncached reference (torchmetrics, as papers report)."""
+@cache
+def image_metrics() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """torchmetrics' PSNR and SSIM, imported once when an evaluator loads its judges, so that no scored
+    candidate pays for the import (a worker's first candidate would look hung)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-    psnr = peak_signal_noise_ratio(
-        images.double(), references.double(), data_range=1.0, reduction="none", dim=(1, 2, 3)
-    )
-    ssim = structural_similarity_index_measure(images.double(), references.double(), data_range=1.0, reduction="none")
+    return peak_signal_noise_ratio, structural_similarity_index_measure
+
+
+def fidelity_units(images: torch.Tensor, references: torch.Tensor) -> dict[str, list[float]]:
+    """PSNR (dB, capped) and SSIM of each image to its uncached reference (torchmetrics, as papers report)."""
+    peak_signal_noise_ratio, structural_similarity_index_measure = image_metrics()
+    ours, theirs = images.double(), references.double()
+    psnr = peak_signal_noise_ratio(ours, theirs, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(ours, theirs, data_range=1.0, reduction="none")
     return {"psnr_db": psnr.clamp(max=PSNR_CAP_DB).tolist(), "ssim": ssim.tolist()}
 
 

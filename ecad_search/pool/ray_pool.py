@@ -175,6 +175,8 @@ class RayPool(EvaluationPool):
         self.inputs: dict[str, Any] = {}
         self.encoded: dict[str, Any] = {}
         self.loaded: list[set[str]] = [set() for _ in range(self.workers)]
+        # Loads queued but not yet waited for, by (worker, split key): `prepare` queues them on every worker.
+        self.loading: dict[tuple[int, str], Any] = {}
         self.restarting: dict[Any, int] = {}
         self.running: dict[Any, _Task] = {}
         self.restarts = 0
@@ -211,16 +213,21 @@ class RayPool(EvaluationPool):
         if key not in self.inputs:
             loading = self.inputs[key] = self.actors[0].split_inputs.remote(settings, self.encoded.get(key))
             self.loaded[0].add(key)
+            self.loading[0, key] = loading
         if worker != 0:
             loading = self.actors[worker].adopt.remote(settings, self.inputs[key], True)
         self.loaded[worker].add(key)
+        if loading is not None:
+            self.loading[worker, key] = loading
         return loading
 
     def _ready(self, worker: int, settings: EvaluationSettings) -> None:
-        """Load the split on the worker and wait until it holds it, so that a task's clock (its hang timeout)
-        counts only its own images, not the uncached references of a split it is the first to score. The
-        inputs stay in the object store (not fetched here)."""
-        loading = self._load(worker, settings)
+        """Load the split on the worker and wait until it holds it (a load `prepare` queued too), so that a
+        task's clock (its hang timeout) counts only its own images, not the uncached references of a split it
+        is the first to score, nor the loading of the worker's judges. The inputs stay in the object store (not
+        fetched here)."""
+        self._load(worker, settings)
+        loading = self.loading.pop((worker, settings.key()), None)
         if loading is not None:
             self.ray.wait([loading], fetch_local=False)
 
@@ -296,6 +303,7 @@ class RayPool(EvaluationPool):
     def _forget(self, worker: int) -> None:
         """A restarted worker holds no split; worker 0's results may be lost with it, so they are recomputed."""
         self.loaded[worker].clear()
+        self.loading = {place: ref for place, ref in self.loading.items() if place[0] != worker}
         if worker == 0:
             self.inputs.clear()
 
