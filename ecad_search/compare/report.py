@@ -128,7 +128,8 @@ def report_markdown(result: CompareResult) -> str:
         "it needs torchvision and downloaded network weights.",
         "- Cost: MACs as a fraction of the uncached run, what actually ran, each policy's own arithmetic "
         "included; a budget has 1 % slack (FORA-2 costs 50.15 % at 20 steps: it computes step 0 as well). "
-        "Intervals are paired over the metric's scores (per prompt; per seed for set metrics such as Fréchet). "
+        "Intervals are paired 95 % bootstrap intervals: over images for PSNR and adherence, over seeds for "
+        "set metrics such as Fréchet, over prompts for other per-image metrics. "
         f"Wall time per image: the median of {prepared.config.timing_repeats} interleaved rounds on "
         f"the first prompts, on {hardware()}.",
         f"- {count} settings of {len(result.points)} methods; {result.evaluated} evaluated now, the rest from "
