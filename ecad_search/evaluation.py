@@ -131,6 +131,11 @@ def encode_chunks(pipe: Any, spec: ModelSpec, settings: EvaluationSettings) -> l
         ]
 
 
+def _reuses(candidate: object) -> bool:
+    """A schedule whose zeros reuse the last output: the only kind that can share a prefix."""
+    return isinstance(candidate, CacheSchedule) and candidate.fill == "reuse"
+
+
 def _on(value: Any, device: str | torch.device) -> Any:
     return value.to(device) if isinstance(value, torch.Tensor) else value
 
@@ -312,9 +317,9 @@ class Evaluator:
         """Score candidates, yielding (index, evaluation) as each is known. With `prefix_bytes`, schedules run in
         prefix-tree order and compute the steps they share with earlier ones once (see `runtime.prefix`),
         within that memory: the same images, so the same scores. A latency cost is measured on whole runs, so
-        it shares nothing."""
+        it shares nothing, nor does a forecast fill, whose kept terms are not a reused output."""
         shares = prefix_bytes > 0 and self.settings.shares_prefixes
-        shared = [i for i, candidate in enumerate(candidates) if shares and isinstance(candidate, CacheSchedule)]
+        shared = [i for i, candidate in enumerate(candidates) if shares and _reuses(candidate)]
         for index in sorted(set(range(len(candidates))) - set(shared)):
             yield index, self.evaluate(candidates[index])
         if not shared:

@@ -1,10 +1,12 @@
 """The cache schedule: which component of which block is computed at which denoising step.
 
 A schedule holds one boolean array per block group, shaped (steps, blocks, components); True means
-"compute", False means "reuse this component's own output from the last step it was computed" (taken before
-the adaLN gate; gate and residual are always recomputed). Groups follow the transformer's execution order
-(FLUX: the 19 double-stream blocks, then the 38 single-stream blocks), and a group is named after the
-attribute that holds its `nn.ModuleList`, so the runtime finds it without a per-model table.
+"compute", False means "fill this component's output from the steps it computed" (taken before the adaLN gate;
+gate and residual are always recomputed). Its `fill` says how: `reuse` the last output, or forecast it with a
+Taylor series of order 1 or 2 from the last computed outputs (`taylor1`, `taylor2`; `runtime.forecast`).
+Groups follow the transformer's execution order (FLUX: the 19 double-stream blocks, then the 38
+single-stream blocks), and a group is named after the attribute that holds its `nn.ModuleList`, so the
+runtime finds it without a per-model table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ import numpy as np
 
 class ScheduleError(ValueError):
     """A schedule is malformed or does not fit the model it is applied to."""
+
+
+# How a skipped component is filled, and the order of the Taylor forecast that fills it (0: the last output).
+FILLS = {"reuse": 0, "taylor1": 1, "taylor2": 2}
+# A genome may end in this many fill genes: the fill's order is how many of them are set.
+FILL_GENES = 2
 
 
 @dataclass(frozen=True)
@@ -66,13 +74,21 @@ class CacheSchedule:
     guidance_scale: float | None = None
     metrics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    fill: str = "reuse"
 
     def __post_init__(self) -> None:
+        if self.fill not in FILLS:
+            raise ScheduleError(f"unknown `fill` '{self.fill}': use one of {', '.join(FILLS)}")
         masks = {g.name: np.array(self.masks.get(g.name), dtype=bool) for g in self.groups}
         _validate(self.groups, masks, self.masks)
         for mask in masks.values():
             mask.flags.writeable = False
         object.__setattr__(self, "masks", masks)
+
+    @property
+    def forecast_order(self) -> int:
+        """The Taylor order that fills skipped components (0: reuse)."""
+        return FILLS[self.fill]
 
     @property
     def num_steps(self) -> int:
@@ -108,16 +124,30 @@ class CacheSchedule:
         """Genes of one step in the step-major genome: every group's blocks × components."""
         return sum(m[0].size for m in self.masks.values())
 
-    def genome(self) -> np.ndarray:
-        """Flat boolean genome without step 0 (always computed): per step, each group's blocks × components."""
+    def genome(self, fill_genes: bool | None = None) -> np.ndarray:
+        """Flat boolean genome without step 0 (always computed): per step, each group's blocks × components;
+        then `FILL_GENES` fill genes, when asked for or (by default) when the fill is a forecast, so a reuse
+        schedule's genome is what it was before fills existed."""
         rows = [np.concatenate([m[s].ravel() for m in self.masks.values()]) for s in range(1, self.num_steps)]
-        return np.concatenate(rows) if rows else np.zeros(0, dtype=bool)
+        mask = np.concatenate(rows) if rows else np.zeros(0, dtype=bool)
+        if not (self.fill != "reuse" if fill_genes is None else fill_genes):
+            return mask
+        order = self.forecast_order
+        return np.concatenate([mask, np.arange(FILL_GENES) >= FILL_GENES - order])
 
     def with_genome(self, genome: np.ndarray, **changes: Any) -> CacheSchedule:
-        """A schedule of the same layout whose steps 1.. come from a genome made by `genome()`."""
+        """A schedule of the same layout whose steps 1.. (and fill, if the genome ends in fill genes) come from
+        a genome made by `genome()`."""
         genome = np.asarray(genome, dtype=bool).ravel()
-        if genome.size != self.genome_length:
-            raise ScheduleError(f"genome has {genome.size} genes but this layout needs {self.genome_length}")
+        if genome.size not in (self.genome_length, self.genome_length + FILL_GENES):
+            raise ScheduleError(
+                f"genome has {genome.size} genes but this layout needs {self.genome_length} "
+                f"(or {self.genome_length + FILL_GENES} with the fill's)"
+            )
+        if genome.size > self.genome_length:
+            order = int(genome[self.genome_length :].sum())
+            changes.setdefault("fill", next(name for name, o in FILLS.items() if o == order))
+            genome = genome[: self.genome_length]
         per_step = genome.reshape(self.num_steps - 1, -1)
         masks, offset = {}, 0
         for _, group, mask in self.iter_groups():
@@ -128,17 +158,22 @@ class CacheSchedule:
         return replace(self, masks=masks, **changes)
 
     def digest(self) -> str:
-        """Content hash of layout and mask (not metadata): the identity of a schedule in a search."""
+        """Content hash of layout, mask and fill (not metadata): the identity of a schedule in a search. A
+        reuse schedule hashes as it did before fills existed, so stored evaluations keep their keys."""
         h = hashlib.sha256()
         for _, group, mask in self.iter_groups():
             h.update(repr(group.to_dict()).encode())
             h.update(np.packbits(mask.ravel()).tobytes())
         h.update(str(self.num_steps).encode())
+        if self.fill != "reuse":
+            h.update(self.fill.encode())
         return h.hexdigest()
 
     def same_mask(self, other: CacheSchedule) -> bool:
-        return self.groups == other.groups and all(
-            np.array_equal(self.masks[g.name], other.masks[g.name]) for g in self.groups
+        return (
+            self.groups == other.groups
+            and self.fill == other.fill
+            and all(np.array_equal(self.masks[g.name], other.masks[g.name]) for g in self.groups)
         )
 
     def with_metadata(self, **changes: Any) -> CacheSchedule:
@@ -165,16 +200,47 @@ def reuse_plan(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return store, release
 
 
+def later_skips(mask: np.ndarray) -> np.ndarray:
+    """Per step and lane, whether the lane skips a later step: only then is anything kept for it."""
+    skipped = ~np.asarray(mask, dtype=bool)
+    after = np.zeros_like(skipped)
+    after[:-1] = np.flip(np.logical_or.accumulate(np.flip(skipped[1:], axis=0), axis=0), axis=0)
+    return after
+
+
+def lane_terms(mask: np.ndarray, order: int) -> np.ndarray:
+    """How many terms a forecast of `order` holds after each step, per lane of a (steps, …) mask: one after the
+    first compute, one more at each later compute up to `order + 1`."""
+    computes = np.cumsum(mask, axis=0)
+    return np.where(computes > 0, np.minimum(computes, order + 1), 0)
+
+
+def forecast_macs(mask: np.ndarray, order: int, elements: np.ndarray) -> np.ndarray:
+    """Per step, the MACs a forecast of `order` spends on a (steps, blocks, components) mask whose components
+    have `elements` output elements per row: differences at each compute a later skip needs, one multiply-add
+    per element and term at each skipped step. Counted from the mask alone, as the runtime spends them."""
+    terms = lane_terms(mask, order)
+    differences = np.where(mask & later_skips(mask), terms - 1, 0)
+    additions = np.where(mask, 0, terms - 1)
+    return ((differences + additions) * elements).reshape(mask.shape[0], -1).sum(axis=1)
+
+
 def peak_stored_outputs(schedule: CacheSchedule, weights: Mapping[str, np.ndarray] | None = None) -> float:
-    """Peak number (or, with per-component `weights` shaped (blocks, components), bytes) of stored outputs.
+    """Peak number (or, with per-component `weights` shaped (blocks, components), bytes) of stored outputs;
+    a forecast fill stores up to `order + 1` terms per component, each the size of an output.
 
     Walks the run in execution order: within a step, blocks already executed hold what the next step
     reuses, blocks not yet executed still hold what this step reuses.
     """
-    flat_reuse = []
-    for _, group, mask in schedule.iter_groups():
-        w = np.ones(mask.shape[1:]) if weights is None else np.asarray(weights[group.name], dtype=float)
-        flat_reuse.append((~mask).astype(float) * w)
+    lane_weights = [
+        np.ones(mask.shape[1:]) if weights is None else np.asarray(weights[group.name], dtype=float)
+        for _, group, mask in schedule.iter_groups()
+    ]
+    if schedule.forecast_order:
+        return _peak_forecast_terms(schedule, lane_weights, counted=weights is not None)
+    flat_reuse = [
+        (~mask).astype(float) * w for (_, _, mask), w in zip(schedule.iter_groups(), lane_weights, strict=True)
+    ]
     reuse = np.concatenate([r.reshape(r.shape[0], -1) for r in flat_reuse], axis=1)
     nxt = np.zeros_like(reuse)
     nxt[:-1] = reuse[1:]
@@ -183,6 +249,22 @@ def peak_stored_outputs(schedule: CacheSchedule, weights: Mapping[str, np.ndarra
     held_within = before + after
     held_between = nxt.sum(axis=1)
     return float(max(held_within.max(initial=0.0), held_between.max(initial=0.0)))
+
+
+def _peak_forecast_terms(schedule: CacheSchedule, lane_weights: list[np.ndarray], counted: bool) -> float:
+    """`peak_stored_outputs` of a forecast fill: a lane holds its terms after a step while a later step skips
+    it; each lane's holding changes where execution reaches it within the step. Counted as tensors (one per
+    lane, as the runtime counts a lane's terms) or, weighted, as bytes (one output's bytes per term)."""
+    after_steps = []
+    for (_, _, mask), w in zip(schedule.iter_groups(), lane_weights, strict=True):
+        terms = lane_terms(mask, schedule.forecast_order) * later_skips(mask)
+        held = terms * w if counted else (terms > 0) * w
+        after_steps.append(held.reshape(mask.shape[0], -1))
+    after = np.concatenate(after_steps, axis=1).astype(float)
+    before = np.zeros_like(after)
+    before[1:] = after[:-1]
+    within = np.cumsum(after, axis=1) + (before.sum(axis=1, keepdims=True) - np.cumsum(before, axis=1))
+    return float(max(within.max(initial=0.0), before.sum(axis=1).max(initial=0.0)))
 
 
 def _validate(groups: tuple[BlockGroup, ...], masks: dict[str, np.ndarray], given: Mapping[str, Any]) -> None:

@@ -3,7 +3,8 @@
 The cost table comes from one forward pass of the transformer built on PyTorch's `meta` device (`probe.py`:
 no weights, no memory). Attention matmuls (QKᵀ and AV) are counted apart from linear layers, so
 `attention_matmuls=False` reproduces the figures of ECAD's profiler, which saw only the linear layers. The
-cost of a schedule is then the mask · table dot product.
+cost of a schedule is then the mask · table dot product, plus a forecast fill's own arithmetic
+(`schedule.forecast_macs`).
 
 The probe itself is cheap; importing a diffusers transformer class to build it is not. So each table is kept
 as JSON in the user cache folder (`files.user_cache_dir()`), keyed by the architecture, the size, the
@@ -26,7 +27,7 @@ from .. import installed_version
 from ..files import user_cache_dir, write_atomic
 from ..models import ModelSpec, get_model
 from ..models.base import DTYPE_BYTES
-from ..schedule import BlockGroup, CacheSchedule, ScheduleError, peak_stored_outputs
+from ..schedule import BlockGroup, CacheSchedule, ScheduleError, forecast_macs, peak_stored_outputs
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +72,7 @@ class CostTable:
         return self.overhead_linear_macs + (self.overhead_attention_macs if attention_matmuls else 0.0)
 
     def step_macs(self, schedule: CacheSchedule, attention_matmuls: bool = True) -> np.ndarray:
-        """MACs per row of each step of the schedule."""
+        """MACs per row of each step of the schedule, a forecast fill's arithmetic included."""
         if schedule.groups != self.groups:
             raise ScheduleError("schedule layout does not match the model's block groups")
         table = self.component_macs(attention_matmuls)
@@ -79,6 +80,11 @@ class CostTable:
             (mask * table[group.name]).reshape(mask.shape[0], -1).sum(axis=1)
             for _, group, mask in schedule.iter_groups()
         )
+        if schedule.forecast_order:
+            order, elements = schedule.forecast_order, self.output_elements
+            per_step = per_step + sum(
+                forecast_macs(mask, order, elements[group.name]) for _, group, mask in schedule.iter_groups()
+            )
         return per_step + self.overhead_macs(attention_matmuls)
 
 

@@ -1,7 +1,8 @@
 """Our schedule file: versioned JSON, validated against `schedule.schema.json`, readable by people.
 
 The mask is stored per group and component as one string per step with one character per block, so a
-FORA schedule reads as alternating rows of ones and zeros. The encoding is documented in
+FORA schedule reads as alternating rows of ones and zeros. Version 2 adds `fill`, how skipped components are
+filled; a version-1 file is read as `reuse`, what it meant. The encoding is documented in
 docs/schedule-format.md.
 """
 
@@ -20,10 +21,11 @@ from .. import __version__, installed_version
 from ..schedule import BlockGroup, CacheSchedule, ModelRef, ScheduleError
 
 FORMAT = "ecad-search.schedule"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MASK_ENCODING = (
     "mask[group][component] is a list with one string per step and one character per block: "
-    "'1' computes the component, '0' reuses its output from the last step it was computed "
+    "'1' computes the component, '0' fills its output from the steps it computed, as `fill` says "
     "(before the adaLN gate; gate and residual are recomputed). Step 0 always computes."
 )
 
@@ -52,6 +54,7 @@ def to_dict(schedule: CacheSchedule) -> dict[str, Any]:
         "width": schedule.width,
         "guidance_scale": schedule.guidance_scale,
         "mask_encoding": MASK_ENCODING,
+        "fill": schedule.fill,
         "groups": [group.to_dict() for group in schedule.groups],
         "mask": mask,
         "metrics": {name: dict(figure) for name, figure in schedule.metrics.items()},
@@ -61,8 +64,9 @@ def to_dict(schedule: CacheSchedule) -> dict[str, Any]:
 
 def from_dict(data: dict[str, Any], source: str = "schedule") -> CacheSchedule:
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ScheduleError(f"{source}: format_version {version!r} is not supported (this tool reads {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        raise ScheduleError(f"{source}: format_version {version!r} is not supported (this tool reads {readable})")
     try:
         jsonschema.validate(data, schema())
     except jsonschema.ValidationError as err:
@@ -84,6 +88,7 @@ def from_dict(data: dict[str, Any], source: str = "schedule") -> CacheSchedule:
         guidance_scale=data.get("guidance_scale"),
         metrics=data.get("metrics", {}),
         provenance=data.get("provenance", {}),
+        fill=data.get("fill", "reuse") if version > 1 else "reuse",
     )
 
 

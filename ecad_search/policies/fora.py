@@ -22,7 +22,8 @@ import numpy as np
 
 from ..models.blocks import discover_block_groups
 from ..runtime.apply import ScheduleHandle, transformer_of
-from ..runtime.hooks import Forecaster, RunState
+from ..runtime.forecast import Forecaster
+from ..runtime.hooks import RunState
 from ..schedule import BlockGroup, CacheSchedule
 from .base import Gate, KnobRange, PolicyConfig, PolicyError
 from .runtime import FinishedRun, policy_provenance, realised_mask
@@ -99,7 +100,8 @@ class ComponentPolicyHandle(ScheduleHandle):
     def _finish(self, state: RunState) -> None:
         masks = self._runtime.compute
         decisions = [all(bool(mask[step].all()) for mask in masks) for step in range(self.schedule.num_steps)]
-        overhead = sum(kept.macs for kept in state.kept.values()) if self._runtime.forecaster is not None else 0.0
+        spent = state.forecast_macs + sum(kept.macs for kept in state.kept.values())
+        overhead = spent if self._runtime.forecaster is not None else 0.0
         self.runs.append(FinishedRun(decisions, overhead))
 
 

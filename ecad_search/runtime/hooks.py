@@ -6,8 +6,10 @@ step it runs the module and keeps the output only if the next step reuses it; at
 the kept output without running the module. The block around the component is untouched, so the adaLN
 gate and the residual add are recomputed with the current step's modulation.
 
-A runtime given a `Forecaster` (TaylorSeer) keeps, instead of the output, what the forecaster makes of it at
-every computing step, and returns its forecast at a reusing step; plain schedules never touch that path.
+A schedule with a forecast fill (`fill="taylor1"`, …), or a runtime given a `Forecaster` (TaylorSeer), keeps
+instead of the output the forecast's terms at each computing step that a later skipped step needs, returns the
+forecast at a skipped step, and lets the terms go after the lane's last skipped step; reuse never touches that
+path.
 
 Run state is kept per diffusers cache context (FLUX opens "cond"/"uncond" contexts; PixArt opens none and
 uses one default context), so a true-CFG pipeline that calls the transformer twice per step stays exact.
@@ -15,7 +17,6 @@ uses one default context), so a true-CFG pipeline that calls the transformer twi
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,8 @@ import torch
 from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
 
-from ..schedule import CacheSchedule, reuse_plan
+from ..schedule import CacheSchedule, later_skips, reuse_plan
+from .forecast import Forecast, Forecaster, schedule_forecaster
 from .prefix import Key, PrefixLink, PrefixTape, RunKey, nbytes
 
 STEP_HOOK = "ecad_search_step"
@@ -44,6 +46,7 @@ class RunState(BaseState):
 
     step: int = 0
     kept: dict[Key, Any] = field(default_factory=dict)
+    forecast_macs: float = 0.0
     latest: dict[Key, Any] = field(default_factory=dict)
     latest_bytes: int = 0
     over_budget: bool = False
@@ -52,6 +55,7 @@ class RunState(BaseState):
     def reset(self, *args: Any, **kwargs: Any) -> None:
         self.step = 0
         self.kept.clear()
+        self.forecast_macs = 0.0
         self.latest.clear()
         self.latest_bytes = 0
         self.over_budget = False
@@ -60,13 +64,15 @@ class RunState(BaseState):
 
 @dataclass
 class CacheStats:
-    """What the runtime held: the peak number of kept outputs and their bytes, over all runs so far."""
+    """What the runtime held: the peak number of kept outputs (a forecast's terms of one component count as
+    one) and their bytes, over all runs so far; and the MACs a forecast fill spent in runs that ended."""
 
     kept_tensors: int = 0
     kept_bytes: int = 0
     peak_tensors: int = 0
     peak_bytes: int = 0
     steps_run: int = 0
+    forecast_macs: float = 0.0
 
     def add(self, output: Any, sign: int) -> None:
         self.kept_tensors += sign
@@ -75,38 +81,15 @@ class CacheStats:
         self.peak_bytes = max(self.peak_bytes, self.kept_bytes)
 
 
-@dataclass
-class Forecast:
-    """What a forecasting reuse rule keeps of one component between its computes: the step it last computed,
-    its terms (e.g. the output and its finite differences, each shaped like the output) and the MACs this rule
-    spent on the component so far in the run."""
-
-    step: int
-    terms: tuple[Any, ...]
-    macs: float = 0.0
-
-
-class Forecaster(ABC):
-    """A reuse rule that forecasts a component's output at a reusing step from what it kept at the computing
-    steps, instead of returning the last output unchanged."""
-
-    @abstractmethod
-    def update(self, kept: Forecast | None, output: Any, step: int) -> Forecast:
-        """What to keep once the component computed `output` at `step` (`kept`: what was kept before, if any)."""
-
-    @abstractmethod
-    def forecast(self, kept: Forecast, step: int) -> Any:
-        """The component's output at the reusing `step`."""
-
-
 class ScheduleRuntime:
-    """State shared by the hooks of one applied schedule: the masks, the reuse plan and the active run; with a
-    `forecaster`, the rule that makes reused outputs; `on_finish(state)` is told when a run has run its last
-    step."""
+    """State shared by the hooks of one applied schedule: the masks, the reuse plan and the active run; the
+    fill of skipped outputs (a `forecaster` given here, else the schedule's own); `on_finish(state)` is told
+    when a run has run its last step."""
 
     def __init__(self, schedule: CacheSchedule, *, wrap_runs: bool, forecaster: Forecaster | None = None) -> None:
         self.wrap_runs = wrap_runs
-        self.forecaster = forecaster
+        self.given_forecaster = forecaster
+        self.forecaster: Forecaster | None = None
         self.on_finish: Callable[[RunState], None] | None = None
         self.active: RunState | None = None
         self.states: list[RunState] = []
@@ -126,6 +109,8 @@ class ScheduleRuntime:
         self.schedule = schedule
         self.num_steps = schedule.num_steps
         self.compute = [np.asarray(mask) for _, _, mask in schedule.iter_groups()]
+        self.forecaster = self.given_forecaster or schedule_forecaster(schedule)
+        self.needed = [later_skips(mask) for mask in self.compute]
         plans = [reuse_plan(mask) for mask in self.compute]
         self.store = [store for store, _ in plans]
         self.release = [release for _, release in plans]
@@ -201,8 +186,11 @@ class ScheduleRuntime:
             state.over_budget = True
 
     def forget(self, state: RunState) -> None:
+        self.stats.forecast_macs += state.forecast_macs
         for output in state.kept.values():
             self.stats.add(output, -1)
+            if isinstance(output, Forecast):
+                self.stats.forecast_macs += output.macs
         state.reset()
 
     def forget_all(self) -> None:
@@ -222,14 +210,20 @@ class ScheduleRuntime:
             output = forward(*args, **kwargs)
             if key in self.link.tracked:
                 self.hold_latest(state, key, output)
-            if self.forecaster is not None:
+            if self.forecaster is None:
+                if self.store[g][step, b, c]:
+                    state.kept[key] = output
+                    self.stats.add(output, +1)
+            elif self.needed[g][step, b, c]:
                 self.replace(state, key, self.forecaster.update(state.kept.get(key), output, step))
-            elif self.store[g][step, b, c]:
-                state.kept[key] = output
-                self.stats.add(output, +1)
+            else:
+                self.drop(state, key)
             return output
         if self.forecaster is not None:
-            return self.forecaster.forecast(state.kept[key], step)
+            output = self.forecaster.forecast(state.kept[key], step)
+            if not self.needed[g][step, b, c]:
+                self.drop(state, key)
+            return output
         output = state.kept[key]
         if self.release[g][step, b, c]:
             del state.kept[key]
@@ -237,12 +231,18 @@ class ScheduleRuntime:
         return output
 
     def replace(self, state: RunState, key: tuple[int, int, int], kept: Forecast) -> None:
-        """Keep a forecaster's new terms for a component in place of its old ones (a forecaster keeps them to
-        the end of the run: every later step may forecast from them)."""
+        """Keep a forecaster's new terms for a component in place of its old ones."""
         if key in state.kept:
             self.stats.add(state.kept[key], -1)
         state.kept[key] = kept
         self.stats.add(kept, +1)
+
+    def drop(self, state: RunState, key: tuple[int, int, int]) -> None:
+        """Let a component's terms go once no later step forecasts from them; their MACs stay counted."""
+        kept = state.kept.pop(key, None)
+        if kept is not None:
+            state.forecast_macs += kept.macs
+            self.stats.add(kept, -1)
 
 
 class StepHook(ModelHook):

@@ -46,7 +46,7 @@ def test_round_trip_and_schema(tmp_path) -> None:  # type: ignore[no-untyped-def
     path = save_schedule(schedule, tmp_path / "out" / "tgate.json")
     data = json.loads(path.read_text())
     jsonschema.validate(data, schema())
-    assert data["format_version"] == 1 and data["provenance"]["tool"] == "ecad-search"
+    assert data["format_version"] == 2 and data["fill"] == "reuse" and data["provenance"]["tool"] == "ecad-search"
     assert data["mask"]["transformer_blocks"]["attn2"][10] == "0" * 28
     assert data["mask"]["transformer_blocks"]["attn2"][9] == "1" * 28
     loaded = load_schedule(path)
