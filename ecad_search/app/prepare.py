@@ -39,7 +39,7 @@ from ..search.seeding import check_population_size
 from ..search.splits import distinct_prompts, make_splits
 from ..store import Store
 from ..verdict import claim_margins
-from .requests import GUARDS, HELD_OUT_SCOPES, SearchRequest
+from .requests import GUARDS, HELD_OUT_SCOPES, STRATEGIES, SearchRequest
 
 
 def prepare(config: SearchRequest) -> PreparedSearch:
@@ -54,6 +54,9 @@ def prepare(config: SearchRequest) -> PreparedSearch:
         raise FieldError(f"unknown `cost` '{config.cost}': use one of {', '.join(COSTS)}")
     _check_choice("guard", config.guard, GUARDS)
     _check_choice("held_out", config.held_out, HELD_OUT_SCOPES)
+    _check_choice("strategy", config.strategy, STRATEGIES)
+    if config.strategy == "construct":
+        config = replace(config, generations=1)
     spec = get_model(config.model)
     config = replace(
         config,
@@ -159,7 +162,8 @@ def _run_name(config: SearchRequest, metric: str, preset: Preset) -> str:
     identity = {**config.identity(), "preset": preset.identity()}
     digest = hashlib.sha256(repr(sorted(identity.items())).encode()).hexdigest()[:8]
     aim = "" if config.objective in (None, "quality") else f"-{config.objective}"
-    return f"{Path(config.model).name}-{metric}{aim}-{config.preset}-s{config.seed}-{digest}"
+    how = "" if config.strategy == "evolve" else f"-{config.strategy}"
+    return f"{Path(config.model).name}-{metric}{aim}{how}-{config.preset}-s{config.seed}-{digest}"
 
 
 def _safe(name: str) -> str:

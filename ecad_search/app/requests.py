@@ -27,6 +27,9 @@ class SearchRequest:
     `objective` is what NSGA-II minimises beside cost (`families.OBJECTIVES`: the metric's loss, or fidelity
     to the uncached images); `adherence_floor` (points) makes a schedule whose images show the prompt less
     often than that infeasible; `margins` (family, value) set the claims' non-inferiority margins.
+    `strategy` (`STRATEGIES`): "evolve" runs NSGA-II from FORA, the heuristic families and random masks;
+    "construct" scores the front built from one calibration pass (`construct`) and stops; "refine" runs
+    NSGA-II from that front, FORA and the rest, with the fill in the genome.
     """
 
     model: str
@@ -57,6 +60,7 @@ class SearchRequest:
     objective: str | None = None
     adherence_floor: float | None = None
     margins: tuple[tuple[str, float], ...] = ()
+    strategy: str = "evolve"
 
     def identity(self) -> dict[str, Any]:
         """What identifies the run; the options added since runs were first stored count only when they differ
@@ -71,7 +75,8 @@ WHERE_IT_RUNS = (
     "margins",
 )  # fmt: skip
 # Options added since runs were first stored, with what every older run did.
-ADDED_LATER = {"objective": "quality", "adherence_floor": None}
+ADDED_LATER = {"objective": "quality", "adherence_floor": None, "strategy": "evolve"}
+STRATEGIES = ("evolve", "construct", "refine")
 GUARDS = ("both", "confirm", "paired", "none")
 HELD_OUT_SCOPES = ("rivals", "front")
 

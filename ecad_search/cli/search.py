@@ -76,6 +76,10 @@ def main_form(
         list[str] | None,
         typer.Option(help="a claim's non-inferiority margin, FAMILY=VALUE: fidelity=1 (dB), adherence=0.5 (points)"),
     ] = None,
+    strategy: Annotated[
+        str,
+        typer.Option(help="evolve (NSGA-II), construct (one calibration pass, no search) or refine (both)"),
+    ] = "evolve",
     budget: Annotated[
         float | None,
         typer.Option(help="instead of a front: the best schedule at this fraction of the uncached MACs, e.g. 0.35"),
@@ -135,6 +139,7 @@ def main_form(
             objective=objective,
             adherence_floor=adherence_floor,
             margins=friendly(margin_pairs)(margin or []),
+            strategy=strategy,
         ),
     )
 

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,6 +117,10 @@ class EvaluationPool(ABC):
         """Load what the split needs (pipeline, prompt embeddings, uncached references) and return the uncached
         run's seconds per image (0 when the metric needs no uncached run and the cost is analytic). `upcoming`
         are the splits the run may need later: a pool may encode their prompts now, to drop its text encoders."""
+
+    @abstractmethod
+    def lane_gram(self, settings: EvaluationSettings) -> dict[str, Any]:
+        """The calibration pass of construction on one split (`construct.lanes.lane_gram`), on one pipeline."""
 
     @abstractmethod
     def evaluate(

@@ -6,6 +6,7 @@ It is also what each Ray worker runs inside its actor, so a mask is scored by th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..evaluation import EvaluationSettings, Evaluator, SplitInputs, encode_chunks
 from ..generation import device_label
@@ -70,6 +71,11 @@ class LocalPool(EvaluationPool):
         digests = list(candidates)
         for index, evaluation in evaluator.evaluate_many([candidates[d] for d in digests], self.prefix_bytes):
             on_outcome(record_of(digests[index], candidates[digests[index]], evaluation))
+
+    def lane_gram(self, settings: EvaluationSettings) -> dict[str, Any]:
+        from ..construct.lanes import lane_gram
+
+        return lane_gram(self.evaluator(settings), seed=settings.seed)
 
     def close(self) -> None:
         self._evaluators.clear()

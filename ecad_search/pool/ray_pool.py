@@ -107,6 +107,9 @@ class EvaluationWorker:
     def resident_mib(self) -> tuple[float, float]:
         return resident_mib()
 
+    def lane_gram(self, settings: EvaluationSettings) -> dict[str, Any]:
+        return self.pool.lane_gram(settings)
+
     def evaluate(self, settings: EvaluationSettings, texts: dict[str, str]) -> list[EvaluationRecord]:
         """Score candidates given as `candidate_text` by digest (genomes, or policy documents), together: masks
         share the first steps they agree on, within the pool's prefix memory. Records in the order given."""
@@ -193,6 +196,11 @@ class RayPool(EvaluationPool):
         if upcoming:
             self.actors[0].release_text_encoders.remote()
         return float(self.ray.get(self.actors[0].prepare.remote(settings)))
+
+    def lane_gram(self, settings: EvaluationSettings) -> dict[str, Any]:
+        """On the first worker, once its split is loaded (a JSON-ready result: lists and numbers)."""
+        self._ready(0, settings)
+        return dict(self.ray.get(self.actors[0].lane_gram.remote(settings)))
 
     def device_label(self) -> str:
         """Worker 0's device: every worker takes the same share of the same kind of GPU."""

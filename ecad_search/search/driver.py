@@ -16,7 +16,7 @@ still enter the front; one dropped there never enters the archive, and NSGA-II s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +28,7 @@ from pymoo.problems.static import StaticProblem
 from ..evaluation import EvaluationSettings
 from ..families import ADHERENCE, mean
 from ..pool import EvaluationPool, genome_bits
-from ..schedule import CacheSchedule
+from ..schedule import FILL_GENES, CacheSchedule
 from ..store import EvaluationRecord, Store
 from ..verdict import paired_difference
 from .archive import Archive
@@ -110,10 +110,14 @@ class Search:
         confirmation: EvaluationSettings | None = None,
         race: RaceSplit | None = None,
         adherence_floor: float | None = None,
+        seeds: Sequence[CacheSchedule] = (),
+        fill_genes: bool = False,
+        random_share: float = 0.25,
     ) -> None:
         self.run, self.pool, self.store, self.template = run, pool, store, template
         self.relative_macs = relative_macs
-        self.features = MaskFeatures(template)
+        self.fill_genes = fill_genes
+        self.features = MaskFeatures(template, fill_genes)
         self.preset, self.population, self.seed = preset, population, seed
         self.reference_loss = reference_loss
         self.adherence_floor = adherence_floor
@@ -124,14 +128,18 @@ class Search:
         self.eval_key = self.calibration.key
         self.state = SearchState(archive=Archive(reference_loss), records=self.calibration.records)
         self.done_before = {g.index: g for g in store.generations(run)}
-        length = self.template.genome_length
+        length = self.template.genome_length + (FILL_GENES if fill_genes else 0)
         self.problem = Problem(n_var=length, n_obj=2, n_ieq_constr=1, xl=0, xu=1, vtype=bool)
-        initial = initial_population(self.template, population, seed)
+        initial = initial_population(self.template, population, seed, random_share, seeds, fill_genes)
         self.algorithm = preset.algorithm(initial, population)
         self.algorithm.setup(self.problem, termination=NoTermination(), seed=seed, verbose=False)
 
     def schedule(self, genome: np.ndarray) -> CacheSchedule:
         return self.template.with_genome(genome)
+
+    def genome_of(self, record: EvaluationRecord) -> np.ndarray:
+        """A stored mask's genome as this search lays genomes out (with the fill's genes or without)."""
+        return self.schedule(genome_bits(record.genome)).genome(self.fill_genes)
 
     def step(self, index: int, on_candidate: ProgressCallback | None = None) -> GenerationReport:
         """Ask for a population, evaluate what is new, tell the algorithm, record the generation."""
@@ -288,7 +296,7 @@ class Search:
             shortfall = [self.adherence_floor - self.adherence(known[d]) if d in known else 0.0 for d in digests]
             G = np.maximum(G, np.asarray(shortfall) / 100)
         if self.preset.forbid_no_cache:
-            G = np.maximum(G, 1.0 - (~genomes).sum(axis=1))
+            G = np.maximum(G, 1.0 - (~genomes[:, : self.template.genome_length]).sum(axis=1))
         return F, G[:, None]
 
     @staticmethod
@@ -361,7 +369,7 @@ class Search:
         records = [self.state.records[d] for d in masks]
         if len(records) < MIN_EVALUATIONS:
             return None
-        genomes = np.stack([genome_bits(r.genome) for r in records])
+        genomes = np.stack([self.genome_of(r) for r in records])
         return fit_loss_model(self.features(genomes), np.array([r.quality_loss for r in records]))
 
     def _screened(self, model: LossModel | None, genomes: np.ndarray, count: int) -> np.ndarray:
@@ -379,9 +387,14 @@ class Search:
         The moves come from a generator seeded by the run's seed and the generation index, and the front is
         the archive's, which a replay rebuilds exactly, so a resumed run asks for the same candidates.
         """
+        length = self.template.genome_length
         front = [p.genome for p in self.state.archive.front()]
         start = (index * count) % len(front)
-        seen = {g.tobytes() for g in offspring} | {p.genome.tobytes() for p in self.state.archive.points.values()}
+        known = [*offspring, *(p.genome for p in self.state.archive.points.values())]
+        seen = {g[:length].tobytes() for g in known}
         rng = np.random.default_rng([self.seed, index])
-        local = front_neighbours(front[start:] + front[:start], count, self.template.genes_per_step, rng, seen)
-        return [genome for _, genome in local]
+        parents = front[start:] + front[:start]
+        masks = [parent[:length] for parent in parents]
+        local = front_neighbours(masks, count, self.template.genes_per_step, rng, seen)
+        # A move changes the mask; the neighbour keeps its parent's fill.
+        return [np.concatenate([mask, parents[i % len(parents)][length:]]) for i, mask in local]

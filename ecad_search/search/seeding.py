@@ -1,5 +1,6 @@
-"""The first population: the FORA baselines, hand-made schedules spanning compute fractions from about 5 % to
-100 %, and random masks of random density, all from one seeded generator.
+"""The first population: the FORA baselines, the constructed front when there is one (`construct`), hand-made
+schedules spanning compute fractions from about 5 % to 100 %, and random masks of random density (and, where
+the fill is searched, random fills), all from one seeded generator.
 
 FORA always seeds the search: it is the baseline every front is compared with (and is evaluated for that
 comparison anyway, so seeding it costs nothing), and on the digits model it is a strong schedule that a
@@ -8,36 +9,52 @@ front started without it needs many generations to reach.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..errors import FieldError
 from ..heuristics import all_heuristics, fora
-from ..schedule import CacheSchedule
+from ..schedule import FILL_GENES, CacheSchedule
 
 FORA_BASELINES = (2, 3, 4, 5, 6)
 
 
-def initial_population(template: CacheSchedule, size: int, seed: int, random_share: float = 0.25) -> np.ndarray:
-    """`size` distinct genomes: the FORA baselines, other heuristics spread over compute fraction, random ones.
+def initial_population(
+    template: CacheSchedule,
+    size: int,
+    seed: int,
+    random_share: float = 0.25,
+    seeds: Sequence[CacheSchedule] = (),
+    fill_genes: bool = False,
+) -> np.ndarray:
+    """`size` distinct genomes: the FORA baselines, the `seeds` (as many as fit, spread over cost), other
+    heuristics spread over compute fraction, random ones. With `fill_genes`, every genome ends in the fill's
+    genes (`CacheSchedule.genome`).
 
     A genome space smaller than `size` is refused (the search checks it before it starts), so the random
     fill always terminates.
     """
     check_population_size(template, size)
     rng = np.random.default_rng(seed)
-    baselines = [s.genome() for s in fora_reference(template)][:size]
+    genes = template.genome_length + (FILL_GENES if fill_genes else 0)
+    baselines = [s.genome(fill_genes) for s in fora_reference(template)][:size]
+    seen = {g.tobytes() for g in baselines}
+    fresh = [s.genome(fill_genes) for s in seeds if s.genome(fill_genes).tobytes() not in seen]
+    room = min(len(fresh), size - len(baselines))
+    baselines += [fresh[i] for i in np.unique(np.linspace(0, len(fresh) - 1, room).round().astype(int))]
     seen = {g.tobytes() for g in baselines}
     heuristics = sorted(
-        (s for s in all_heuristics(template.groups, template.num_steps) if s.genome().tobytes() not in seen),
+        (s for s in all_heuristics(template.groups, template.num_steps) if s.genome(fill_genes).tobytes() not in seen),
         key=lambda s: s.compute_fraction,
     )
     wanted = min(len(heuristics), size - len(baselines) - round(size * random_share))
     picks = np.unique(np.linspace(len(heuristics) - 1, 0, wanted).round().astype(int)) if wanted > 0 else []
-    genomes = baselines + [heuristics[i].genome() for i in picks]
+    genomes = baselines + [heuristics[i].genome(fill_genes) for i in picks]
     seen |= {g.tobytes() for g in genomes}
     while len(genomes) < size:
         density = rng.uniform(0.05, 1.0)
-        genome = rng.random(template.genome_length) < density
+        genome = rng.random(genes) < density
         if genome.tobytes() not in seen:
             seen.add(genome.tobytes())
             genomes.append(genome)

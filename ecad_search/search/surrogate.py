@@ -39,9 +39,12 @@ would steer the search by noise."""
 
 class MaskFeatures:
     """The features of a genome laid out as `CacheSchedule.genome()` does (per step: every group's blocks ×
-    components; step 0, always computed, left out)."""
+    components; step 0, always computed, left out; with `fill_genes`, the fill's genes last, which add the
+    fill's order as a feature)."""
 
-    def __init__(self, template: CacheSchedule) -> None:
+    def __init__(self, template: CacheSchedule, fill_genes: bool = False) -> None:
+        self.fill_genes = fill_genes
+        self.length = template.genome_length
         self.steps = template.num_steps - 1
         self.genes_per_step = template.genes_per_step
         kinds: list[int] = []
@@ -57,7 +60,8 @@ class MaskFeatures:
 
     def __call__(self, genomes: np.ndarray) -> np.ndarray:
         """(n, features) for (n, genome length) booleans."""
-        grid = np.asarray(genomes, dtype=bool).reshape(len(genomes), self.steps, self.genes_per_step)
+        genomes = np.asarray(genomes, dtype=bool)
+        grid = genomes[:, : self.length].reshape(len(genomes), self.steps, self.genes_per_step)
         ages = np.zeros(grid.shape, dtype=float)
         previous = np.zeros((len(genomes), self.genes_per_step))
         for step in range(self.steps):
@@ -65,7 +69,10 @@ class MaskFeatures:
             ages[:, step] = previous
         mean_age = ages @ self.kind_share
         reuses = (~grid).sum(axis=1)
-        return np.concatenate([mean_age.reshape(len(genomes), -1), reuses], axis=1)
+        features = [mean_age.reshape(len(genomes), -1), reuses]
+        if self.fill_genes:
+            features.append(genomes[:, self.length :].sum(axis=1, keepdims=True))
+        return np.concatenate(features, axis=1)
 
 
 @dataclass(frozen=True)
