@@ -69,7 +69,8 @@ def test_the_front_is_built_in_seconds_and_spans_the_budgets() -> None:
     lanes = len(lane_computes(template))
     gram = gram_of(random_lanes(lanes, 20, 5))
     groups = weight_groups(template)
-    assert len(groups) == 3 * 4 and sorted(lane for lanes_of in groups.values() for lane in lanes_of) == list(range(lanes))
+    assert len(groups) == 3 * 4
+    assert sorted(lane for members in groups.values() for lane in members) == list(range(lanes))
     model = ErrorModel.fit(template, gram, dict.fromkeys(groups, 1.0))
     assert ErrorModel.from_dict(model.to_dict()).probes == model.probes
     macs = cost_table(spec, height=spec.resolution, width=spec.resolution).component_macs()
