@@ -575,3 +575,29 @@ def test_racing_runs_only_on_per_prompt_metrics_and_renames_no_earlier_run(tmp_p
     assert runnable_preset(PRESETS["fast"], fidelity.settings) == PRESETS["fast"]
     few = replace(fidelity.settings, prompts=fidelity.settings.prompts[:MIN_RACE_PROMPTS])
     assert runnable_preset(PRESETS["fast"], few).race == 0
+
+
+def test_construct_then_refine_resume_and_repeat(tmp_path, tiny_pixart_dir, prompts) -> None:  # type: ignore[no-untyped-def]
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    # A later --run wins over search_args' own.
+    construct = search_args(tiny_pixart_dir, prompts, db, out, 5, "--strategy", "construct", "--run", "c")
+    result = runner.invoke(app, construct)
+    assert result.exit_code == 0, result.output
+    assert "construction: " in result.output and "1 generations" in result.output, "construct runs no search"
+    model = json.loads((out / "c" / "construction.json").read_text())
+    lanes = len(model["model"]["weights"])
+    assert min(model["model"]["weights"]) >= 0 and len(model["model"]["gram"][0]) == 4, "steps × steps per lane"
+    store = Store(f"sqlite:///{db}")
+    genomes = {r.genome for r in store.evaluations_for(store.get_run("c").eval_key, list(final_archive(db, "c")))}
+    assert {len(g) for g in genomes} <= {3 * lanes, 3 * lanes + 2}, "a forecast fill adds two fill genes"
+    again = runner.invoke(app, construct)
+    assert again.exit_code == 0 and "0 new evaluations" in again.output, "a repeated run pays for nothing"
+
+    refine = search_args(tiny_pixart_dir, prompts, db, out, 2, "--strategy", "refine", "--run", "r")
+    assert runner.invoke(app, refine).exit_code == 0
+    other_db = tmp_path / "other.db"
+    fresh = search_args(tiny_pixart_dir, prompts, other_db, tmp_path / "o", 2, "--strategy", "refine", "--run", "r")
+    assert runner.invoke(app, fresh).exit_code == 0
+    assert final_archive(db, "r") == final_archive(other_db, "r"), "same seed, same front"
+    bad = runner.invoke(app, [*refine, "--strategy", "anneal"])
+    assert bad.exit_code == 2 and "strategy" in bad.output and "'anneal'" in bad.output
