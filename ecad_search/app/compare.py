@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..compare.methods import METHODS, learned_settings
+from ..compare.methods import METHODS, OUR_METHODS, learned_settings
 from ..compare.runner import PreparedCompare
 from ..errors import FieldError
 from ..evaluation import run_template
@@ -46,8 +46,9 @@ def prepare_compare(config: CompareRequest) -> PreparedCompare:
     template = run_template(prepared.spec, held_out)
     files = [(Path(p), _fitting(load_schedule(p), template, p)) for p in config.schedules]
     front = _front(config, template) if config.run else []
-    if "learned" in methods and not (front or files) and config.methods is not None:
-        raise FieldError("the learned method needs `run` or `schedules`")
+    asked = [m for m in methods if m in OUR_METHODS] if config.methods is not None else []
+    if asked and not (front or files):
+        raise FieldError(f"the {asked[0]} method needs `run` or `schedules`")
     out = Path(config.out) / f"compare-{_safe(prepared.spec.name)}-{held_out.key()[:8]}"
     check_writable_folder(out, "out", config.db)
     return PreparedCompare(config, prepared.spec, held_out, tuple(methods), tuple(learned_settings(front, files)), out)
@@ -82,7 +83,10 @@ def _front(config: CompareRequest, template: CacheSchedule) -> list[CacheSchedul
         if info is None or not generations:
             raise FieldError(f"`run` '{config.run}' has no finished generation yet: let it run, then compare")
         records = store.evaluations_for(info.eval_key, list(generations[-1].archive))
-    return [template.with_genome(genome_bits(record.genome)) for record in records if record.genome]
+    provenance = {"method": "search", "strategy": info.config.get("strategy", "evolve"), "run": config.run}
+    return [
+        template.with_genome(genome_bits(record.genome), provenance=provenance) for record in records if record.genome
+    ]
 
 
 def _fitting(schedule: CacheSchedule, template: CacheSchedule, path: str) -> CacheSchedule:
@@ -91,7 +95,12 @@ def _fitting(schedule: CacheSchedule, template: CacheSchedule, path: str) -> Cac
             f"{path} is a {schedule.num_steps}-step schedule for other blocks; compare needs "
             f"{template.num_steps} steps on this model's blocks"
         )
-    return template.with_metadata(masks=dict(schedule.masks), name=schedule.name or Path(path).stem)
+    return template.with_metadata(
+        masks=dict(schedule.masks),
+        fill=schedule.fill,
+        name=schedule.name or Path(path).stem,
+        provenance=schedule.provenance,
+    )
 
 
 def _safe(name: str) -> str:

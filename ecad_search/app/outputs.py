@@ -247,6 +247,7 @@ def describe(
         metrics.update(held_out_families(scored.held_out.scores, describe_images(splits.held_out)))
     provenance = {
         "method": "search",
+        "strategy": prepared.config.strategy,
         "run": prepared.run,
         "generation": generation,
         "rank": rank,

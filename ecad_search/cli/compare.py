@@ -23,7 +23,7 @@ def compare(
     ] = None,
     methods: Annotated[
         str | None,
-        typer.Option(help="comma-separated subset: learned, fora, fewer-steps and policy names (default: all)"),
+        typer.Option(help="comma-separated: learned, constructed, refined, fora, fewer-steps, policies (default: all)"),
     ] = None,
     budgets: Annotated[str, typer.Option(help="MACs budgets, fractions of uncached")] = "0.5,0.35,0.25,0.2",
     db: Annotated[str, typer.Option(help="SQLAlchemy URL of the database (the search's)")] = "sqlite:///ecad-search.db",

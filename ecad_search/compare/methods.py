@@ -1,6 +1,7 @@
 """What `compare` puts side by side: every method as the candidates it scores.
 
-- `learned`: a search's final front (`run`) and schedule files (`schedules`).
+- `learned`, `constructed`, `refined`: a search's final front (`run`) and schedule files (`schedules`), named by
+  how they were made (`--strategy` evolve, construct or refine; a file by its provenance).
 - `fora`: FORA every N steps, N = 2…10 (the same masks the search seeds from, so their held-out scores are
   shared with it).
 - `fewer-steps`: the uncached pipeline at k = 2…N−1 steps, its scheduler's own timesteps (the baseline everyone
@@ -24,7 +25,10 @@ from ..schedule import BlockGroup, CacheSchedule
 FORA_INTERVALS = range(2, 11)
 # The FORA every-N method is the heuristic masks; the `fora` policy is the same rule, so it is not swept again.
 POLICY_METHODS = tuple(name for name in policy_names() if name != "fora")
-METHODS = ("learned", "fora", "fewer-steps", *POLICY_METHODS)
+# Our schedules, by the strategy that made them.
+STRATEGY_METHODS = {"evolve": "learned", "construct": "constructed", "refine": "refined"}
+OUR_METHODS = tuple(STRATEGY_METHODS.values())
+METHODS = (*OUR_METHODS, "fora", "fewer-steps", *POLICY_METHODS)
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,19 @@ def fewer_steps_settings(steps: int) -> list[Setting]:
 
 
 def learned_settings(front: list[CacheSchedule], files: list[tuple[Path, CacheSchedule]]) -> list[Setting]:
-    """The front's schedules (cheapest first) and the given schedule files."""
+    """The front's schedules (cheapest first) and the given schedule files, each under its method."""
     ordered = sorted(front, key=lambda s: s.compute_fraction)
-    return [Setting("learned", f"front {i + 1}/{len(ordered)}", s) for i, s in enumerate(ordered)] + [
-        Setting("learned", path.stem, schedule) for path, schedule in files
+    return [Setting(our_method(s), f"front {i + 1}/{len(ordered)}", s) for i, s in enumerate(ordered)] + [
+        Setting(our_method(schedule), path.stem, schedule) for path, schedule in files
     ]
+
+
+def our_method(schedule: CacheSchedule) -> str:
+    """How one of our schedules was made: a search's strategy, or construction for a file written by it."""
+    provenance = schedule.provenance
+    if provenance.get("method") == "constructed":
+        return "constructed"
+    return STRATEGY_METHODS.get(str(provenance.get("strategy", "evolve")), "learned")
 
 
 def knob_text(knobs: dict[str, float]) -> str:

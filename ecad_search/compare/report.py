@@ -16,6 +16,7 @@ from ..files import write_atomic
 from ..search.prepared import claim_rules_for
 from ..verdict import Claim, ClaimRules
 from .budgets import BudgetResult, Point, pareto
+from .methods import OUR_METHODS
 from .runner import CompareResult
 
 # Okabe–Ito: distinguishable with every common colour-vision deficiency; cycled with line styles beyond 8.
@@ -155,30 +156,31 @@ def report_markdown(result: CompareResult) -> str:
 
 
 def learned_section(result: CompareResult) -> list[str]:
-    """The learned schedules' best at each budget against every other method's best there, in every family,
-    with the verdict under the rule."""
+    """Each of our methods' best at each budget (learned, constructed, refined) against every other method's
+    best there, in every family, with the verdict under the rule."""
     rules = claim_rules(result)
     rows = [
-        "## The learned schedules against every method",
+        "## Our schedules against every method",
         "",
         rules.text(),
         "",
-        "Differences are learned − other on the held-out images (positive favours the learned schedule; quality as "
-        "the lead in loss), with paired 95 % intervals.",
+        "Differences are ours − other on the held-out images (positive favours ours; quality as the lead in loss), "
+        "with paired 95 % intervals.",
         "",
-        "| budget | learned | other | quality | fidelity (PSNR) | adherence | second judge | verdict |",
+        "| budget | ours | other | quality | fidelity (PSNR) | adherence | second judge | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     found = False
     for budget in result.budgets:
-        ours = budget.best.get("learned")
-        if ours is None:
-            continue
-        for method, theirs in sorted(budget.best.items()):
-            if method == "learned" or theirs is None:
+        for our_method in OUR_METHODS:
+            ours = budget.best.get(our_method)
+            if ours is None:
                 continue
-            found = True
-            rows.append(_versus_row(budget.budget, ours, theirs, rules))
+            for method, theirs in sorted(budget.best.items()):
+                if method in OUR_METHODS or theirs is None:
+                    continue
+                found = True
+                rows.append(_versus_row(budget.budget, ours, theirs, rules))
     return [*rows, ""] if found else []
 
 
@@ -191,7 +193,7 @@ def _versus_row(budget: float, ours: Point, theirs: Point, rules: ClaimRules) ->
     second_text = "-" if second is None else f"{second.mean:+.3g} [{second.low:+.3g}, {second.high:+.3g}]"
     verdict = "-" if claim is None else claim.verdict
     return (
-        f"| {budget:.0%} | {ours.label} | {theirs.method} ({theirs.label}) | {cells['quality']} | "
+        f"| {budget:.0%} | {ours.method} ({ours.label}) | {theirs.method} ({theirs.label}) | {cells['quality']} | "
         f"{cells['fidelity']} | {cells['adherence']} | {second_text} | {verdict} |"
     )
 
@@ -244,7 +246,7 @@ def pareto_plot(result: CompareResult, path: Path) -> Path:
             ax.plot([p.cost for p in points], [p.loss for p in points], "D", color=colour, label="FORA-N")
             continue
         front = pareto(points)
-        width = 2.4 if method == "learned" else 1.2
+        width = 2.4 if method in OUR_METHODS else 1.2
         ax.plot([p.cost for p in front], [p.loss for p in front], style, marker="o", markersize=3, color=colour,
                 linewidth=width, label=method)  # fmt: skip
     for budget in result.prepared.config.budgets:

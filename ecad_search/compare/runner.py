@@ -27,7 +27,7 @@ from ..pool import LocalPool
 from ..search.splits import SplitScorer
 from ..store import EvaluationRecord, Store
 from .budgets import BudgetResult, Point, at_budgets, hypervolume, reference_point
-from .methods import Setting, fewer_steps_settings, fora_settings, grid_settings, study_settings
+from .methods import OUR_METHODS, Setting, fewer_steps_settings, fora_settings, grid_settings, study_settings
 
 DEFAULT_BUDGETS = (0.5, 0.35, 0.25, 0.2)
 # Methods with no knobs: a fixed list of settings each.
@@ -83,8 +83,8 @@ class Comparison:
         """How many settings the methods will score (for the progress bar)."""
         c, total = self.prepared.config, 1
         for method in self.prepared.methods:
-            if method == "learned":
-                total += len(self.prepared.learned)
+            if method in OUR_METHODS:
+                total += sum(s.method == method for s in self.prepared.learned)
             elif method in FIXED_METHODS:
                 total += len(self.fixed_settings(method))
             else:
@@ -131,8 +131,8 @@ class Comparison:
         uncached = self.points.pop("uncached")[0]
         config = self.prepared.config
         for method in self.prepared.methods:
-            if method == "learned":
-                settings: Any = self.prepared.learned
+            if method in OUR_METHODS:
+                settings: Any = [s for s in self.prepared.learned if s.method == method]
             elif method in FIXED_METHODS:
                 settings = self.fixed_settings(method)
             elif len(policy_sweep(method)) == 1:
