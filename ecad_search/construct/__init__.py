@@ -8,10 +8,11 @@
    scored on the construction split like any candidate (stored, so never paid twice), and the group's weight
    is the probe's mean squared image error over its predicted lane error.
 3. Construction: for each fill and each multiplier of a log-spaced sweep, every lane's computes come from the
-   dynamic program. Two layouts are built: lanes free (each its own steps) and lanes in step (one program on
-   the weighted sum of every lane's costs, FORA's and TaylorSeer's layout with the steps chosen). Each
-   layout's predicted front (exact MACs, forecast arithmetic included, against predicted error) is kept: the
-   additive model ranks schedules within a layout well, and images decide between layouts.
+   dynamic program. Three layouts are built: lanes in step (one program on the weighted sum of every lane's
+   costs: FORA's and TaylorSeer's layout with the steps chosen), per component (the lanes of one component
+   share their steps) and free (each lane its own). Each layout's predicted front (exact MACs, forecast
+   arithmetic included, against predicted error) is kept: the additive model ranks schedules within a
+   layout well, and images decide between layouts.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ CONSTRUCTION_SEEDS = 2
 DEPTH_BANDS = 4
 # Multipliers in the sweep.
 MULTIPLIERS = 96
-# How lanes may differ: each its own steps, or all on the same steps.
-LAYOUTS = ("free", "in step")
+# How lanes may differ: all on the same steps, the lanes of one component on the same steps, each its own.
+LAYOUTS = ("in step", "per component", "free")
 
 
 def lane_keys(template: CacheSchedule) -> list[tuple[int, int, int]]:
@@ -126,30 +127,50 @@ def construct_front(
     relative_macs: Callable[[CacheSchedule], float],
     fills: tuple[str, ...] = tuple(CONSTRUCTED_FILLS),
 ) -> list[Constructed]:
-    """The predicted front (cheapest first) of the schedules the sweep builds for each fill."""
+    """Each layout's predicted front over both fills, in layout order (in step first: measured best), each
+    cheapest first. The additive error model ranks schedules within a layout; it underrates what lanes out of
+    step cost (docs/research/construct.md), so images decide between layouts."""
     positive = model.weights[model.weights > 0]
     scale = (float(np.median(positive)) if positive.size else 1.0) * float(np.mean(np.diagonal(model.gram, 0, 1, 2)))
     multipliers = np.logspace(-4, 3, MULTIPLIERS) * scale / float(np.mean(lane_macs))
-    lanes = len(lane_macs)
+    weighted = {
+        fill: segment_costs(fill_errors(model.gram, CONSTRUCTED_FILLS[fill])) * model.weights[:, None, None, None]
+        for fill in fills
+    }
     fronts: list[Constructed] = []
     for layout in LAYOUTS:
+        members = _bundles(template, layout)
         built: dict[str, Constructed] = {}
-        for fill in fills:
-            segments = segment_costs(fill_errors(model.gram, CONSTRUCTED_FILLS[fill]))
-            weights, macs = model.weights, lane_macs
-            if layout == "in step":
-                segments = np.einsum("l,lkin->kin", weights, segments)[None]
-                weights, macs = np.ones(1), np.array([lane_macs.sum()])
+        for fill, segments in weighted.items():
+            bundled = np.stack([segments[lanes].sum(axis=0) for lanes in members])
+            macs = np.array([lane_macs[lanes].sum() for lanes in members])
             for multiplier in multipliers:
-                plan = plan_lanes(segments, weights, macs, float(multiplier))
-                computes = np.broadcast_to(plan.computes, (lanes, plan.computes.shape[1]))
+                plan = plan_lanes(bundled, np.ones(len(members)), macs, float(multiplier))
+                computes = np.zeros((len(lane_macs), plan.computes.shape[1]), dtype=bool)
+                for bundle, lanes in enumerate(members):
+                    computes[lanes] = plan.computes[bundle]
                 provenance = {"method": "constructed", "layout": layout, "fill": fill, "multiplier": float(multiplier)}
-                name = f"constructed-{fill}" + ("-in-step" if layout == "in step" else "")
+                name = f"constructed-{fill}-{layout.replace(' ', '-')}"
                 schedule = with_lanes(template, computes, fill, name=name, provenance=provenance)
                 built.setdefault(schedule.digest(), Constructed(schedule, relative_macs(schedule), plan.errors.sum()))
         fronts += _predicted_front(list(built.values()))
-    unique = {c.schedule.digest(): c for c in fronts}
-    return sorted(unique.values(), key=lambda c: (c.cost, c.predicted))
+    unique: dict[str, Constructed] = {}
+    for constructed in fronts:
+        unique.setdefault(constructed.schedule.digest(), constructed)
+    return list(unique.values())
+
+
+def _bundles(template: CacheSchedule, layout: str) -> list[list[int]]:
+    """The lanes that share their steps in a layout: all, those of one component of one group, or each alone."""
+    keys = lane_keys(template)
+    if layout == "in step":
+        return [list(range(len(keys)))]
+    if layout == "free":
+        return [[lane] for lane in range(len(keys))]
+    bundles: dict[tuple[int, int], list[int]] = {}
+    for lane, (g, _, c) in enumerate(keys):
+        bundles.setdefault((g, c), []).append(lane)
+    return list(bundles.values())
 
 
 def lane_computes(schedule: CacheSchedule) -> np.ndarray:

@@ -28,7 +28,7 @@ def initial_population(
     seeds: Sequence[CacheSchedule] = (),
     fill_genes: bool = False,
 ) -> np.ndarray:
-    """`size` distinct genomes: the FORA baselines, the `seeds` (as many as fit, spread over cost), other
+    """`size` distinct genomes: the FORA baselines, the `seeds` (as many as fit, in the order given), other
     heuristics spread over compute fraction, random ones. With `fill_genes`, every genome ends in the fill's
     genes (`CacheSchedule.genome`).
 
@@ -40,10 +40,10 @@ def initial_population(
     genes = template.genome_length + (FILL_GENES if fill_genes else 0)
     baselines = [s.genome(fill_genes) for s in fora_reference(template)][:size]
     seen = {g.tobytes() for g in baselines}
-    fresh = [s.genome(fill_genes) for s in seeds if s.genome(fill_genes).tobytes() not in seen]
-    room = min(len(fresh), size - len(baselines))
-    baselines += [fresh[i] for i in np.unique(np.linspace(0, len(fresh) - 1, room).round().astype(int))]
-    seen = {g.tobytes() for g in baselines}
+    for genome in (s.genome(fill_genes) for s in seeds):
+        if len(baselines) < size and genome.tobytes() not in seen:
+            seen.add(genome.tobytes())
+            baselines.append(genome)
     heuristics = sorted(
         (s for s in all_heuristics(template.groups, template.num_steps) if s.genome(fill_genes).tobytes() not in seen),
         key=lambda s: s.compute_fraction,

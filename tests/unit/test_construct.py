@@ -8,7 +8,15 @@ import time
 import numpy as np
 import pytest
 
-from ecad_search.construct import ErrorModel, construct_front, lane_computes, probe, weight_groups, with_lanes
+from ecad_search.construct import (
+    LAYOUTS,
+    ErrorModel,
+    construct_front,
+    lane_computes,
+    probe,
+    weight_groups,
+    with_lanes,
+)
 from ecad_search.construct.program import fill_errors, lane_error, plan_lanes, segment_costs
 from ecad_search.cost import cost_table
 from ecad_search.evaluation import EvaluationSettings, run_template, schedule_macs
@@ -79,10 +87,14 @@ def test_the_front_is_built_in_seconds_and_spans_the_budgets() -> None:
     start = time.perf_counter()
     front = construct_front(template, model, lane_macs, lambda s: schedule_macs(s, spec, settings) / full)
     assert time.perf_counter() - start < 60, "a benchmark times it; this only catches a blow-up"
-    costs = [c.cost for c in front]
-    assert costs == sorted(costs) and min(costs) < 0.2 and max(costs) > 0.9
+    layouts = [c.schedule.provenance["layout"] for c in front]
+    assert layouts == sorted(layouts, key=LAYOUTS.index), "in step first: the layout measured best"
+    for layout in LAYOUTS:
+        costs = [c.cost for c in front if c.schedule.provenance["layout"] == layout]
+        assert costs == sorted(costs) and min(costs) < 0.2 and max(costs) > 0.9, layout
     assert {c.schedule.fill for c in front} == {"reuse", "taylor1"}
-    assert {c.schedule.provenance["layout"] for c in front} == {"free", "in step"}
+    in_step = [lane_computes(c.schedule) for c in front if c.schedule.provenance["layout"] == "in step"]
+    assert all((computes == computes[0]).all() for computes in in_step)
     for c in front:
         assert c.schedule.mask(template.groups[0].name)[0].all()
 
