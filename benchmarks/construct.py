@@ -1,16 +1,20 @@
-"""What construction costs: the calibration pass, the probes and the dynamic program, per model.
+"""What construction costs, and what the constructed front alone is worth against FORA.
 
-For each model, a `--strategy construct` run is started on a fresh database up to the constructed front (no
-candidate is scored): it reports the calibration images (the pass and the probes), their seconds, and the
-seconds the sweep takes to build the front from them (the median of `--repeats` rebuilds), with the number of
-schedules built and the memory the cost tensors take.
+For each model (a registry name or a pipeline folder), a `--strategy construct` run is started on a fresh
+database up to the constructed front: it reports the calibration images (the pass and the probes), their
+seconds, and the seconds the sweep takes to build the front from them (the median of `--repeats` rebuilds),
+with the number of schedules built and the memory the cost tensors take. With `--score`, every constructed
+schedule and FORA-2…6 are scored on the run's held-out images, and for each FORA-N the constructed
+schedule with the highest mean PSNR at no more MACs is set against it (FORA itself left out of the pick).
 
-    python -m benchmarks.construct --out docs/research/data/construct.json
-    python -m benchmarks.construct --models digits --repeats 1 --out OUT/construct.json
+    python -m benchmarks.construct --score --out docs/research/data/construct.json
+    python -m benchmarks.construct --models TINY_PIXART TINY_FLUX --metric fidelity --steps 10 --score \
+        --out docs/research/data/construct_tiny.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import tempfile
@@ -24,19 +28,26 @@ from rich.table import Table
 from ecad_search.construct import ErrorModel, construct_front
 from ecad_search.cost import cost_table
 from ecad_search.evaluation import schedule_macs
+from ecad_search.families import FIDELITY, mean
 from ecad_search.search.run import SearchRun
+from ecad_search.search.seeding import fora_reference
+from ecad_search.search.splits import SplitScorer
 
 from .common import fresh_search, write_json
 from .common import parser as common_parser
 
 
-def measure(model: str, repeats: int, folder: Path) -> dict:
-    prepared = fresh_search(folder, model, model=model, strategy="construct")
+def measure(model: str, args: argparse.Namespace, folder: Path) -> dict:
+    fields = {"metric": args.metric, "steps": args.steps} if args.metric else {}
+    if args.held_out_images:
+        fields["held_out_images_per_prompt"] = args.held_out_images
+    prepared = fresh_search(folder, Path(model).name, model=model, strategy="construct", **fields)
     search_run = SearchRun(prepared)
     try:
         start = time.perf_counter()
         search_run.start()
         calibration_s = time.perf_counter() - start
+        versus = versus_fora(search_run) if args.score else []
     finally:
         search_run.pool.close()
     stored = json.loads((prepared.out / "construction.json").read_text())
@@ -46,7 +57,7 @@ def measure(model: str, repeats: int, folder: Path) -> dict:
     lane_macs = np.concatenate([macs[g.name].ravel() for g in template.groups])
     full = schedule_macs(template, spec, settings)
     seconds = []
-    for _ in range(repeats):
+    for _ in range(args.repeats):
         begin = time.perf_counter()
         front = construct_front(template, error_model, lane_macs, lambda s: schedule_macs(s, spec, settings) / full)
         seconds.append(time.perf_counter() - begin)
@@ -62,27 +73,67 @@ def measure(model: str, repeats: int, folder: Path) -> dict:
         "construction_s": statistics.median(seconds),
         "schedules": len(front),
         "cost_tensor_mib": lanes * (steps + 1) ** 2 * steps * 8 / 2**20,
+        "versus_fora": versus,
     }
+
+
+def versus_fora(search_run: SearchRun) -> list[dict]:
+    """Each FORA-N against the constructed schedule with the best held-out PSNR at no more MACs."""
+    held_out = SplitScorer(search_run.prepared.splits.held_out, search_run.store, search_run.pool)
+    constructed = {digest: c.schedule for digest, c in search_run.constructed.items()}
+    foras = {s.digest(): s for s in fora_reference(search_run.template)}
+    records = held_out.scores({**constructed, **foras})
+    psnr = {digest: mean(FIDELITY.values(record.scores) or []) for digest, record in records.items()}
+    rows = []
+    for digest, schedule in foras.items():
+        if digest not in records:
+            continue
+        cost = records[digest].cost
+        within = [d for d in constructed if d in records and records[d].cost <= cost + 1e-9]
+        best = max(within, key=lambda d: psnr[d] or 0.0, default=None)
+        rows.append({
+            "fora": schedule.name, "macs": cost, "fora_psnr_db": psnr[digest],
+            "constructed_macs": None if best is None else records[best].cost,
+            "constructed_psnr_db": None if best is None else psnr[best],
+            "constructed_fill": None if best is None else constructed[best].fill,
+        })  # fmt: skip
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [measure(model, args.repeats, Path(tmp) / model) for model in args.models]
+        rows = [measure(model, args, Path(tmp) / Path(model).name) for model in args.models]
     write_json(args.out, rows)
     table = Table("model", "lanes", "calibration images", "calibration s", "construction s", "schedules")
     for row in rows:
         table.add_row(
-            row["model"], str(row["lanes"]), str(row["calibration_images"]), f"{row['calibration_s']:.1f}",
-            f"{row['construction_s']:.2f}", str(row["schedules"]),
+            Path(row["model"]).name, str(row["lanes"]), str(row["calibration_images"]),
+            f"{row['calibration_s']:.1f}", f"{row['construction_s']:.2f}", str(row["schedules"]),
         )  # fmt: skip
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    versus = Table("model", "FORA", "MACs", "FORA dB", "constructed MACs", "constructed dB", "fill")
+    for row in rows:
+        for line in row["versus_fora"]:
+            best = line["constructed_psnr_db"]
+            versus.add_row(
+                Path(row["model"]).name, line["fora"], f"{line['macs']:.3f}", f"{line['fora_psnr_db']:.2f}",
+                "-" if best is None else f"{line['constructed_macs']:.3f}", "-" if best is None else f"{best:.2f}",
+                line["constructed_fill"] or "-",
+            )  # fmt: skip
+    if versus.row_count:
+        console.print(versus)
 
 
 def parser():  # type: ignore[no-untyped-def]
     p = common_parser(__doc__)
     p.add_argument("--models", nargs="+", default=["digits", "digits-28"])
     p.add_argument("--repeats", type=int, default=5, help="rebuilds of the front timed (median)")
+    p.add_argument("--metric", help="the search's metric (default: the model's); with it, --steps")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps, with --metric")
+    p.add_argument("--score", action="store_true", help="score the front and FORA on the held-out images")
+    p.add_argument("--held-out-images", type=int, help="held-out seeds per prompt (default: the model's)")
     p.add_argument("--out", type=Path, required=True)
     return p
 

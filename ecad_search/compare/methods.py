@@ -1,7 +1,7 @@
 """What `compare` puts side by side: every method as the candidates it scores.
 
 - `learned`, `constructed`, `refined`: a search's final front (`run`) and schedule files (`schedules`), named by
-  how they were made (`--strategy` evolve, construct or refine; a file by its provenance).
+  how they were made (the run's `strategy`: evolve, construct or refine; a file by its provenance).
 - `fora`: FORA every N steps, N = 2…10 (the same masks the search seeds from, so their held-out scores are
   shared with it).
 - `fewer-steps`: the uncached pipeline at k = 2…N−1 steps, its scheduler's own timesteps (the baseline everyone

@@ -1,12 +1,9 @@
-"""A whole search run: open the store, load the evaluator, run the generations, score the claims on held-out
-images, and record how the run ended, however it ends. It emits events (`events.py`) for observers to show
-and write; it prints nothing itself: observers (the progress display, the output writer, a status line) consume its
-events."""
+"""A whole search run: open the store, load the evaluator, (construct,) run the generations, score the claims
+on held-out images, and record how the run ended, however it ends. It emits events for observers (progress
+display, output writer, status line) to show and write; it prints nothing itself."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -15,18 +12,17 @@ from typing import cast
 import numpy as np
 
 from .. import __version__
-from ..construct import CONSTRUCTION_SEEDS, Constructed, ErrorModel, construct_front, probe, weight_groups
-from ..cost import cost_table
+from ..construct import CONSTRUCTION_SEEDS, Constructed
 from ..evaluation import EvaluationSettings, run_template, schedule_macs
-from ..families import FIDELITY, objective_reference_loss
+from ..families import objective_reference_loss
 from ..fewer_steps import FewerSteps, fewer_steps_within
-from ..files import write_atomic
 from ..metrics import get_metric
 from ..pool import Candidate, EvaluationPool, genome_bits, make_pool
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store, signals_held
 from ..verdict import ClaimRules
 from .baselines import BaselineComparison, compare_with_baselines
+from .constructed import construct_for_run, prediction_check
 from .driver import GenerationReport, Search
 from .prepared import PreparedSearch
 from .presets import Preset, get_preset
@@ -157,9 +153,7 @@ class SearchRun:
             replace(settings, images_per_prompt=CONSTRUCTION_SEEDS) if self.strategy != "evolve" else None
         )
         upcoming = [
-            split
-            for split in (self.construction, *raced, splits.confirmation, splits.held_out)
-            if split is not None
+            split for split in (self.construction, *raced, splits.confirmation, splits.held_out) if split is not None
         ]
         self.seconds_per_image = self.pool.prepare(settings, upcoming)
         self.preset, self.race = preset, race
@@ -195,10 +189,8 @@ class SearchRun:
             self.running = True
         relative_macs = lambda schedule: schedule_macs(schedule, prepared.spec, settings) / self.full_macs  # noqa: E731
         seeds = self.construct(relative_macs) if self.construction is not None else []
-        population = prepared.population
-        if self.strategy == "construct":
-            distinct = {s.digest() for s in [*fora_reference(self.template), *seeds]}
-            population = len(distinct)
+        alone = self.strategy == "construct"  # the first population is FORA and the constructed front, all of it
+        population = len({s.digest() for s in [*fora_reference(self.template), *seeds]}) if alone else None
         self.search = Search(
             run=prepared.run,
             pool=self.pool,
@@ -208,69 +200,24 @@ class SearchRun:
             relative_macs=relative_macs,
             reference_loss=objective_reference_loss(settings.objective, get_metric(settings.metric)),
             preset=self.preset,
-            population=population,
+            population=population or prepared.population,
             seed=config.seed,
             confirmation=prepared.splits.confirmation,
             race=self.race,
             adherence_floor=config.adherence_floor,
             seeds=seeds,
             fill_genes=self.construction is not None,
-            random_share=0.0 if self.strategy == "construct" else 0.25,
+            random_share=0.0 if alone else 0.25,
         )
 
     def construct(self, relative_macs: Callable[[CacheSchedule], float]) -> list[CacheSchedule]:
-        """The constructed front (`construct`): the calibration pass (kept in OUT/RUN/construction.json with
-        the fitted weights, so a resumed run does not repeat it) and the probes (stored like any evaluation)."""
+        """The constructed front, in the order the first population takes it (`search.constructed`)."""
         settings = cast(EvaluationSettings, self.construction)
-        start = time.perf_counter()
-        path = self.prepared.out / "construction.json"
-        stored = json.loads(path.read_text()) if path.exists() else {}
-        if stored.get("split") == settings.key():
-            model = ErrorModel.from_dict(stored["model"])
-        else:
-            self.events.phase(f"construction: calibration pass on {settings.num_images} images")
-            gram = np.asarray(self.pool.lane_gram(settings)["gram"], dtype=float)
-            groups = weight_groups(self.template)
-            probes = {name: probe(self.template, lanes, name) for name, lanes in groups.items()}
-            self.events.phase(f"construction: {len(probes)} probes of the error model")
-            scored = SplitScorer(settings, self.store, self.pool, needs_families=True).scores(
-                {schedule.digest(): schedule for schedule in probes.values()}
-            )
-            measured = {name: _image_mse(scored[s.digest()]) for name, s in probes.items()}
-            model = ErrorModel.fit(self.template, gram, measured)
-        built = time.perf_counter()
-        table = cost_table(self.prepared.spec, height=settings.resolution, width=settings.resolution)
-        macs = table.component_macs()
-        lane_macs = np.concatenate([macs[group.name].ravel() for group in self.template.groups])
-        front = construct_front(self.template, model, lane_macs, relative_macs)
-        seconds = time.perf_counter() - built
-        self.constructed = {c.schedule.digest(): c for c in front}
-        write_atomic(path, json.dumps({
-            "split": settings.key(),
-            "model": model.to_dict(),
-            "front": [{"cost": c.cost, "predicted": c.predicted, "fill": c.schedule.fill} for c in front],
-            "construction_s": seconds,
-        }))  # fmt: skip
-        images = settings.num_images * (1 + len(model.probes))
-        self.events.note(
-            f"construction: {len(front)} schedules in {seconds:.1f} s from {images} calibration images "
-            f"({time.perf_counter() - start:.0f} s in all)"
+        front = construct_for_run(
+            self.prepared, self.template, settings, self.pool, self.store, relative_macs, self.events
         )
+        self.constructed = {c.schedule.digest(): c for c in front}
         return [c.schedule for c in front]
-
-    def prediction_check(self) -> str | None:
-        """How well the error model ranks what it built: Spearman's ρ between predicted error and measured mean
-        squared image error on the calibration images (the figure that says whether to trust construction)."""
-        pairs = [
-            (c.predicted, _image_mse(self.search.state.records[digest]))
-            for digest, c in self.constructed.items()
-            if digest in self.search.state.records
-        ]
-        if len(pairs) < 3:
-            return None
-        predicted, measured = (np.argsort(np.argsort(np.array(column))) for column in zip(*pairs, strict=True))
-        rho = float(np.corrcoef(predicted, measured)[0, 1])
-        return f"construction: predicted and measured image error rank alike, Spearman ρ {rho:.2f} ({len(pairs)})"
 
     def evaluate_baselines(self) -> None:
         """FORA every-N up to N=6, and the uncached pipeline at the most steps each of them affords, scored
@@ -325,7 +272,7 @@ class SearchRun:
                 report = self.search.step(index, self.events.candidate_scored)
                 self.reports.append(report)
                 self.events.generation_done(self, report, self.standing(report))
-                if index == 0 and (check := self.prediction_check()) is not None:
+                if index == 0 and (check := prediction_check(self.constructed, self.search.state.records)):
                     self.events.note(check)
             self.score_held_out()
             self.events.held_out_scored(self)
@@ -436,11 +383,6 @@ class SearchRun:
         )
 
 
-def _image_mse(record: EvaluationRecord) -> float:
-    """Mean squared error per pixel to the uncached images ([0, 1] scale), from the stored PSNR of each."""
-    return float(np.mean([10 ** (-psnr / 10) for psnr in FIDELITY.values(record.scores) or [0.0]]))
-
-
 def _genome(record: EvaluationRecord) -> np.ndarray:
     return genome_bits(record.genome)
 
@@ -453,6 +395,4 @@ def _describe_images(settings: EvaluationSettings) -> str:
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
