@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ecad_search.compare.methods import OUR_METHODS, learned_settings, our_method
 from ecad_search.construct import (
     LAYOUTS,
     ErrorModel,
@@ -109,3 +111,17 @@ def test_probes_skip_their_lanes_on_odd_steps_and_lanes_round_trip() -> None:
     lanes = next(iter(weight_groups(template).values()))
     probed = lane_computes(probe(template, lanes, "p"))
     assert (~probed).sum() == len(lanes) * 4 and not probed[lanes][:, 1::2].any()
+
+
+def test_compare_files_our_schedules_under_the_method_that_made_them() -> None:
+    spec = get_model("digits")
+    settings = EvaluationSettings("digits", "fidelity", ("x",), 1, 8, spec.guidance_scale, spec.resolution)
+    template = run_template(spec, settings)
+    made = {
+        "learned": template.with_metadata(provenance={"method": "search"}),
+        "refined": template.with_metadata(provenance={"method": "search", "strategy": "refine"}),
+        "constructed": template.with_metadata(provenance={"method": "constructed", "layout": "in step"}),
+    }
+    assert {our_method(schedule) for schedule in made.values()} == set(OUR_METHODS) == set(made)
+    settings_of = learned_settings([made["refined"]], [(Path("c.json"), made["constructed"])])
+    assert [s.method for s in settings_of] == ["refined", "constructed"]
