@@ -4,11 +4,13 @@ For each model (a registry name or a pipeline folder), a `--strategy construct` 
 database up to the constructed front: it reports the calibration images (the pass and the probes), their
 seconds, and the seconds the sweep takes to build the front from them (the median of `--repeats` rebuilds),
 with the number of schedules built and the memory the cost tensors take. With `--score`, every constructed
-schedule and FORA-2…6 are scored on the run's held-out images, and for each FORA-N the constructed
-schedule with the highest mean PSNR at no more MACs is set against it (FORA itself left out of the pick).
+schedule and the baselines (FORA-2…6, the uncached model at the most steps each affords) are scored on the
+run's held-out images, and each baseline is set against the constructed schedule with the highest mean PSNR
+at no more MACs (the baselines themselves left out of the pick).
 
     python -m benchmarks.construct --score --out docs/research/data/construct.json
-    python -m benchmarks.construct --models TINY_PIXART TINY_FLUX --metric fidelity --steps 10 --score \
+    python -m benchmarks.construct --models TINY_PIXART TINY_FLUX --metric fidelity --steps 20 --score \\
+        --prompts EIGHT_PROMPTS.txt --images-per-prompt 1 --held-out-images 1 \\
         --out docs/research/data/construct_tiny.json
 """
 
@@ -30,7 +32,6 @@ from ecad_search.cost import cost_table
 from ecad_search.evaluation import schedule_macs
 from ecad_search.families import FIDELITY, mean
 from ecad_search.search.run import SearchRun
-from ecad_search.search.seeding import fora_reference
 from ecad_search.search.splits import SplitScorer
 
 from .common import fresh_search, write_json
@@ -41,13 +42,15 @@ def measure(model: str, args: argparse.Namespace, folder: Path) -> dict:
     fields = {"metric": args.metric, "steps": args.steps} if args.metric else {}
     if args.held_out_images:
         fields["held_out_images_per_prompt"] = args.held_out_images
+    if args.prompts:
+        fields.update(prompts=str(args.prompts), images_per_prompt=args.images_per_prompt)
     prepared = fresh_search(folder, Path(model).name, model=model, strategy="construct", **fields)
     search_run = SearchRun(prepared)
     try:
         start = time.perf_counter()
         search_run.start()
         calibration_s = time.perf_counter() - start
-        versus = versus_fora(search_run) if args.score else []
+        versus = versus_baselines(search_run) if args.score else []
     finally:
         search_run.pool.close()
     stored = json.loads((prepared.out / "construction.json").read_text())
@@ -73,26 +76,28 @@ def measure(model: str, args: argparse.Namespace, folder: Path) -> dict:
         "construction_s": statistics.median(seconds),
         "schedules": len(front),
         "cost_tensor_mib": lanes * (steps + 1) ** 2 * steps * 8 / 2**20,
-        "versus_fora": versus,
+        "versus_baselines": versus,
     }
 
 
-def versus_fora(search_run: SearchRun) -> list[dict]:
-    """Each FORA-N against the constructed schedule with the best held-out PSNR at no more MACs."""
-    held_out = SplitScorer(search_run.prepared.splits.held_out, search_run.store, search_run.pool)
+def versus_baselines(search_run: SearchRun) -> list[dict]:
+    """Each baseline (FORA-2…6, fewer steps) against the constructed schedule with the best held-out PSNR at
+    no more MACs."""
+    held_out = SplitScorer(search_run.prepared.splits.held_out, search_run.store, search_run.pool, needs_families=True)
     constructed = {digest: c.schedule for digest, c in search_run.constructed.items()}
-    foras = {s.digest(): s for s in fora_reference(search_run.template)}
-    records = held_out.scores({**constructed, **foras})
+    baselines = {candidate.digest(): name for name, candidate in search_run.baseline_settings().items()}
+    candidates = {candidate.digest(): candidate for candidate in search_run.baseline_settings().values()}
+    records = held_out.scores({**constructed, **candidates})
     psnr = {digest: mean(FIDELITY.values(record.scores) or []) for digest, record in records.items()}
     rows = []
-    for digest, schedule in foras.items():
+    for digest, name in baselines.items():
         if digest not in records:
             continue
         cost = records[digest].cost
         within = [d for d in constructed if d in records and records[d].cost <= cost + 1e-9]
         best = max(within, key=lambda d: psnr[d] or 0.0, default=None)
         rows.append({
-            "fora": schedule.name, "macs": cost, "fora_psnr_db": psnr[digest],
+            "baseline": name, "macs": cost, "baseline_psnr_db": psnr[digest],
             "constructed_macs": None if best is None else records[best].cost,
             "constructed_psnr_db": None if best is None else psnr[best],
             "constructed_fill": None if best is None else constructed[best].fill,
@@ -103,7 +108,7 @@ def versus_fora(search_run: SearchRun) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [measure(model, args, Path(tmp) / Path(model).name) for model in args.models]
+        rows = [measure(model, args, Path(tmp)) for model in args.models]
     write_json(args.out, rows)
     table = Table("model", "lanes", "calibration images", "calibration s", "construction s", "schedules")
     for row in rows:
@@ -113,12 +118,12 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
     console = Console()
     console.print(table)
-    versus = Table("model", "FORA", "MACs", "FORA dB", "constructed MACs", "constructed dB", "fill")
+    versus = Table("model", "baseline", "MACs", "baseline dB", "constructed MACs", "constructed dB", "fill")
     for row in rows:
-        for line in row["versus_fora"]:
+        for line in row["versus_baselines"]:
             best = line["constructed_psnr_db"]
             versus.add_row(
-                Path(row["model"]).name, line["fora"], f"{line['macs']:.3f}", f"{line['fora_psnr_db']:.2f}",
+                Path(row["model"]).name, line["baseline"], f"{line['macs']:.3f}", f"{line['baseline_psnr_db']:.2f}",
                 "-" if best is None else f"{line['constructed_macs']:.3f}", "-" if best is None else f"{best:.2f}",
                 line["constructed_fill"] or "-",
             )  # fmt: skip
@@ -134,6 +139,8 @@ def parser():  # type: ignore[no-untyped-def]
     p.add_argument("--steps", type=int, default=20, help="denoising steps, with --metric")
     p.add_argument("--score", action="store_true", help="score the front and FORA on the held-out images")
     p.add_argument("--held-out-images", type=int, help="held-out seeds per prompt (default: the model's)")
+    p.add_argument("--prompts", type=Path, help="calibration prompt file (default: the model's), with:")
+    p.add_argument("--images-per-prompt", type=int, default=2, help="calibration seeds per prompt, with --prompts")
     p.add_argument("--out", type=Path, required=True)
     return p
 

@@ -250,12 +250,12 @@ class Evaluator:
     def _run_chunks(self) -> tuple[torch.Tensor, float]:
         outputs = []
         start = time.perf_counter()
+        family = get_family(self.spec)
         for chunk in self.chunks:
-            kwargs = {k: v for k, v in chunk.items() if k != "count"}
+            encoded = {k: v for k, v in chunk.items() if k != "count"}
             result = self.pipe(
-                **kwargs,
+                **family.images_of(encoded, self.settings.images_per_prompt),
                 **self.call_kwargs,
-                num_images_per_prompt=self.settings.images_per_prompt,
                 generator=self._generators(chunk["count"]),
                 output_type="pt",
             )

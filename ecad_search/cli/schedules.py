@@ -41,7 +41,7 @@ def describe(
     model: Annotated[str | None, typer.Option("--model", "-m", help="override the schedule's model")] = None,
     plot: Annotated[Path | None, typer.Option(help="write a PNG heat map of the mask")] = None,
 ) -> None:
-    """Shape, compute fraction, MACs and peak cache memory of a schedule."""
+    """Shape, compute fraction, fill, MACs and peak cache memory of a schedule."""
     import numpy as np
 
     from ..cost import cache_memory, estimate_macs, resolve_spec
@@ -65,6 +65,8 @@ def describe(
         " + ".join(f"{sched.num_steps}×{g.num_blocks}×{len(g.components)} {g.name}" for g in sched.groups),
     )
     out.add_row("compute fraction", f"{sched.compute_fraction:.1%} of component evaluations")
+    fills = {"reuse": "reuse the last computed output"}
+    out.add_row("fill", fills.get(sched.fill, f"Taylor forecast of order {sched.forecast_order} (MACs include it)"))
     for group in sched.groups:
         mask = sched.mask(group.name)
         shares = ", ".join(f"{c} {mask[:, :, i].mean():.0%}" for i, c in enumerate(group.components))

@@ -204,6 +204,11 @@ class ModelFamily:
         """Keyword arguments every pipeline call of this family needs on top of the user's."""
         return dict(spec.pipeline_kwargs)
 
+    def images_of(self, encoded: dict[str, Any], images_per_prompt: int) -> dict[str, Any]:
+        """The call's arguments for `images_per_prompt` images of each prompt from `encode_prompts`' output:
+        the pipelines that repeat given embeddings themselves take the count."""
+        return {**encoded, "num_images_per_prompt": images_per_prompt}
+
 
 def _is_local(name: str) -> bool:
     from pathlib import Path

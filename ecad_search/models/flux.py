@@ -94,6 +94,12 @@ class FluxFamily(ModelFamily):
     def call_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
         return {"max_sequence_length": spec.text_tokens, **spec.pipeline_kwargs}
 
+    def images_of(self, encoded: dict[str, Any], images_per_prompt: int) -> dict[str, Any]:
+        """FluxPipeline repeats embeddings only when it encodes them itself: given ones are repeated here, each
+        prompt's images next to each other, and the call asks for one image per row."""
+        repeated = {name: value.repeat_interleave(images_per_prompt, dim=0) for name, value in encoded.items()}
+        return {**repeated, "num_images_per_prompt": 1}
+
 
 FAMILY = FluxFamily()
 

@@ -157,3 +157,23 @@ def test_full_depth_preset() -> None:
     assert transformer.config == tiny_width_pixart_transformer().config
     parameters = sum(p.numel() for p in transformer.parameters())
     assert abs(parameters - 1.9e6) <= 0.2 * 1.9e6
+
+
+@pytest.mark.parametrize("folder", ["tiny_pixart_dir", "tiny_flux_dir"])
+def test_an_evaluator_makes_several_images_per_prompt_as_the_pipeline_does(folder: str, request) -> None:  # type: ignore[no-untyped-def]
+    # FluxPipeline repeats prompt embeddings only when it encodes them itself: the family repeats given ones.
+    from ecad_search.evaluation import EvaluationSettings, Evaluator
+    from ecad_search.models import get_model
+
+    path = str(request.getfixturevalue(folder))
+    spec = get_model(path)
+    settings = EvaluationSettings(path, "fidelity", ("a red cat", "a blue house"), 2, 4, spec.guidance_scale, 16)
+    evaluator = Evaluator(spec, settings)
+    references = evaluator.references
+    assert references is not None and references.shape[0] == 4
+    assert not torch.equal(references[0], references[1]), "two seeds of one prompt differ"
+    kwargs = {k: v for k, v in evaluator.call_kwargs.items() if k != "generator"}
+    direct = evaluator.pipe(
+        "a blue house", generator=torch.Generator().manual_seed(1), output_type="pt", **kwargs
+    ).images[0]
+    assert torch.allclose(direct, references[3], atol=1e-5), "prompt 2, seed 1: the same image as a plain call"
