@@ -10,7 +10,7 @@ at no more MACs (the baselines themselves left out of the pick).
 
     python -m benchmarks.construct --score --out docs/research/data/construct.json
     python -m benchmarks.construct --models TINY_PIXART TINY_FLUX --metric fidelity --steps 20 --score \\
-        --prompts EIGHT_PROMPTS.txt --images-per-prompt 1 --held-out-images 1 \\
+        --prompts EIGHT_PROMPTS.txt --images-per-prompt 2 --held-out-images 2 --resolution 32 \\
         --out docs/research/data/construct_tiny.json
 """
 
@@ -44,6 +44,8 @@ def measure(model: str, args: argparse.Namespace, folder: Path) -> dict:
         fields["held_out_images_per_prompt"] = args.held_out_images
     if args.prompts:
         fields.update(prompts=str(args.prompts), images_per_prompt=args.images_per_prompt)
+    if args.resolution:
+        fields["resolution"] = args.resolution
     prepared = fresh_search(folder, Path(model).name, model=model, strategy="construct", **fields)
     search_run = SearchRun(prepared)
     try:
@@ -139,6 +141,7 @@ def parser():  # type: ignore[no-untyped-def]
     p.add_argument("--steps", type=int, default=20, help="denoising steps, with --metric")
     p.add_argument("--score", action="store_true", help="score the front and FORA on the held-out images")
     p.add_argument("--held-out-images", type=int, help="held-out seeds per prompt (default: the model's)")
+    p.add_argument("--resolution", type=int, help="square image size in pixels (default: the model's)")
     p.add_argument("--prompts", type=Path, help="calibration prompt file (default: the model's), with:")
     p.add_argument("--images-per-prompt", type=int, default=2, help="calibration seeds per prompt, with --prompts")
     p.add_argument("--out", type=Path, required=True)

@@ -6,7 +6,7 @@ per lane, only the Gram matrix of its outputs over the steps, G[a, b] = Σ ⟨Y_
 calibration images: `steps × steps` numbers per lane, whatever the resolution. While a run is in flight it
 holds, per lane, a fixed seeded subset of `elements` output elements per image and step, so the pass needs at
 most `lanes × steps × images per call × elements × 4` bytes (digits-28, 84 lanes, 20 steps, 20 images, 4,096
-elements: 0.55 GB; digits' 24 lanes: 0.16 GB) on top of the pipeline, and the distances it estimates are
+elements: 0.55 GB; digits' 18 lanes: 0.12 GB) on top of the pipeline, and the distances it estimates are
 those of the subset, scaled to the whole output.
 """
 
