@@ -23,7 +23,8 @@ BENCHMARKS = sorted(path.stem for path in (ROOT / "benchmarks").glob("*.py") if 
 SMALLEST = {
     "budget": "--budgets 0.5 --moves 1 --baseline-moves 1 --metric fidelity --images-per-prompt 1 "
     "--held-out-images-per-prompt 1 --out OUT/budget.json",
-    "construct": "--models digits --repeats 1 --score --held-out-images 1 --out OUT/construct.json",
+    "construct": "--models digits --metric fidelity --steps 4 --repeats 1 --score --held-out-images 1 "
+    "--out OUT/construct.json",
     "frechet_noise": "--per-digit 4 --sizes 2 --steps-schedules 1 --mask-schedules 1 --out OUT/noise.json "
     "--plot OUT/noise.png",
     "frechet_estimators": "--per-digit 4 --size 2 --components 2 --steps-schedules 1 --mask-schedules 1 "

@@ -144,7 +144,7 @@ def test_compare_on_digits_end_to_end_and_resumed(tmp_path: Path) -> None:
     report = (folder / "report.md").read_text()
     assert "### At 50% of the uncached MACs" in report and "| learned | mine |" in report
     assert "| fewer-steps | " in report and "Margins: quality 1 FD, fidelity 1 dB PSNR, adherence 0.5 points." in report
-    versus = report[report.index("## The learned schedules against every method") :].split("\n\n")[3].splitlines()
+    versus = report[report.index("## Our schedules against every method") :].split("\n\n")[3].splitlines()
     assert len(versus) == 2 + 3, "at 50 % (its only budget), mine against fora, fewer-steps and teacache"
     words = ("better", "trade-off", "tie", "worse")
     assert all(row.split(" | ")[-1].strip(" |") in words for row in versus[2:]), versus
