@@ -179,6 +179,7 @@ class Evaluator:
         if settings.cost not in COSTS:
             raise ValueError(f"unknown cost '{settings.cost}': use one of {', '.join(COSTS)}")
         self.spec, self.settings, self.device = spec, settings, device
+        self.family = get_family(spec)
         self.metric = metric if metric is not None else get_metric(settings.metric).load(spec, device)
         self.judges = judges if judges is not None else load_judges(spec, device)
         self.pipe = pipe if pipe is not None else load_pipeline(spec, device=device)
@@ -250,11 +251,10 @@ class Evaluator:
     def _run_chunks(self) -> tuple[torch.Tensor, float]:
         outputs = []
         start = time.perf_counter()
-        family = get_family(self.spec)
         for chunk in self.chunks:
             encoded = {k: v for k, v in chunk.items() if k != "count"}
             result = self.pipe(
-                **family.images_of(encoded, self.settings.images_per_prompt),
+                **self.family.images_of(encoded, self.settings.images_per_prompt),
                 **self.call_kwargs,
                 generator=self._generators(chunk["count"]),
                 output_type="pt",

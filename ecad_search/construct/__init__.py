@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
 from ..schedule import CacheSchedule
-from .program import CONSTRUCTED_FILLS, fill_errors, plan_lanes, segment_costs
+from .program import CONSTRUCTED_FILLS, fill_errors, lane_error, plan_lanes, segment_costs
 
 # Seeds per calibration prompt in the calibration pass and the probes.
 CONSTRUCTION_SEEDS = 2
@@ -91,14 +90,14 @@ class ErrorModel:
     @classmethod
     def fit(cls, template: CacheSchedule, gram: np.ndarray, measured: dict[str, float]) -> ErrorModel:
         """Weights from the probes' measured image errors (`measured`, by weight group)."""
-        reuse = segment_costs(fill_errors(gram, 0))
+        reuse = fill_errors(gram, 0)
         groups = weight_groups(template)
         weights = np.zeros(gram.shape[0])
         probes = {}
         for name, lanes in groups.items():
             schedule = probe(template, lanes, name)
             computes = lane_computes(schedule)
-            predicted = sum(_lane_total(reuse[lane], computes[lane]) for lane in lanes)
+            predicted = sum(lane_error(reuse[lane], computes[lane], 0) for lane in lanes)
             probes[name] = (measured[name], predicted)
             weights[lanes] = measured[name] / predicted if predicted > 0 else 0.0
         return cls(gram, weights, probes)
@@ -140,16 +139,16 @@ def construct_front(
     }
     fronts: list[Constructed] = []
     for layout in LAYOUTS:
-        members = _bundles(template, layout)
+        owner = _bundle_of_lane(len(lane_macs), layout)
+        bundles = int(owner.max()) + 1
+        macs = np.bincount(owner, weights=lane_macs, minlength=bundles)
         built: dict[str, Constructed] = {}
         for fill, segments in weighted.items():
-            bundled = np.stack([segments[lanes].sum(axis=0) for lanes in members])
-            macs = np.array([lane_macs[lanes].sum() for lanes in members])
+            bundled = np.zeros((bundles, *segments.shape[1:]))
+            np.add.at(bundled, owner, segments)
             for multiplier in multipliers:
-                plan = plan_lanes(bundled, np.ones(len(members)), macs, float(multiplier))
-                computes = np.zeros((len(lane_macs), plan.computes.shape[1]), dtype=bool)
-                for bundle, lanes in enumerate(members):
-                    computes[lanes] = plan.computes[bundle]
+                plan = plan_lanes(bundled, np.ones(bundles), macs, float(multiplier))
+                computes = plan.computes[owner]
                 provenance = {"method": "constructed", "layout": layout, "fill": fill, "multiplier": float(multiplier)}
                 name = f"constructed-{fill}-{layout.replace(' ', '-')}"
                 schedule = with_lanes(template, computes, fill, name=name, provenance=provenance)
@@ -161,22 +160,14 @@ def construct_front(
     return list(unique.values())
 
 
-def _bundles(template: CacheSchedule, layout: str) -> list[list[int]]:
-    """The lanes that share their steps in a layout: all of them, or each alone."""
-    lanes = range(len(lane_keys(template)))
-    return [list(lanes)] if layout == "in step" else [[lane] for lane in lanes]
+def _bundle_of_lane(lanes: int, layout: str) -> np.ndarray:
+    """Per lane, the bundle whose steps it shares in a layout: one bundle of all lanes, or each its own."""
+    return np.zeros(lanes, dtype=int) if layout == "in step" else np.arange(lanes)
 
 
 def lane_computes(schedule: CacheSchedule) -> np.ndarray:
     """(lanes, steps): which steps each lane computes, lanes in `lane_keys` order."""
     return np.concatenate([mask.reshape(mask.shape[0], -1).T for _, _, mask in schedule.iter_groups()])
-
-
-def _lane_total(segments: np.ndarray, computes: np.ndarray) -> float:
-    """A reuse lane's error over a run from its segments: each compute fills up to the next."""
-    chosen = [*np.flatnonzero(computes).tolist(), computes.size]
-    none = segments.shape[0] - 1
-    return float(sum(segments[none, i, n] for i, n in pairwise(chosen)))
 
 
 def _predicted_front(candidates: list[Constructed]) -> list[Constructed]:
