@@ -18,17 +18,10 @@ from ..metrics import get_metric
 from ..models import ModelSpec, block_groups, get_family, get_model
 from ..options import (
     MAX_BATCH_SIZE,
-    MAX_GENERATIONS,
     MAX_IMAGES_PER_PROMPT,
     MAX_POPULATION,
-    MAX_PREFIX_MIB,
-    MAX_WORKERS,
     RAY_EXTRA,
-    check_guidance,
-    check_number,
     check_range,
-    check_schedule_steps,
-    check_seed,
 )
 from ..prompts import default_prompt_file, held_out_prompt_file, load_prompts
 from ..schedule import CacheSchedule
@@ -38,8 +31,7 @@ from ..search.racing import runnable_preset
 from ..search.seeding import check_population_size
 from ..search.splits import distinct_prompts, make_splits
 from ..store import Store
-from ..verdict import claim_margins
-from .requests import GUARDS, HELD_OUT_SCOPES, STRATEGIES, SearchRequest
+from .requests import SearchRequest
 
 
 def prepare(config: SearchRequest) -> PreparedSearch:
@@ -47,14 +39,10 @@ def prepare(config: SearchRequest) -> PreparedSearch:
 
     The model's defaults fill the options left unset, so the run's identity names what actually ran.
     """
-    check_range("generations", config.generations, 1, MAX_GENERATIONS)
-    check_seed(config.seed)
-    _check_workers(config)
+    config.check()
+    _check_ray(config)
     if config.cost not in COSTS:
         raise FieldError(f"unknown `cost` '{config.cost}': use one of {', '.join(COSTS)}")
-    _check_choice("guard", config.guard, GUARDS)
-    _check_choice("held_out", config.held_out, HELD_OUT_SCOPES)
-    _check_choice("strategy", config.strategy, STRATEGIES)
     if config.strategy == "construct":
         config = replace(config, generations=1)
     spec = get_model(config.model)
@@ -72,18 +60,16 @@ def prepare(config: SearchRequest) -> PreparedSearch:
     held_out_images = _images_per_prompt(
         "held_out_images_per_prompt", config.held_out_images_per_prompt, spec.held_out_images_per_prompt
     )
-    steps = spec.default_steps if config.steps is None else check_schedule_steps(config.steps)
+    steps = spec.default_steps if config.steps is None else config.steps
     resolution = spec.resolution if config.resolution is None else config.resolution
     get_family(spec).check_resolution(spec, resolution)
-    guidance = spec.guidance_scale if config.guidance is None else check_guidance(config.guidance)
+    guidance = spec.guidance_scale if config.guidance is None else float(config.guidance)
     metric = config.metric or spec.metric
     get_metric(metric).check(spec)
     objective = config.objective or spec.objective
-    _check_choice("objective", objective, OBJECTIVES)
+    if objective not in OBJECTIVES:
+        raise FieldError(f"unknown `objective` '{objective}': use one of {', '.join(OBJECTIVES)}")
     config = replace(config, objective=objective)
-    if config.adherence_floor is not None:
-        check_number("adherence_floor", config.adherence_floor, 0.0, 100.0)
-    claim_margins(config.margins)
     _check_images_for_metric(metric, images, held_out_images)
     prompt_file = config.prompts or default_prompt_file(spec.family)
     prompts, notes = _distinct(spec, load_prompts(prompt_file), "calibration")
@@ -91,7 +77,6 @@ def prepare(config: SearchRequest) -> PreparedSearch:
     held_out, held_out_notes = (
         _distinct(spec, load_prompts(held_out_file), "held-out") if held_out_file else (prompts, [])
     )
-    Store.validate_url(config.db)
     config = replace(config, device=resolve_device(config.device))
     settings = EvaluationSettings(
         model=spec.name,
@@ -114,21 +99,12 @@ def prepare(config: SearchRequest) -> PreparedSearch:
     return PreparedSearch(config, spec, splits, population, run, out, tuple(notes + held_out_notes))
 
 
-def _check_workers(config: SearchRequest) -> None:
-    check_range("workers", config.workers, 0, MAX_WORKERS)
-    check_range("prefix_memory", config.prefix_memory, 0, MAX_PREFIX_MIB, "MiB; 0 shares no prefix")
-    if not 0 < config.gpus_per_worker <= 8:
-        raise FieldError(f"`gpus_per_worker` must be above 0 and at most 8, got {config.gpus_per_worker}")
+def _check_ray(config: SearchRequest) -> None:
     if config.workers or config.ray_address:
         try:
             import ray  # noqa: F401
         except ImportError:
             raise FieldError(f"`workers` and `ray_address` need Ray, which is not installed: {RAY_EXTRA}") from None
-
-
-def _check_choice(field: str, value: str | None, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise FieldError(f"unknown `{field}` '{value}': use one of {', '.join(choices)}")
 
 
 def _images_per_prompt(field: str, given: int | None, default: int) -> int:

@@ -62,6 +62,46 @@ class SearchRequest:
     margins: tuple[tuple[str, float], ...] = ()
     strategy: str = "evolve"
 
+    def check(self) -> SearchRequest:
+        """This request, or a one-line `FieldError` for the first field that is wrong whatever the model: counts,
+        choices, margins and the database (its folder exists; nothing is created). Needs no torch, so a bad
+        option is answered at once, before any model or library loads."""
+        from ..options import (
+            MAX_GENERATIONS,
+            check_guidance,
+            check_number,
+            check_range,
+            check_schedule_steps,
+            check_seed,
+        )
+        from ..store import Store
+        from ..verdict import claim_margins
+
+        check_range("generations", self.generations, 1, MAX_GENERATIONS)
+        check_seed(self.seed)
+        self.check_workers()
+        _check_choice("guard", self.guard, GUARDS)
+        _check_choice("held_out", self.held_out, HELD_OUT_SCOPES)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        if self.steps is not None:
+            check_schedule_steps(self.steps)
+        if self.guidance is not None:
+            check_guidance(self.guidance)
+        if self.adherence_floor is not None:
+            check_number("adherence_floor", self.adherence_floor, 0.0, 100.0)
+        claim_margins(self.margins)
+        Store.validate_url(self.db)
+        return self
+
+    def check_workers(self) -> None:
+        """Where it runs: worker count, prefix memory and GPU share."""
+        from ..options import MAX_PREFIX_MIB, MAX_WORKERS, check_range
+
+        check_range("workers", self.workers, 0, MAX_WORKERS)
+        check_range("prefix_memory", self.prefix_memory, 0, MAX_PREFIX_MIB, "MiB; 0 shares no prefix")
+        if not 0 < self.gpus_per_worker <= 8:
+            raise FieldError(f"`gpus_per_worker` must be above 0 and at most 8, got {self.gpus_per_worker}")
+
     def identity(self) -> dict[str, Any]:
         """What identifies the run; the options added since runs were first stored count only when they differ
         from what every older run did, so an older run resumes under the same identity."""
@@ -79,6 +119,11 @@ ADDED_LATER = {"objective": "quality", "adherence_floor": None, "strategy": "evo
 STRATEGIES = ("evolve", "construct", "refine")
 GUARDS = ("both", "confirm", "paired", "none")
 HELD_OUT_SCOPES = ("rivals", "front")
+
+
+def _check_choice(field: str, value: str | None, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        raise FieldError(f"unknown `{field}` '{value}': use one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,7 @@ def _search(budget: BudgetRequest | None, request: SearchRequest) -> None:
     from ..models import require_model
 
     needs("search")
+    request.check()
     if budget is not None:
         budget.check(request)
     require_model(spec_at(request.model, request.resolution))

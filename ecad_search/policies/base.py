@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
 import pkgutil
 import sys
 from abc import ABC, abstractmethod
@@ -91,6 +92,13 @@ class PolicyConfig:
     # What a step (or component) that does not compute gets: "reused" (the cached residual or output),
     # "extrapolated" (DiCache) or "forecast" (Spectrum, TaylorSeer).
     skipped: ClassVar[str] = "reused"
+    # Each numeric knob's closed range; one not listed is any finite number from 0 up.
+    limits: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            bounds = self.limits.get(spec.name, (0.0, math.inf))
+            check_knob(self.name, spec.name, getattr(self, spec.name), spec.default, bounds)
 
     @property
     def leading_blocks(self) -> int:
@@ -106,6 +114,37 @@ class PolicyConfig:
         """Make `pipe` follow this policy with a handle of its own; None (the default) lets `apply_policy`
         give it the step-level `PolicyHandle` that every step-level policy shares."""
         return None
+
+
+def check_knob(policy: str, knob: str, value: Any, default: Any, bounds: tuple[float, float]) -> None:
+    """Raise a `PolicyError` naming the knob unless `value` has its default's type (a number, a whole number, a
+    flag, or a tuple of numbers) and a number lies within `bounds`: a NaN, a negative threshold or a string
+    would otherwise fail mid-run, or run as something else."""
+    if isinstance(default, bool):
+        kind, fits = "true or false", isinstance(value, bool | np.bool_)
+    elif isinstance(default, int):
+        kind, fits = "a whole number", isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+    elif isinstance(default, float):
+        kind, fits = "a finite number", _finite(value)
+    elif isinstance(default, tuple):
+        kind, fits = "a list of finite numbers", isinstance(value, tuple) and all(map(_finite, _leaves(value)))
+    else:
+        return
+    low, high = bounds
+    numeric = isinstance(default, int | float) and not isinstance(default, bool)
+    if numeric:
+        kind += f" of at least {low:g}" if math.isinf(high) else f" from {low:g} to {high:g}"
+    if not fits or (numeric and not low <= value <= high):
+        raise PolicyError(f"{policy}'s {knob} must be {kind}, got {value!r} (its default is {default!r})")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_) and math.isfinite(value)
+
+
+def _leaves(value: Any) -> list[Any]:
+    """The items of a tuple knob, nested tuples (a table's rows) flattened."""
+    return [leaf for item in value for leaf in (_leaves(item) if isinstance(item, tuple) else [item])]
 
 
 @dataclass(frozen=True)

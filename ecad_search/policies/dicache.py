@@ -22,12 +22,14 @@ default), γ ≤ 2.0; ret_ratio 0.2 and m 1 everywhere. None were published for 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from .base import Gate, KnobRange, Observation, PolicyConfig, PolicyError, relative_l1
+from .base import Gate, KnobRange, Observation, PolicyConfig, relative_l1
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,12 @@ class DiCacheConfig(PolicyConfig):
     ret_ratio: float = 0.2
     gamma_max: float = 1.5
     force_last: bool = True
-
-    def __post_init__(self) -> None:
-        if self.probe_blocks < 1:
-            raise PolicyError(f"dicache needs at least one probe block, not {self.probe_blocks}: use probe_blocks=1")
-        if self.gamma_max < 1:
-            raise PolicyError(f"dicache's gamma_max is at least 1 (it only extrapolates), not {self.gamma_max}")
+    # At least one probe block; γ of at least 1 (it only extrapolates).
+    limits: ClassVar[dict[str, tuple[float, float]]] = {
+        "probe_blocks": (1, math.inf),
+        "ret_ratio": (0.0, 1.0),
+        "gamma_max": (1.0, math.inf),
+    }
 
     @property
     def leading_blocks(self) -> int:

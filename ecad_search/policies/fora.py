@@ -14,9 +14,10 @@ decisions and the realised mask like `PolicyHandle`.
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -110,10 +111,7 @@ class ForaConfig(ComponentPolicyConfig):
     name = "fora"
     interval: int = 3
     refresh_last: bool = True
-
-    def __post_init__(self) -> None:
-        if self.interval < 1:
-            raise PolicyError(f"fora's interval must be at least 1, got {self.interval}")
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"interval": (1, math.inf)}
 
     def computed_steps(self, num_steps: int) -> list[int]:
         return refresh_steps(num_steps, self.interval, self.refresh_last)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -47,6 +47,7 @@ class MagCacheConfig(PolicyConfig):
     max_skips: int = 5
     retention: float = 0.1
     ratios: tuple[float, ...] = ()
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"retention": (0.0, 1.0)}
 
     @property
     def needs_calibration(self) -> bool:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -47,6 +47,7 @@ class SenCacheConfig(PolicyConfig):
     forced_last: int = 1
     # (timestep, Jx, Jt) rows from `calibrate`; empty means not calibrated.
     table: tuple[Row, ...] = ()
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"start_fraction": (0.0, 1.0)}
 
     def __post_init__(self) -> None:
         # Calibration returns lists (JSON); the config keeps tuples so that it stays hashable.
@@ -54,6 +55,7 @@ class SenCacheConfig(PolicyConfig):
         if any(len(row) != 3 for row in rows):
             raise PolicyError("sencache's table rows are (timestep, Jx, Jt): run `ecad-search calibrate sencache`")
         object.__setattr__(self, "table", rows)
+        super().__post_init__()
 
     @property
     def needs_calibration(self) -> bool:

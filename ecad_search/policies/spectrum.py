@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -56,6 +57,8 @@ class SpectrumConfig(PolicyConfig):
     degree: int = 4
     ridge: float = 0.1
     blend: float = 1.0
+    # Step 0 computes: at least one warm-up step; the blend is a share.
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"warmup": (1, math.inf), "blend": (0.0, 1.0)}
 
     def gate(self) -> Gate:
         return SpectrumGate(self)

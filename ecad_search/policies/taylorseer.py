@@ -18,10 +18,12 @@ order 1). `max_order = 0` is FORA-style plain reuse on this schedule.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..runtime.forecast import Forecaster, TaylorForecaster
-from .base import KnobRange, PolicyError
+from .base import KnobRange
 from .fora import ComponentPolicyConfig
 
 
@@ -38,12 +40,8 @@ class TaylorSeerConfig(ComponentPolicyConfig):
     max_order: int = 1
     warmup: int = 3
 
-    def __post_init__(self) -> None:
-        if self.interval < 1 or self.warmup < 1 or self.max_order < 0:
-            raise PolicyError(
-                f"taylorseer needs interval ≥ 1, warmup ≥ 1 (step 0 computes) and max_order ≥ 0, got "
-                f"interval={self.interval}, warmup={self.warmup}, max_order={self.max_order}"
-            )
+    # Step 0 computes: at least one warm-up step.
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"interval": (1, math.inf), "warmup": (1, math.inf)}
 
     def computed_steps(self, num_steps: int) -> list[int]:
         return full_steps(num_steps, self.interval, self.warmup)

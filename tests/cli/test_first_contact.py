@@ -129,6 +129,41 @@ def test_a_bad_number_is_one_line_not_a_box(tmp_path) -> None:  # type: ignore[n
     assert "'--generations'" in lines[0] and "ecad-search --help" in lines[0] and "╭" not in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--workers", "-1"), "--workers must be a whole number from 0 to"),
+        (("--gpus-per-worker", "0"), "--gpus-per-worker must be above 0"),
+        (("--db", "sqlite:///{tmp}/absent/r.db"), "folder '{tmp}/absent' does not exist"),
+        (("--steps", "1"), "--steps must be a whole number from 2"),
+        (("--strategy", "anneal"), "unknown --strategy 'anneal'"),
+    ],
+)
+def test_an_error_that_needs_no_model_comes_before_torch(tmp_path, args, message) -> None:  # type: ignore[no-untyped-def]
+    args = tuple(arg.replace("{tmp}", str(tmp_path)) for arg in args)
+    code, out, lines, _ = command("--model", "digits", *args, cwd=tmp_path)
+    assert code == 2 and out == "" and len(lines) == 1, lines
+    assert message.replace("{tmp}", str(tmp_path)) in lines[0]
+    assert heavy_imports("--model", "digits", *args, cwd=tmp_path) == []
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+@pytest.mark.parametrize(
+    ("knob", "message"),
+    [
+        ("threshold=nan", "teacache's threshold must be a finite number of at least 0, got 'nan'"),
+        ("threshold=-1", "teacache's threshold must be a finite number of at least 0, got -1"),
+        ("threshold=[1]", "teacache's threshold must be a finite number of at least 0, got (1,)"),
+    ],
+)
+def test_a_policy_knob_out_of_range_is_one_line(tmp_path, knob, message) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "x.png"
+    result = runner.invoke(app, ["generate", "-p", "7", "--policy", "teacache", "--set", knob, "--out", str(out)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+    assert not out.exists()
+
+
 def test_generate_refuses_nan_guidance_and_writes_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     result = runner.invoke(app, ["generate", "--prompt", "7", "--guidance", "nan", "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and "--guidance must be a finite number" in result.output

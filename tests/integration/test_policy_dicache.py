@@ -44,7 +44,7 @@ def test_gamma_is_clipped_to_one_and_gamma_max() -> None:
     assert alignment_gamma(1.2 * newer, older, newer, 1.5) == pytest.approx(1.2), "raw 1.2: inside"
     assert alignment_gamma(3.0 * newer, older, newer, 1.5) == 1.5, "raw 3: clipped to γ_max"
     assert alignment_gamma(3.0 * newer, older, newer, 2.0) == 2.0
-    with pytest.raises(PolicyError, match="gamma_max is at least 1"):
+    with pytest.raises(PolicyError, match="gamma_max must be a finite number of at least 1"):
         policy_config("dicache", gamma_max=0.5)
 
 
