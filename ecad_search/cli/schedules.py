@@ -1,9 +1,10 @@
-"""`describe`, `heuristic`, `convert` and `models`: schedules and models, without loading a pipeline."""
+"""`schedules`, `describe`, `heuristic`, `convert` and `models`: schedules and models, without loading a pipeline."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -11,7 +12,7 @@ from rich.table import Table
 from ..models import block_groups, check_schedule_fits, get_model, model_names
 from ..options import check_schedule_steps
 from ..text import macs_text
-from .common import ModelOption, UsageError, app, console, friendly, metadata_of, needs, with_macs
+from .common import ModelOption, UsageError, app, console, friendly, metadata_of, needs, spec_at, with_macs
 
 
 @app.command()
@@ -31,6 +32,20 @@ def models() -> None:
             spec.objective,
             f"{spec.description} ({spec.dtype})",
         )
+    console.print(table)
+
+
+@app.command()
+@friendly
+def schedules() -> None:
+    """List the shipped schedules: give a name wherever a schedule file goes (`load_schedule` too)."""
+    from ..formats import load_schedule, shipped_schedules
+
+    table = Table("name", "steps", "computes", "fill", "made by")
+    for name in shipped_schedules():
+        schedule = load_schedule(name)
+        made_by = schedule.provenance.get("method", "")
+        table.add_row(name, str(schedule.num_steps), f"{schedule.compute_fraction:.0%}", schedule.fill, made_by)
     console.print(table)
 
 
@@ -128,29 +143,57 @@ def heuristic(
     console.print(f"wrote {out}: {schedule.name}, compute fraction {schedule.compute_fraction:.1%}")
 
 
+TARGETS = ("ecad-search", "cache-dit", "cache-dit-yaml")
+
+
 @app.command()
 @friendly
 def convert(
-    source: Annotated[Path, typer.Argument(help="schedule JSON (ours or ECAD's)")],
-    target: Annotated[Path, typer.Argument(help="output JSON")],
-    to: Annotated[str, typer.Option(help="'ecad-search' (our format) or 'cache-dit'")] = "ecad-search",
+    source: Annotated[Path, typer.Argument(help="schedule JSON (ours or ECAD's) or a shipped name")],
+    target: Annotated[Path, typer.Argument(help="output file")],
+    to: Annotated[
+        str, typer.Option(help="'ecad-search' (our JSON), 'cache-dit' (JSON) or 'cache-dit-yaml'")
+    ] = "ecad-search",
+    steps: Annotated[
+        int | None, typer.Option(help="carry the schedule to this many steps (by the scheduler's timesteps)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="--steps: the model whose scheduler maps (default: the file's)")
+    ] = None,
     threshold: Annotated[float, typer.Option(help="cache-dit: compute a step when this share computes")] = 0.5,
 ) -> None:
-    """Convert an ECAD file to our format, or project a schedule onto a cache-dit steps mask."""
-    import json
-
+    """Convert a schedule: ECAD's to ours, ours to another step count, or a cache-dit config."""
     from ..files import write_atomic
-    from ..formats import load_schedule, save_schedule, to_cache_dit
+    from ..formats import cache_dit_yaml, dumps, load_schedule, to_cache_dit
 
-    if to not in ("ecad-search", "cache-dit"):
-        raise UsageError(f"unknown target format '{to}'; use 'ecad-search' or 'cache-dit'")
+    if to not in TARGETS:
+        raise UsageError(f"unknown target format '{to}'; use one of {', '.join(TARGETS)}")
+    if steps is not None:
+        check_schedule_steps(steps)
+    if model is not None and steps is None:
+        raise UsageError("--model says whose scheduler maps the steps: give it with --steps")
     schedule = load_schedule(source)
+    if steps is not None:
+        schedule = _retimed(schedule, steps, model)
     if to == "ecad-search":
-        save_schedule(schedule, target)
+        text = dumps(schedule)
+    elif to == "cache-dit":
+        text = json.dumps(to_cache_dit(schedule, threshold=threshold), indent=1) + "\n"
     else:
-        config = to_cache_dit(schedule, threshold=threshold)
-        write_atomic(target, json.dumps(config, indent=1) + "\n")
+        text = cache_dit_yaml(schedule, threshold=threshold)
+    write_atomic(target, text)
     console.print(f"wrote {target}")
+
+
+def _retimed(schedule: Any, steps: int, model: str | None) -> Any:
+    """The schedule at `steps` steps of its model's scheduler (or `model`'s), with its MACs counted anew."""
+    if model is None and schedule.model is None:
+        raise UsageError("the schedule names no model, so no scheduler to map its steps by: give --model")
+    spec = spec_at(model or schedule.model.name)
+    check_schedule_fits(schedule, spec)
+    from ..retime import retime_for_model
+
+    return with_macs(retime_for_model(schedule, spec, steps), spec)
 
 
 def _mib(size: int) -> str:

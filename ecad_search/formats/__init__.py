@@ -8,11 +8,20 @@ from pathlib import Path
 
 from ..files import read_text, write_atomic
 from ..schedule import CacheSchedule, ScheduleError
-from .cache_dit import to_cache_dit
+from .cache_dit import cache_dit_yaml, to_cache_dit
 from .ecad import from_ecad, is_ecad
 from .native import dumps, from_dict, schema, to_dict
 
-__all__ = ["dumps", "load_schedule", "save_schedule", "schema", "shipped_schedules", "to_cache_dit", "to_dict"]
+__all__ = [
+    "cache_dit_yaml",
+    "dumps",
+    "load_schedule",
+    "save_schedule",
+    "schema",
+    "shipped_schedules",
+    "to_cache_dit",
+    "to_dict",
+]
 
 
 # The schedules that ship in the package, loadable by name: "pixart-alpha/fora-3".

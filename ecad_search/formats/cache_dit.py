@@ -1,4 +1,5 @@
-"""Export a schedule's per-step projection as a cache-dit `steps_computation_mask` config.
+"""Export a schedule's per-step projection as a cache-dit `steps_computation_mask` config, as a dict or as the
+YAML file `cache_dit.load_configs(path)` reads.
 
 cache-dit decides per step, not per block or component, so each step becomes 1 (compute) when at least
 `threshold` of its component evaluations compute. Its cached steps still run the first Fn (>= 1) and last Bn
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import warnings
 from typing import Any
+
+import yaml
 
 from ..schedule import CacheSchedule
 
@@ -39,3 +42,11 @@ def to_cache_dit(schedule: CacheSchedule, *, threshold: float = 0.5, policy: str
             "enable_separate_cfg": False,
         }
     }
+
+
+def cache_dit_yaml(schedule: CacheSchedule, *, threshold: float = 0.5) -> str:
+    """The config of `to_cache_dit` as a YAML file, headed by a comment that names the schedule it came from."""
+    config = to_cache_dit(schedule, threshold=threshold)
+    source = f"{schedule.name or 'schedule'} {schedule.digest()[:12]}, {schedule.num_steps} steps"
+    header = f"# cache-dit config from ecad-search ({source}); cache_dit.enable_cache(pipe, **load_configs(path))\n"
+    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)

@@ -182,6 +182,30 @@ class ModelFamily:
             )
         return getattr(diffusers, spec.pipeline_class).from_pretrained(spec.pipeline_id, **options)
 
+    def pipeline_folder(self, spec: ModelSpec) -> str:
+        """Where the pipeline's components (its scheduler among them) are read from: a folder or a Hub id."""
+        return spec.pipeline_id
+
+    def load_scheduler(self, spec: ModelSpec) -> Any:
+        """The pipeline's scheduler alone, from its config (no weights), from this machine only."""
+        import diffusers
+
+        source = self.pipeline_folder(spec)
+        try:
+            index = diffusers.DiffusionPipeline.load_config(source, local_files_only=True)
+            scheduler_class = getattr(diffusers, index["scheduler"][1])
+            return scheduler_class.from_pretrained(source, subfolder="scheduler", local_files_only=True)
+        except (OSError, ValueError, KeyError, AttributeError) as err:
+            raise ModelNotAvailableError(
+                f"cannot read the scheduler of model '{spec.name}': {first_line(err)}. {spec.how_to_get}"
+            ) from err
+
+    def noise_positions(self, spec: ModelSpec, scheduler: Any, steps: int) -> list[float]:
+        """Where each of `steps` denoising steps sits in the noise schedule: the scheduler's timesteps, set as
+        the pipeline sets them."""
+        scheduler.set_timesteps(steps)
+        return [float(t) for t in scheduler.timesteps]
+
     def encode_prompts(self, pipe: Any, spec: ModelSpec, prompts: list[str], guidance_scale: float) -> dict[str, Any]:
         """Keyword arguments that stand for `prompt` in a pipeline call, computed once per prompt set.
 

@@ -53,6 +53,23 @@ class FluxFamily(ModelFamily):
         )
         return tuple(group for group in groups if group.num_blocks > 0)
 
+    def noise_positions(self, spec: ModelSpec, scheduler: Any, steps: int) -> list[float]:
+        """FluxPipeline's timesteps: σ from 1 to 1/steps, shifted by the image's token count (`mu`)."""
+        import numpy as np
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        tokens = (spec.resolution // (spec.vae_scale_factor * self.latent_packing)) ** 2
+        config = scheduler.config
+        mu = calculate_shift(
+            tokens,
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.15),
+        )
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps).tolist(), mu=mu)
+        return [float(t) for t in scheduler.timesteps]
+
     def transformer_inputs(
         self,
         config: dict[str, Any],

@@ -82,6 +82,7 @@ def test_light_commands_import_neither_torch_nor_diffusers(tmp_path) -> None:  #
     assert schedule.exists(), "the first heuristic of a model may probe its cost table; later ones read it"
     assert heavy_imports(*make_fora, cwd=tmp_path) == []
     assert heavy_imports("describe", str(schedule), cwd=tmp_path) == []
+    assert heavy_imports("schedules", cwd=tmp_path) == []
     assert heavy_imports("convert", str(schedule), str(tmp_path / "cd.json"), "--to", "cache-dit", cwd=tmp_path) == []
     Store(f"sqlite:///{tmp_path / 'r.db'}").close()
     assert heavy_imports("runs", "--db", f"sqlite:///{tmp_path / 'r.db'}", cwd=tmp_path) == []

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from ecad_search.cli import app
 from ecad_search.prompts import BUNDLED, default_prompt_file, held_out_prompt_file, load_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +49,13 @@ def test_shipped_schedules_are_package_data_loadable_by_name() -> None:
     config = setuptools_config()
     assert "schedules/*/*.json" in config["package-data"]["ecad_search"]
     names = shipped_schedules()
-    assert {"digits/fora-2", "pixart-alpha/fora-3", "flux-dev/fora-2"} <= set(names) and len(names) == 10
+    assert {"digits/fora-2", "digits/refined-35", "pixart-alpha/fora-3", "flux-dev/fora-2"} <= set(names)
+    assert len(names) == 13
     assert SHIPPED.parent == ROOT / "ecad_search"
     schedule = load_schedule("pixart-alpha/fora-3")
     assert (schedule.name, schedule.num_steps) == ("fora-3", 20)
     assert schedule.digest() == load_schedule(SHIPPED / "pixart-alpha" / "fora-3.json").digest()
+    refined = load_schedule("digits/refined-35")
+    assert refined.fill == "taylor1" and refined.provenance["strategy"] == "refine"
+    listed = CliRunner().invoke(app, ["schedules"], env={"COLUMNS": "100"})
+    assert listed.exit_code == 0 and all(name in listed.output for name in names)

@@ -136,6 +136,9 @@ class DigitsFamily(ModelFamily):
 
         return digit_judges(device)
 
+    def pipeline_folder(self, spec: ModelSpec) -> str:
+        return spec.pipeline_id or str(ASSETS_ROOT / spec.name)
+
     def load_pipeline(
         self,
         spec: ModelSpec,
@@ -146,7 +149,7 @@ class DigitsFamily(ModelFamily):
         """Load from `spec.pipeline_id` (a folder) or the bundled weights; never touches the network."""
         from .pipeline import DigitsPipeline
 
-        folder = Path(spec.pipeline_id) if spec.pipeline_id else ASSETS_ROOT / spec.name
+        folder = Path(self.pipeline_folder(spec))
         if not (folder / "model_index.json").is_file():
             raise ModelNotAvailableError(
                 f"no digits pipeline in {folder}; rebuild it with "
