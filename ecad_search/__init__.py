@@ -34,6 +34,7 @@ _EXPORTS = {
     "apply_policy": "policies",
     "apply_schedule": "runtime",
     "cache_memory": "cost",
+    "compile_components": "runtime",
     "estimate_macs": "cost",
     "load_policy": "formats.policy",
     "load_schedule": "formats",

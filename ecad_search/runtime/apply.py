@@ -12,6 +12,7 @@ import functools
 from types import TracebackType
 from typing import Any, ClassVar
 
+import torch
 from diffusers.hooks import HookRegistry
 from torch import nn
 
@@ -43,7 +44,7 @@ class ScheduleHandle:
 
     def __init__(self, target: Any, schedule: CacheSchedule, forecaster: Forecaster | None = None) -> None:
         self.schedule = schedule
-        self.transformer: nn.Module = target if isinstance(target, nn.Module) else transformer_of(target)
+        self.transformer = target_transformer(target)
         self.scheduler = None if isinstance(target, nn.Module) else getattr(target, "scheduler", None)
         self._modules = component_modules(self.transformer, schedule.groups)
         self._runtime = ScheduleRuntime(schedule, wrap_runs=self.scheduler is None, forecaster=forecaster)
@@ -157,8 +158,16 @@ def remove_hooks(modules: Any, name: str, created: list[nn.Module]) -> None:
     for module in created:
         if not module._diffusers_hook.hooks:
             del module._diffusers_hook
-            vars(module).pop("forward", None)
+            _drop_restored_forward(module)
     created.clear()
+
+
+def _drop_restored_forward(module: nn.Module) -> None:
+    """Removing its last hook, diffusers sets `module.forward` to the bound method it wrapped; drop it so the
+    class's own is found again, but keep a forward of the user's (a compiled one, `compile_components`)."""
+    forward = vars(module).get("forward")
+    if getattr(forward, "__self__", None) is module and getattr(forward, "__func__", None) is type(module).forward:
+        del module.forward
 
 
 def apply_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> ScheduleHandle:
@@ -173,7 +182,21 @@ def apply_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> Schedul
 
 
 def transformer_of(pipe: Any) -> nn.Module:
+    """A pipeline's transformer, refused when it is compiled whole (`compile_whole_error`)."""
     transformer = getattr(pipe, "transformer", None)
     if not isinstance(transformer, nn.Module):
         raise ScheduleError(f"{type(pipe).__name__} has no `transformer`; pass a DiT pipeline or the transformer")
-    return transformer
+    return target_transformer(transformer)
+
+
+def target_transformer(target: Any) -> nn.Module:
+    """The transformer of a pipeline, or `target` itself, refused when compiled whole: traced by Dynamo, the
+    per-step decisions would recompile it every step until Dynamo gives up and runs it eagerly."""
+    if not isinstance(target, nn.Module):
+        return transformer_of(target)
+    if isinstance(target, torch._dynamo.eval_frame.OptimizedModule) or target._compiled_call_impl is not None:
+        raise ScheduleError(
+            f"this {type(target).__name__} is compiled whole, so each step's decision would recompile it; "
+            "compile its components instead: ecad_search.compile_components(pipe)"
+        )
+    return target
