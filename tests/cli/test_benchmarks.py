@@ -23,6 +23,7 @@ BENCHMARKS = sorted(path.stem for path in (ROOT / "benchmarks").glob("*.py") if 
 SMALLEST = {
     "budget": "--budgets 0.5 --moves 1 --baseline-moves 1 --metric fidelity --images-per-prompt 1 "
     "--held-out-images-per-prompt 1 --out OUT/budget.json",
+    "compile": "--models digits --repeats 1 --out OUT/compile.json",
     "construct": "--models digits --metric fidelity --steps 4 --repeats 1 --score --held-out-images 1 "
     "--out OUT/construct.json",
     "frechet_noise": "--per-digit 4 --sizes 2 --steps-schedules 1 --mask-schedules 1 --out OUT/noise.json "
@@ -33,6 +34,7 @@ SMALLEST = {
     "frechet": "--front OUT/runs/frechet/front --per-digit 2 --out OUT/frechet.json",
     "heldout": "--model digits --prompts 2 --seeds 2 --neighbours 1 --out OUT/heldout",
     "policies": "--seeds 1 --out OUT/policies",
+    "retime": "--steps 4 --held-out-images 2 --out OUT/retime.json",
     "runtime": "--steps 4 --repeats 1 --out OUT/runtime.json",
     "workers": "--candidates 2 --workers 1 --out OUT/workers.json",
     "prefix": "--generations 1 --seeds 0 --metric fidelity --steps 4 --preset fast --images-per-prompt 1 "
@@ -43,6 +45,7 @@ SMALLEST = {
 # What each writes, and a key its figures must hold.
 WRITES = {
     "budget": ("budget.json", "held_out_loss"),
+    "compile": ("compile.json", "rows"),
     "construct": ("construct.json", "construction_s"),
     "frechet_noise": ("noise.json", "rows"),
     "frechet_estimators": ("estimators.json", "spearman"),
@@ -50,6 +53,7 @@ WRITES = {
     "frechet": ("frechet.json", "rows"),
     "heldout": ("heldout.json", "candidates"),
     "policies": ("policies.json", "policies"),
+    "retime": ("retime.json", "psnr_vs_rival_db"),
     "runtime": ("runtime.json", "schedules"),
     "workers": ("workers.json", "runs"),
     "prefix": ("prefix.json", "runs"),
