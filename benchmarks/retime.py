@@ -43,7 +43,8 @@ def measure(steps: int, held_out_images: int, folder: Path) -> list[dict]:
         named = {name: c for name, c in search_run.baseline_settings().items() if name in FORA or "steps" in name}
         named.update({f"{n.split('/')[1]}@{steps}": retime_for_model(load_schedule(n), prepared.spec, steps)
                       for n in CARRIED})  # fmt: skip
-        fora_cost = {name: search_run.search.relative_macs(named[name]) for name in FORA}
+        fora = [name for name in FORA if name in named]  # a FORA that equals a cheaper one at few steps is left out
+        fora_cost = {name: search_run.search.relative_macs(named[name]) for name in fora}
         for name, cost in fora_cost.items():
             within = [c for c in search_run.constructed.values() if c.cost <= cost + 1e-9]
             if within:
@@ -54,7 +55,7 @@ def measure(steps: int, held_out_images: int, folder: Path) -> list[dict]:
     scored = {name: records[c.digest()] for name, c in named.items() if c.digest() in records}
     rows = []
     for name, record in scored.items():
-        dearer = [f for f in FORA if scored[f].cost >= record.cost - 1e-9]
+        dearer = [f for f in FORA if f in scored and scored[f].cost >= record.cost - 1e-9]
         rival = min(dearer, key=lambda f: scored[f].cost, default=None)
         theirs = None if rival is None else scored[rival].scores
         rows.append({
