@@ -79,12 +79,7 @@ def test_tables_are_prefixed(url: str) -> None:
     names = set(inspect(engine).get_table_names())
     engine.dispose()
     assert names == {
-        "ecad_runs",
-        "ecad_candidates",
-        "ecad_evaluations",
-        "ecad_failures",
-        "ecad_claims",
-        "ecad_generations",
+        "ecad_runs", "ecad_candidates", "ecad_evaluations", "ecad_failures", "ecad_claims", "ecad_generations",
         "ecad_schema_version",
     }
 
