@@ -25,14 +25,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from ecad_search import CacheSchedule, apply_schedule, compile_components, estimate_macs, load_schedule
+from ecad_search import CacheSchedule, compile_components, estimate_macs, load_schedule
 from ecad_search.heuristics import fora, no_cache
 from ecad_search.models import block_groups, get_family, get_model
 from ecad_search.models.base import ModelSpec
 
 from .common import parser as common_parser
 from .common import write_json
-from .runtime import build
+from .runtime import build, time_run
 
 
 def setup(model: str, args: Any) -> tuple[Any, ModelSpec, dict[str, Any], list[CacheSchedule]]:
@@ -68,25 +68,14 @@ def _dtype(args: Any) -> torch.dtype:
     return torch.float16 if args.device == "cuda" else torch.float32
 
 
-def time_call(pipe: Any, schedule: CacheSchedule, call: dict[str, Any], device: str) -> float:
-    with apply_schedule(pipe, schedule):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        pipe(**call, generator=torch.Generator().manual_seed(0))
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-
 def medians(pipe: Any, schedules: list[CacheSchedule], call: dict[str, Any], args: Any) -> dict[str, float]:
     """Median seconds per schedule: a warm-up call each (it compiles), then `repeats` interleaved rounds."""
     for schedule in schedules:
-        time_call(pipe, schedule, call, args.device)
+        time_run(pipe, schedule, call, args.device)
     runs: dict[str, list[float]] = {s.name: [] for s in schedules}
     for _ in range(args.repeats):
         for schedule in schedules:
-            runs[schedule.name].append(time_call(pipe, schedule, call, args.device))
+            runs[schedule.name].append(time_run(pipe, schedule, call, args.device))
     return {name: statistics.median(seconds) for name, seconds in runs.items()}
 
 
