@@ -13,8 +13,8 @@ cond/uncond cache contexts each keep their own state.
 
 A policy is one module of this package: a config dataclass (its knobs, with the reference's defaults) whose
 `gate()` makes the per-run decision state, a `CONFIG` line and its `SWEEP`; adding one touches no other
-file. Policies that work per component rather than per step (FORA, TaylorSeer) override
-`PolicyConfig.apply`. `apply_policy` (`runtime.py`) works like `apply_schedule`.
+file. Policies that work per component rather than per step (FORA, TaylorSeer) are `ComponentPolicyConfig`s:
+a static mask and a reuse rule. `apply_policy` (`runtime.py`) works like `apply_schedule`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,17 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
 from functools import cache
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..schedule import ScheduleError
+from ..schedule import BlockGroup, CacheSchedule, ScheduleError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ..runtime.forecast import Forecaster
 
 # The modules of this package that are not policies; every other module is one, named after it with dashes.
 NOT_POLICIES = frozenset({"base", "runtime", "calibration"})
@@ -110,10 +114,32 @@ class PolicyConfig:
     @abstractmethod
     def gate(self) -> Gate: ...
 
-    def apply(self, pipe: Any) -> Any:
-        """Make `pipe` follow this policy with a handle of its own; None (the default) lets `apply_policy`
-        give it the step-level `PolicyHandle` that every step-level policy shares."""
+
+@dataclass(frozen=True)
+class ComponentPolicyConfig(PolicyConfig):
+    """A policy that is a static per-step schedule of every component, with an optional forecasting reuse
+    rule: it decides nothing per step, so it has no gate."""
+
+    @abstractmethod
+    def computed_steps(self, num_steps: int) -> list[int]:
+        """The steps on which every component computes."""
+
+    def forecaster(self) -> Forecaster | None:
+        """The reuse rule: None reuses each component's last output unchanged."""
         return None
+
+    def gate(self) -> Gate:
+        raise PolicyError(f"{self.name} is a per-component schedule, not a step gate: apply it with apply_policy")
+
+    def schedule(self, groups: tuple[BlockGroup, ...], num_steps: int) -> CacheSchedule:
+        """This policy's mask for a run of `num_steps`: a computed step runs every component, the others none."""
+        computed = np.zeros(num_steps, dtype=bool)
+        computed[self.computed_steps(num_steps)] = True
+        masks = {
+            group.name: np.broadcast_to(computed[:, None, None], (num_steps, group.num_blocks, len(group.components)))
+            for group in groups
+        }
+        return CacheSchedule(groups=groups, masks=masks, name=self.name, provenance=policy_provenance(self))
 
 
 def check_knob(policy: str, knob: str, value: Any, default: Any, bounds: tuple[float, float]) -> None:
@@ -169,6 +195,11 @@ class KnobRange:
 def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
     """mean |current − previous| / mean |previous|: the distance every step-level policy thresholds."""
     return float((current - previous).abs().mean() / previous.abs().mean().clamp_min(1e-12))
+
+
+def policy_provenance(config: PolicyConfig) -> dict[str, Any]:
+    """Where a realised mask came from: the policy, its knobs, and what its skipped steps got instead."""
+    return {"method": "policy", "policy": config.name, "knobs": config.knobs(), "skipped": config.skipped}
 
 
 @cache

@@ -25,11 +25,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from .base import Gate, KnobRange, Observation, PolicyConfig, relative_l1
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ is to the last refresh, not to the previous step. The default threshold is diffu
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .base import Gate, KnobRange, Observation, PolicyConfig, relative_l1
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .base import Gate, KnobRange, Observation, PolicyConfig, PolicyError
-from .runtime import apply_policy
+
+if TYPE_CHECKING:
+    import torch
 
 
 def nearest_ratios(ratios: tuple[float, ...], num_steps: int) -> list[float]:
@@ -116,6 +116,10 @@ def calibrate(pipe: Any, prompts: list[str], run: Callable[[list[str]], object],
     """`{"ratios": [γ_0 = 1, γ_1, …, γ_{N−1}]}` from uncached runs, one per prompt: per step the mean over the
     batch's rows (PixArt's batched guidance pair included) and tokens of the residual norm's ratio to the
     previous step's, then the mean over prompts."""
+    import torch
+
+    from .runtime import apply_policy
+
     recording = _Recording()
     with apply_policy(pipe, recording):
         for prompt in prompts:

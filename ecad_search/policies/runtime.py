@@ -1,4 +1,5 @@
-"""Applying a policy: the hooks, the per-run state, and the handle that reports what each run decided."""
+"""Applying a policy: the hooks, the per-run state, and the handles that report what each run decided (a
+step-level policy's, and a per-component policy's, which is a schedule handle)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,18 @@ from diffusers.hooks.hooks import BaseState
 from torch import nn
 
 from ..models.blocks import block_input, block_output, block_result, discover_block_groups, token_grid
-from ..runtime.apply import SchedulerWatch, add_hook, remove_hooks, transformer_of
-from ..runtime.hooks import StepHook
+from ..runtime.apply import ScheduleHandle, SchedulerWatch, add_hook, remove_hooks, transformer_of
+from ..runtime.hooks import RunState, StepHook
 from ..schedule import BlockGroup, CacheSchedule
-from .base import Gate, Observation, PolicyConfig, PolicyError, signal_and_noise
+from .base import (
+    ComponentPolicyConfig,
+    Gate,
+    Observation,
+    PolicyConfig,
+    PolicyError,
+    policy_provenance,
+    signal_and_noise,
+)
 
 POLICY_STEP_HOOK = "ecad_search_policy_step"
 POLICY_BLOCK_HOOK = "ecad_search_policy_block"
@@ -240,17 +249,59 @@ def realised_mask(
     return template.with_metadata(masks=masks, name=config.name, provenance=policy_provenance(config))
 
 
-def policy_provenance(config: PolicyConfig) -> dict[str, Any]:
-    """Where a realised mask came from: the policy, its knobs, and what its skipped steps got instead."""
-    return {"method": "policy", "policy": config.name, "knobs": config.knobs(), "skipped": config.skipped}
+class ComponentPolicyHandle(ScheduleHandle):
+    """An applied per-component policy: a schedule handle (own hook names, so it can sit on a transformer that
+    already follows a schedule) whose schedule is rebuilt for each run's step count. `runs` holds every
+    finished run (per step: computed or not, and the forecaster's MACs); `decisions` their decisions."""
+
+    step_hook = "ecad_search_component_policy_step"
+    component_hook = "ecad_search_component_policy"
+
+    def __init__(self, pipe: Any, config: ComponentPolicyConfig) -> None:
+        if getattr(pipe, "scheduler", None) is None:
+            raise PolicyError("a policy needs the pipeline (its scheduler says where each run starts)")
+        self.config = config
+        self.groups = discover_block_groups(transformer_of(pipe))
+        # The step count is known only once the pipeline sets its timesteps; until then a one-step placeholder.
+        super().__init__(pipe, config.schedule(self.groups, 1), config.forecaster())
+        self._runtime.on_finish = self._finish
+        self.runs: list[FinishedRun] = []
+
+    @property
+    def decisions(self) -> list[list[bool]]:
+        return [run.decisions for run in self.runs]
+
+    def enable(self) -> ComponentPolicyHandle:
+        super().enable()
+        return self
+
+    def __enter__(self) -> ComponentPolicyHandle:
+        return self.enable()
+
+    def realised_schedule(self, template: CacheSchedule, run: int = -1) -> CacheSchedule:
+        """A finished run as a static schedule on the template's layout: the policy's own mask."""
+        return realised_mask(template, self.groups, self.runs[run].decisions, self.config)
+
+    def _start_run(self, model_calls: int) -> None:
+        if model_calls != self.schedule.num_steps:
+            self.swap(self.config.schedule(self.groups, model_calls))
+        super()._start_run(model_calls)
+
+    def _finish(self, state: RunState) -> None:
+        masks = self._runtime.compute
+        decisions = [all(bool(mask[step].all()) for mask in masks) for step in range(self.schedule.num_steps)]
+        spent = state.forecast_macs + sum(kept.macs for kept in state.kept.values())
+        overhead = spent if self._runtime.forecaster is not None else 0.0
+        self.runs.append(FinishedRun(decisions, overhead))
 
 
-def apply_policy(pipe: Any, config: PolicyConfig) -> PolicyHandle:
+def apply_policy(pipe: Any, config: PolicyConfig) -> PolicyHandle | ComponentPolicyHandle:
     """Make a pipeline follow an online policy until the handle is disabled (a context manager)::
 
     with apply_policy(pipe, policy_config("teacache", threshold=0.2)) as handle:
         image = pipe(prompt, num_inference_steps=20).images[0]
     handle.decisions[-1]          # per step: computed (True) or reused
     """
-    handle = config.apply(pipe)
-    return handle if handle is not None else PolicyHandle(pipe, config).enable()
+    if isinstance(config, ComponentPolicyConfig):
+        return ComponentPolicyHandle(pipe, config).enable()
+    return PolicyHandle(pipe, config).enable()

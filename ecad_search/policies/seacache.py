@@ -25,18 +25,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..models.blocks import modulated_input
 from .base import Gate, KnobRange, Observation, PolicyConfig
 from .teacache import TeaCacheGate
+
+if TYPE_CHECKING:
+    import torch
 
 FLOOR = 1e-6
 
 
 def axis_gain(size: int, signal: float, noise: float, power: float) -> torch.Tensor:
     """The SEA gain along one token-grid axis, in float64 (the DC bin's spectrum is 1e16)."""
+    import torch
+
     frequency = torch.fft.fftfreq(size, dtype=torch.float64).abs()
     spectrum = 1 / (frequency**power + 1e-16)
     return signal * spectrum / (signal**2 * spectrum + noise**2 + 1e-16)
@@ -44,6 +48,8 @@ def axis_gain(size: int, signal: float, noise: float, power: float) -> torch.Ten
 
 def sea_filter(grid: tuple[int, int], signal: float, noise: float, power: float) -> torch.Tensor:
     """The mean-normalised 2-D SEA filter on a (rows, cols) grid of FFT bins."""
+    import torch
+
     a, b = max(signal, FLOOR), max(noise, FLOOR)
     gain = torch.outer(axis_gain(grid[0], a, b, power), axis_gain(grid[1], a, b, power))
     return gain / gain.mean()
@@ -51,6 +57,8 @@ def sea_filter(grid: tuple[int, int], signal: float, noise: float, power: float)
 
 def filtered(feature: torch.Tensor, grid: tuple[int, int], gain: torch.Tensor) -> torch.Tensor:
     """`Re iFFT2(G ⊙ FFT2(I))` of a (batch, rows·cols, channels) feature over its row-major token grid."""
+    import torch
+
     batch, tokens, channels = feature.shape
     image = feature.float().reshape(batch, grid[0], grid[1], channels)
     spectrum = torch.fft.fft2(image, dim=(1, 2)) * gain.to(torch.float32)[None, :, :, None]

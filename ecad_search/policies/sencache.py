@@ -27,11 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .base import Gate, KnobRange, Observation, PolicyConfig, PolicyError
+
+if TYPE_CHECKING:
+    import torch
 
 Row = tuple[float, float, float]
 
@@ -79,6 +80,8 @@ def nearest_row(table: tuple[Row, ...], timestep: float) -> Row:
 
 def timestep_value(timestep: torch.Tensor | float) -> float:
     """The step's timestep as a number (every sample of a call shares it)."""
+    import torch
+
     return float(torch.as_tensor(timestep).flatten()[0])
 
 
@@ -141,6 +144,8 @@ def _replaced(
 ) -> tuple[tuple, dict[str, Any]]:
     """A recorded call's arguments with the latent or the timestep replaced (keyword or positional, as
     diffusers' transformers take `(hidden_states, encoder_hidden_states, timestep, ...)`)."""
+    import torch
+
     positional, named = list(args), dict(kwargs)
     if latent is not None:
         if positional:
@@ -172,6 +177,8 @@ def calibrate(pipe: Any, prompts: list[str], run: Callable[[list[str]], object],
     averaged over the prompts; with batched guidance ([uncond, cond], twice the prompts) only the conditional
     half counts, as the reference calibrates the conditional branch. Returns `{"table": [[t, Jx, Jt], ...]}`.
     """
+    import torch
+
     from ..runtime.apply import transformer_of
 
     transformer = transformer_of(pipe)

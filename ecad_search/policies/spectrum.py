@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from .base import Gate, KnobRange, Observation, PolicyConfig
+
+if TYPE_CHECKING:
+    import torch
 
 
 def forward_steps(num_steps: int, warmup: int, window: float, growth: float) -> list[int]:
@@ -37,6 +38,8 @@ def forward_steps(num_steps: int, warmup: int, window: float, growth: float) -> 
 
 def chebyshev(tau: torch.Tensor, degree: int) -> torch.Tensor:
     """Rows [T_0(τ), …, T_degree(τ)] for each τ."""
+    import torch
+
     columns = [torch.ones_like(tau), tau]
     while len(columns) <= degree:
         columns.append(2 * tau * columns[-1] - columns[-2])
@@ -90,6 +93,8 @@ class SpectrumGate(Gate):
 
 def forecast(times: list[float], outputs: list[torch.Tensor], tau: float, config: SpectrumConfig) -> torch.Tensor:
     """The ridge-fitted Chebyshev forecast at `tau`, blended with the linear extrapolation of the last two."""
+    import torch
+
     last = outputs[-1]
     history = torch.stack([o.reshape(-1) for o in outputs]).double()
     basis = chebyshev(torch.tensor(times, dtype=torch.float64), config.degree)

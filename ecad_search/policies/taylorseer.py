@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from ..runtime.forecast import Forecaster, TaylorForecaster
-from .base import KnobRange
-from .fora import ComponentPolicyConfig
+from .base import ComponentPolicyConfig, KnobRange
+
+if TYPE_CHECKING:
+    from ..runtime.forecast import Forecaster
 
 
 def full_steps(num_steps: int, interval: int, warmup: int) -> list[int]:
@@ -47,6 +48,8 @@ class TaylorSeerConfig(ComponentPolicyConfig):
         return full_steps(num_steps, self.interval, self.warmup)
 
     def forecaster(self) -> Forecaster:
+        from ..runtime.forecast import TaylorForecaster
+
         return TaylorForecaster(self.max_order, self.warmup)
 
 

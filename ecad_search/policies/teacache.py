@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..models.blocks import modulated_input
 from .base import Gate, KnobRange, Observation, PolicyConfig, relative_l1
-from .runtime import PolicyHandle
+
+if TYPE_CHECKING:
+    import torch
 
 POLYNOMIAL_DEGREE = 4
 
@@ -99,6 +100,8 @@ class _Recording(TeaCacheConfig):
 def calibrate(pipe: Any, prompts: list[str], run: Callable[[list[str]], object], steps: int) -> dict[str, Any]:
     """The rescaling polynomial, fitted on (input change, output change) pairs of consecutive steps of one
     uncached run per prompt."""
+    from .runtime import PolicyHandle
+
     pairs: list[tuple[float, float]] = []
     with PolicyHandle(pipe, _Recording(pairs=pairs)).enable():
         for prompt in prompts:

@@ -163,6 +163,8 @@ def test_a_policy_knob_out_of_range_is_one_line(tmp_path, knob, message) -> None
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
     assert not out.exists()
+    args = ("generate", "-p", "7", "--policy", "teacache", "--set", knob, "--out", str(out))
+    assert heavy_imports(*args, cwd=tmp_path) == [], "a knob is checked before torch loads"
 
 
 def test_generate_refuses_nan_guidance_and_writes_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
