@@ -26,17 +26,17 @@ def step_map(source: Sequence[float], target: Sequence[float]) -> list[int]:
     old = np.asarray(source, dtype=float)
     if len(old) < 2 or not (np.all(np.diff(old) < 0) or np.all(np.diff(old) > 0)):
         raise ScheduleError("the source noise positions must be at least two, strictly in one direction")
+    new = np.asarray(target, dtype=float)
     widest_gap = float(np.abs(np.diff(old)).max())
     low, high = float(old.min()), float(old.max())
-    steps = []
-    for j, position in enumerate(target):
-        if position < low - widest_gap or position > high + widest_gap:
-            raise ScheduleError(
-                f"new step {j} sits at noise position {position:g}, outside the schedule's [{low:g}, {high:g}] by "
-                "more than one step: the noise schedules do not overlap; use the scheduler the schedule was made for"
-            )
-        steps.append(int(np.argmin(np.abs(old - position))))
-    return steps
+    outside = np.flatnonzero((new < low - widest_gap) | (new > high + widest_gap))
+    if outside.size:
+        j = int(outside[0])
+        raise ScheduleError(
+            f"new step {j} sits at noise position {new[j]:g}, outside the schedule's [{low:g}, {high:g}] by more "
+            "than one step: the noise schedules do not overlap; use the scheduler the schedule was made for"
+        )
+    return np.abs(new[:, None] - old[None, :]).argmin(axis=1).tolist()
 
 
 def retime(schedule: CacheSchedule, source: Sequence[float], target: Sequence[float], *, by: str) -> CacheSchedule:

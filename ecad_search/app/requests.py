@@ -68,6 +68,8 @@ class SearchRequest:
         option is answered at once, before any model or library loads."""
         from ..options import (
             MAX_GENERATIONS,
+            MAX_PREFIX_MIB,
+            MAX_WORKERS,
             check_guidance,
             check_number,
             check_range,
@@ -79,7 +81,10 @@ class SearchRequest:
 
         check_range("generations", self.generations, 1, MAX_GENERATIONS)
         check_seed(self.seed)
-        self.check_workers()
+        check_range("workers", self.workers, 0, MAX_WORKERS)
+        check_range("prefix_memory", self.prefix_memory, 0, MAX_PREFIX_MIB, "MiB; 0 shares no prefix")
+        if not 0 < self.gpus_per_worker <= 8:
+            raise FieldError(f"`gpus_per_worker` must be above 0 and at most 8, got {self.gpus_per_worker}")
         _check_choice("guard", self.guard, GUARDS)
         _check_choice("held_out", self.held_out, HELD_OUT_SCOPES)
         _check_choice("strategy", self.strategy, STRATEGIES)
@@ -92,15 +97,6 @@ class SearchRequest:
         claim_margins(self.margins)
         Store.validate_url(self.db)
         return self
-
-    def check_workers(self) -> None:
-        """Where it runs: worker count, prefix memory and GPU share."""
-        from ..options import MAX_PREFIX_MIB, MAX_WORKERS, check_range
-
-        check_range("workers", self.workers, 0, MAX_WORKERS)
-        check_range("prefix_memory", self.prefix_memory, 0, MAX_PREFIX_MIB, "MiB; 0 shares no prefix")
-        if not 0 < self.gpus_per_worker <= 8:
-            raise FieldError(f"`gpus_per_worker` must be above 0 and at most 8, got {self.gpus_per_worker}")
 
     def identity(self) -> dict[str, Any]:
         """What identifies the run; the options added since runs were first stored count only when they differ

@@ -107,12 +107,16 @@ class ModelFamily:
             raise ValueError(
                 f"{spec.name} generates {sizes} px images, not {resolution}; pass one of those as `resolution`"
             )
-        step = spec.vae_scale_factor * int(spec.transformer_config.get("patch_size") or 1) * self.latent_packing
+        step = self.token_pixels(spec)
         if resolution < step or resolution % step or resolution > 4096:
             raise ValueError(
                 f"`resolution` {resolution} is not a multiple of {step} px (one token of {spec.name}) from {step} "
                 f"to 4096; e.g. `resolution` {spec.resolution}"
             )
+
+    def token_pixels(self, spec: ModelSpec) -> int:
+        """The side, in pixels, of the image square one transformer token stands for."""
+        return spec.vae_scale_factor * int(spec.transformer_config.get("patch_size") or 1) * self.latent_packing
 
     def transformer_class(self) -> type[torch.nn.Module]:
         """The diffusers transformer class; imported only when called, so listing models stays instant."""

@@ -58,7 +58,7 @@ class FluxFamily(ModelFamily):
         import numpy as np
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-        tokens = (spec.resolution // (spec.vae_scale_factor * self.latent_packing)) ** 2
+        tokens = (spec.resolution // self.token_pixels(spec)) ** 2
         config = scheduler.config
         mu = calculate_shift(
             tokens,
