@@ -132,8 +132,9 @@ def encode_chunks(pipe: Any, spec: ModelSpec, settings: EvaluationSettings) -> l
 
 
 def _reuses(candidate: object) -> bool:
-    """A schedule whose zeros reuse the last output: the only kind that can share a prefix."""
-    return isinstance(candidate, CacheSchedule) and candidate.fill == "reuse"
+    """A schedule whose zeros reuse the last output: the only kind that can share a prefix. The uncached
+    schedule has no zeros: its images are the split's references, taken without a run (`evaluate`)."""
+    return isinstance(candidate, CacheSchedule) and candidate.fill == "reuse" and candidate.compute_fraction < 1.0
 
 
 def _on(value: Any, device: str | torch.device) -> Any:
@@ -347,6 +348,10 @@ class Evaluator:
             images, seconds, macs, _ = self.generate_with_policy(candidate)
         elif isinstance(candidate, FewerSteps):
             images, seconds, macs = self.generate_at_steps(candidate)
+        elif link is None and candidate.compute_fraction == 1.0 and self.references is not None:
+            # The uncached model: its images are this split's references, generated once already.
+            images, macs = self.references, self.full_macs
+            seconds = self.full_seconds_per_image * self.settings.num_images
         else:
             (images, seconds), macs = self.generate(candidate, link, tape), self.macs(candidate)
         per_prompt = self.settings.images_per_prompt

@@ -1,6 +1,8 @@
 """The front against its baselines (FORA every N steps, and the uncached pipeline at fewer steps): for each
 baseline, the front's best schedule at no more MACs, chosen by the search's own loss and judged on held-out
-images only, in every family (`vs_fora.md`).
+images only, in every family (`vs_fora.md`). Beside each claim stands the uncached model's own claim against
+the same baseline, by the same rule: where the uncached model is not "better", no schedule that reproduces its
+images can be, so a trade-off there is the rule's ceiling, not the schedule's shortfall.
 
 The search's own loss (calibration, pooled with confirmation) chooses; held-out figures, once the run has
 scored them, stand beside it, and every claim against a baseline is made on them alone.
@@ -8,6 +10,7 @@ scored them, stand beside it, and every claim against a baseline is made on them
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from operator import attrgetter
@@ -45,7 +48,8 @@ class BaselineComparison:
     FORA-5 at FORA-6's MACs), or when it is not better than the baseline with confidence on the search's own
     images (the selection-bias guard: the best of many near-equal candidates is mostly the luckiest), the
     search has nothing better to offer there: `kept` names the FORA schedule and no claim is made.
-    Otherwise the claim is judged on held-out images only, in every family (`ClaimRules`).
+    Otherwise the claim is judged on held-out images only, in every family (`ClaimRules`). `ceiling` is the
+    uncached model's claim against the same baseline on the same images.
     """
 
     name: str
@@ -58,6 +62,7 @@ class BaselineComparison:
     claim: Claim | None = None
     second_judge: PairedDifference | None = None
     kept: str | None = None
+    ceiling: Claim | None = None
 
     @property
     def verdict(self) -> str:
@@ -94,6 +99,7 @@ def compare_with_baselines(
     significantly_better: Callable[[str, str], bool] | None = None,
     rules: ClaimRules | None = None,
     kept_names: set[str] | None = None,
+    uncached: EvaluationRecord | None = None,
 ) -> list[BaselineComparison]:
     """For each baseline, the front's best schedule within its MACs by `loss` (a digest's search loss;
     calibration loss when not given), judged on `held_out` records where both have them.
@@ -101,7 +107,8 @@ def compare_with_baselines(
     The FORA baselines (`kept_names`, all of them when not given) seed the search and may sit on the front
     themselves. When one of them is the front's best at a baseline's cost, or `significantly_better(rival,
     baseline)` says the rival's lead on the search's images is within noise, the search has nothing better
-    to offer there and no claim is made either way.
+    to offer there and no claim is made either way. `uncached`, the uncached model's held-out record, is
+    judged against every baseline by the same rule (`ceiling`).
     """
     search_loss = loss or {r.digest: r.quality_loss for r in [*front, *baselines.values()]}.__getitem__
     held_out = held_out or {}
@@ -111,13 +118,15 @@ def compare_with_baselines(
     comparisons = []
     for name, baseline in sorted(baselines.items(), key=lambda item: (-item[1].macs, item[0])):
         best = best_within(front, baseline.macs, cost=attrgetter("macs"), loss=lambda r: search_loss(r.digest))
+        theirs = held_out.get(baseline.digest)
+        ceiling = rules.judge(uncached.scores, theirs.scores) if uncached is not None and theirs is not None else None
         comparison = BaselineComparison(
-            name, baseline, search_loss(baseline.digest), baseline_held_out=held_out.get(baseline.digest)
+            name, baseline, search_loss(baseline.digest), baseline_held_out=theirs, ceiling=ceiling
         )
         if best is not None and best.digest in names and name in kept_names:
             comparison = replace(comparison, kept=names[best.digest])
         elif best is not None:
-            ours, theirs = held_out.get(best.digest), comparison.baseline_held_out
+            ours = held_out.get(best.digest)
             both = ours is not None and theirs is not None
             noise = significantly_better is not None and not significantly_better(best.digest, baseline.digest)
             comparison = replace(
@@ -131,6 +140,24 @@ def compare_with_baselines(
             )
         comparisons.append(comparison)
     return comparisons
+
+
+def verdict_lines(comparisons: list[BaselineComparison]) -> list[str]:
+    """The verdicts in a line, and what the same rule says of the uncached model itself (the most a schedule
+    that reproduces its images can claim), once held-out images are scored."""
+    labels = ("better", "trade-off", "tie", "worse", "FORA kept")
+    verdicts = {label: [c.name for c in comparisons if c.verdict.startswith(label)] for label in labels}
+    lines = [
+        f"vs {len(comparisons)} baselines at ≤ MACs: better {len(verdicts['better'])}"
+        + (f" ({', '.join(verdicts['better'])})" if verdicts["better"] else "")
+        + f" · trade-off {len(verdicts['trade-off'])} · tie {len(verdicts['tie'])} · worse "
+        f"{len(verdicts['worse'])} · FORA kept {len(verdicts['FORA kept'])}"
+    ]
+    ceilings = Counter(c.ceiling.verdict for c in comparisons if c.ceiling is not None)
+    if ceilings:
+        tally = " · ".join(f"{verdict} {count}" for verdict, count in sorted(ceilings.items()))
+        lines.append(f"the uncached model itself, by the same rule: {tally}")
+    return lines
 
 
 def baseline_table(
@@ -152,7 +179,9 @@ def baseline_table(
             "The rival is the front's best schedule at no more MACs by the search's loss. When that is a FORA "
             "schedule, or its lead on the search's images is within noise (the paired guard), the search has "
             "nothing better to offer there: FORA kept, and no claim is made. Otherwise the claim is judged on "
-            f"the held-out images only, in every family; the primary family is {rules.primary}.",
+            f"the held-out images only, in every family; the primary family is {rules.primary}. The last "
+            "column judges the uncached model itself against each baseline by the same rule: where it is not "
+            "better, no schedule that reproduces the uncached images can be.",
             "",
             rules.text(),
             "",
@@ -207,8 +236,9 @@ def _claims_table(comparisons: list[BaselineComparison], full_macs: float) -> li
     rows = [
         "Claims, rival − baseline on held-out images (positive favours the front; quality as the lead in loss):",
         "",
-        "| baseline | MACs | rival MACs | quality | fidelity (PSNR) | adherence | second judge | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| baseline | MACs | rival MACs | quality | fidelity (PSNR) | adherence | second judge | verdict "
+        "| uncached vs baseline |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     named = {c.baseline.digest: c.name for c in comparisons}
     for c in comparisons:
@@ -225,14 +255,18 @@ def _claims_table(comparisons: list[BaselineComparison], full_macs: float) -> li
         if c.rival is not None:
             name = named.get(c.rival.digest)
             rival = f"{c.rival.macs / full_macs:.3f}" + (f" ({name})" if name else "")
-        verdict = c.verdict
-        if c.claim is not None and verdict == "trade-off":
-            verdict += f" (behind in {', '.join(c.claim.behind())})" if c.claim.behind() else ""
         rows.append(
             f"| {c.name} | {c.baseline.macs / full_macs:.3f} | {rival} | {cells['quality']} | {cells['fidelity']} "
-            f"| {cells['adherence']} | {second} | {verdict} |"
+            f"| {cells['adherence']} | {second} | {_verdict_text(c.verdict, c.claim)} "
+            f"| {_verdict_text(c.ceiling.verdict, c.ceiling) if c.ceiling else '-'} |"
         )
     return rows
+
+
+def _verdict_text(verdict: str, claim: Claim | None) -> str:
+    """A verdict, with the families a trade-off is behind in."""
+    behind = claim.behind() if claim is not None and verdict == "trade-off" else []
+    return verdict + (f" (behind in {', '.join(behind)})" if behind else "")
 
 
 def describe_images(settings: EvaluationSettings) -> str:

@@ -21,7 +21,7 @@ from ..pool import Candidate, EvaluationPool, genome_bits, make_pool
 from ..schedule import CacheSchedule
 from ..store import EvaluationRecord, Store, signals_held
 from ..verdict import ClaimRules
-from .baselines import BaselineComparison, compare_with_baselines
+from .baselines import BaselineComparison, compare_with_baselines, verdict_lines
 from .constructed import construct_for_run, prediction_check
 from .driver import GenerationReport, Search
 from .prepared import PreparedSearch
@@ -283,14 +283,16 @@ class SearchRun:
         return self.reports
 
     def score_held_out(self) -> None:
-        """The FORA baselines and their rivals (or the whole final front) on the held-out images; what was
-        scored before is not paid for again."""
+        """The FORA baselines, their rivals (or the whole final front) and the uncached model (its images are
+        the split's references: only judged) on the held-out images; what was scored before is not paid for
+        again."""
         if self.prepared.config.held_out == "front":
             records = [self.search.state.records[p.digest] for p in self.search.state.archive.front()]
         else:
             records = [c.rival for c in self.versus_baselines() if c.rival is not None]
         schedules: dict[str, Candidate] = {record.digest: self.search.schedule(_genome(record)) for record in records}
         schedules.update({candidate.digest(): candidate for candidate in self.baseline_candidates.values()})
+        schedules[self.template.digest()] = self.template
         settings = self.prepared.splits.held_out
         self.events.phase(f"held out: scoring up to {len(schedules)} schedules, {settings.num_images} images each")
         before = self.held_out.evaluated
@@ -349,8 +351,6 @@ class SearchRun:
         done = [r for r in self.reports if not r.replayed]
         evaluated = self.baselines_evaluated + sum(r.evaluated for r in done)
         comparisons = self.versus_baselines()
-        labels = ("better", "trade-off", "tie", "worse", "FORA kept")
-        verdicts = {label: [c.name for c in comparisons if c.verdict.startswith(label)] for label in labels}
         held_out = self.prepared.splits.held_out
         lines = [
             f"run {self.prepared.run}: {len(self.reports)} generations ({len(done)} now), "
@@ -359,10 +359,7 @@ class SearchRun:
             f"{sum(r.duplicates for r in done)} duplicates · {sum(r.confirmed for r in done)} confirmed"
             + (f" · {failed} failed" if (failed := sum(r.failed for r in done)) else ""),
             f"held out: {held_out.num_images} images ({_describe_images(held_out)})",
-            f"vs {len(comparisons)} baselines at ≤ MACs: better {len(verdicts['better'])}"
-            + (f" ({', '.join(verdicts['better'])})" if verdicts["better"] else "")
-            + f" · trade-off {len(verdicts['trade-off'])} · tie {len(verdicts['tie'])} · worse "
-            f"{len(verdicts['worse'])} · FORA kept {len(verdicts['FORA kept'])}",
+            *verdict_lines(comparisons),
             f"outputs: {self.prepared.out}/ (vs_fora.md compares)",
         ]
         if self.pool.workers:
@@ -378,8 +375,9 @@ class SearchRun:
         guarded = self.prepared.config.guard in ("both", "paired")
         significantly_better = self.search.significantly_better if guarded else None
         fora = {name for name, candidate in self.baseline_candidates.items() if not isinstance(candidate, FewerSteps)}
+        uncached = held_out.get(self.template.digest())
         return compare_with_baselines(
-            front, self.baselines, state.search_loss, held_out, significantly_better, self.claim_rules(), fora
+            front, self.baselines, state.search_loss, held_out, significantly_better, self.claim_rules(), fora, uncached
         )
 
 

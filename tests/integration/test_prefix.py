@@ -135,3 +135,22 @@ def test_evaluate_many_scores_as_evaluate_does_and_leaves_the_evaluator_as_it_wa
     assert sum(e.latency_s is None for e in shared.values()) == len(schedules) - 1
     assert evaluator.handle._runtime.tape is None, "no tape (and its memory) outlives the batch"
     assert dict(evaluator.evaluate_many(schedules))[first].latency_s is not None, "no budget: nothing shared"
+
+
+def test_the_uncached_schedule_is_scored_on_the_references_without_a_run(tiny_pixart_dir: Path) -> None:
+    """Its images are the split's references, bit for bit, so it is judged, not generated again, alone or in a
+    batch that shares prefixes."""
+    spec = get_model(str(tiny_pixart_dir))
+    prompts = tuple(f"a photo of object number {i}" for i in range(2))
+    settings = EvaluationSettings(spec.name, "fidelity", prompts, 1, STEPS, spec.guidance_scale, spec.resolution)
+    evaluator = Evaluator(spec, settings)
+    assert torch.equal(evaluator.generate(evaluator.template)[0], evaluator.references)
+    calls = counted_transformer_calls(evaluator)
+    alone = evaluator.evaluate(evaluator.template)
+    assert not calls and alone.figures["families"]["psnr_db"] == [100.0, 100.0], "the cap: identical images"
+    assert alone.macs == evaluator.full_macs and alone.latency_s == evaluator.full_seconds_per_image
+    schedules = [evaluator.template, *candidates(evaluator.template)[:3]]
+    batch = dict(evaluator.evaluate_many(schedules, prefix_bytes=2**30))
+    assert batch[0].prompt_scores == alone.prompt_scores
+    replayed = sum(link.replay for _, link in prefix_plan(schedules[1:]))
+    assert len(calls) == (3 * STEPS - replayed) * len(evaluator.chunks), "three runs, less their shared steps"

@@ -22,7 +22,7 @@ from ecad_search.app.requests import SearchRequest
 from ecad_search.cli import app
 from ecad_search.heuristics import fora
 from ecad_search.models import block_groups, get_model
-from ecad_search.search.baselines import baseline_table, compare_with_baselines
+from ecad_search.search.baselines import baseline_table, compare_with_baselines, verdict_lines
 from ecad_search.search.presets import PRESETS, Preset
 from ecad_search.search.racing import MIN_RACE_PROMPTS, runnable_preset
 from ecad_search.search.run import SearchRun
@@ -264,23 +264,25 @@ def test_digits_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-
     assert min(r.quality_loss for r in front) <= uncached.quality_loss + 1e-6
     assert min(r.cost for r in front) < 0.5
     versus = (out / "d" / "vs_fora.md").read_text().splitlines()
-    claims = versus[
-        versus.index(
-            "| baseline | MACs | rival MACs | quality | fidelity (PSNR) | adherence | second judge | verdict |"
-        )
-        + 2 :
-    ]
+    header = "| baseline | MACs | rival MACs | quality | fidelity (PSNR) | adherence | second judge | verdict "
+    claims = versus[versus.index(header + "| uncached vs baseline |") + 2 :]
     names = [row.split(" | ")[0].strip("| ") for row in claims]
     assert names == ["fora-2", "10 steps", "fora-3", "7 steps", "fora-4", "5 steps", "fora-5", "fora-6", "4 steps"]
     assert "Held-out images: 10 (5 prompts × 2 seeds from 1000000)" in versus[0]
     words = ("better", "trade-off", "tie", "worse", "FORA kept", "-")
-    assert all(row.split(" | ")[-1].strip(" |").startswith(words) for row in claims)
+    assert all(row.split(" | ")[-2].startswith(words) for row in claims)
+    ceilings = [row.split(" | ")[-1].strip(" |") for row in claims]
+    assert all(c.startswith(("better", "trade-off", "tie")) for c in ceilings), "100 dB: never behind in fidelity"
     assert versus[4].endswith("Margins: quality 1 FD, fidelity 1 dB PSNR, adherence 0.5 points.")
     figures = [row for row in versus if row.startswith("| front, vs ")]
     held_out_key = load_schedule(next((out / "d" / "front").glob("*.json"))).provenance["held_out_key"]
-    assert store.count_evaluations(held_out_key) == 9 + len(figures), "held out: each baseline and its rival"
+    held_out = 9 + len(figures) + 1
+    assert store.count_evaluations(held_out_key) == held_out, "held out: each baseline, its rival, the uncached model"
+    (judged,) = store.lookup(held_out_key, [no_cache]).values()
+    assert min(judged.scores["families"]["psnr_db"]) == 100.0, "the split's references, judged, not made again"
     assert "held out: 10 images (5 prompts × 2 seeds from 1000000)" in result.output
     assert "vs 9 baselines at ≤ MACs: better" in result.output
+    assert "the uncached model itself, by the same rule: " in result.output
     status = runner.invoke(app, ["status", "--db", f"sqlite:///{db}"], terminal_width=80)
     (row,) = [line for line in status.output.splitlines() if "finished" in line]
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
@@ -368,9 +370,9 @@ def test_baseline_comparison_picks_the_best_searched_schedule_within_its_macs() 
     assert comparisons["fora-9"].rival is None and comparisons["fora-9"].verdict == "-"
     assert not any(c.beaten for c in comparisons.values()), "no claim without held-out images"
     table = baseline_table(list(comparisons.values()), full_macs=1.0)
-    assert claims_row(table, "fora-2") == "| fora-2 | 0.500 | 0.500 | - | - | - | - | pending |"
-    assert claims_row(table, "fora-6") == "| fora-6 | 0.200 | fora-5 | - | - | - | - | FORA kept |"
-    assert claims_row(table, "fora-9") == "| fora-9 | 0.100 | - | - | - | - | - | - |"
+    assert claims_row(table, "fora-2") == "| fora-2 | 0.500 | 0.500 | - | - | - | - | pending | - |"
+    assert claims_row(table, "fora-6") == "| fora-6 | 0.200 | fora-5 | - | - | - | - | FORA kept | - |"
+    assert claims_row(table, "fora-9") == "| fora-9 | 0.100 | - | - | - | - | - | - | - |"
 
 
 def test_a_fewer_steps_baseline_is_judged_against_whatever_the_front_offers() -> None:
@@ -401,7 +403,7 @@ def test_a_win_on_calibration_that_loses_on_held_out_images_is_reported_as_a_los
     assert "| fora-3 | 0.350 | 0.10000 | 0.10000 | 30.00 | - | 99.0 | - |" in table
     assert "| front, vs fora-3 | 0.340 | 0.05000 | 0.20000 | 30.00 | - | 99.0 | - |" in table
     assert claims_row(table, "fora-3").startswith("| fora-3 | 0.350 | 0.340 | -0.1 [")
-    assert table.rstrip().endswith("| worse |")
+    assert table.rstrip().endswith("| worse | - |")
     even = record("lucky", 0.10, 0.34, [0.09, 0.11, 0.1, 0.1], psnr=30.0)
     tie = compare_with_baselines([lucky], {"fora-3": fora}, held_out={**held_out, "lucky": even})[0]
     assert tie.verdict == "tie" and not tie.beaten, "a difference inside the interval is a tie"
@@ -410,7 +412,7 @@ def test_a_win_on_calibration_that_loses_on_held_out_images_is_reported_as_a_los
     )
     assert guarded.verdict == "FORA kept (lead within noise)" and not guarded.beaten
     row = claims_row(baseline_table([guarded], full_macs=1.0), "fora-3")
-    assert row.endswith("| FORA kept (lead within noise) |"), "the held-out figures are shown, not claimed"
+    assert row.endswith("| FORA kept (lead within noise) | - |"), "the held-out figures are shown, not claimed"
 
 
 def rival_against_fora(psnr_drop: float, adherence_drop: float, margins: Margins | None = None) -> str:
@@ -420,7 +422,7 @@ def rival_against_fora(psnr_drop: float, adherence_drop: float, margins: Margins
     rival = record("r", 0.05, 0.34, [0.05, 0.07, 0.03, 0.05], psnr=34.0 - psnr_drop, adherence=99.5 - adherence_drop)
     rules = ClaimRules(margins=margins or Margins())
     (comparison,) = compare_with_baselines([rival], {"fora-3": fora}, held_out={"f3": fora, "r": rival}, rules=rules)
-    return claims_row(baseline_table([comparison], 1.0, rules=rules), "fora-3").split(" | ")[-1].strip(" |")
+    return claims_row(baseline_table([comparison], 1.0, rules=rules), "fora-3").split(" | ")[-2]
 
 
 def test_better_in_the_primary_metric_but_behind_in_another_family_is_a_trade_off() -> None:
@@ -430,6 +432,27 @@ def test_better_in_the_primary_metric_but_behind_in_another_family_is_a_trade_of
     assert rival_against_fora(0.0, 2.0) == "trade-off (behind in adherence)"
     assert rival_against_fora(3.0, 2.0) == "trade-off (behind in fidelity, adherence)"
     assert rival_against_fora(3.0, 0.0, Margins(fidelity=4.0)) == "better", "the margins are settable"
+
+
+def test_the_uncached_model_is_judged_against_every_baseline_by_the_same_rule() -> None:
+    """A baseline whose digits are read more often than the uncached model's cannot be beaten by a schedule
+    that reproduces the uncached images: the ceiling column says so beside the claim."""
+    fora = record("f3", 0.10, 0.35, [0.10, 0.12, 0.08, 0.10], psnr=34.0, adherence=99.5)
+    rival = record("r", 0.05, 0.34, [0.05, 0.07, 0.03, 0.05], psnr=40.0, adherence=98.5)
+    uncached = record("u", 0.0, 1.0, [0.0, 0.02, -0.02, 0.0], psnr=100.0, adherence=98.5)
+    held_out = {"f3": fora, "r": rival, "u": uncached}
+    (comparison,) = compare_with_baselines([rival], {"fora-3": fora}, held_out=held_out, uncached=uncached)
+    assert comparison.verdict == "trade-off" and comparison.ceiling.verdict == "trade-off"
+    assert comparison.ceiling.primary.difference.mean == pytest.approx(0.10), "quality lead of the uncached model"
+    row = claims_row(baseline_table([comparison], 1.0), "fora-3")
+    assert row.endswith("| trade-off (behind in adherence) | trade-off (behind in adherence) |")
+    assert verdict_lines([comparison]) == [
+        "vs 1 baselines at ≤ MACs: better 0 · trade-off 1 · tie 0 · worse 0 · FORA kept 0",
+        "the uncached model itself, by the same rule: trade-off 1",
+    ]
+    level = record("u", 0.0, 1.0, [0.0, 0.02, -0.02, 0.0], psnr=100.0, adherence=99.5)
+    (fair,) = compare_with_baselines([rival], {"fora-3": fora}, held_out={**held_out, "u": level}, uncached=level)
+    assert fair.ceiling.verdict == "better", "as often read as FORA's: the rule's ceiling is 'better'"
 
 
 def test_paired_interval_of_identical_scores_is_zero_and_of_a_shift_is_the_shift() -> None:
