@@ -174,6 +174,9 @@ def learned_section(result: CompareResult) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     found = False
+    # The uncached model's verdict against a point: judged once, though the point stands at several budgets
+    # and against each of our methods.
+    ceilings: dict[tuple[str, str], str] = {}
     for budget in result.budgets:
         for our_method in OUR_METHODS:
             ours = budget.best.get(our_method)
@@ -183,13 +186,15 @@ def learned_section(result: CompareResult) -> list[str]:
                 if method in OUR_METHODS or theirs is None:
                     continue
                 found = True
-                rows.append(_versus_row(budget.budget, ours, theirs, rules, result.uncached))
+                if (theirs.method, theirs.label) not in ceilings:
+                    ceiling = rules.judge(dict(result.uncached.figures), dict(theirs.figures))
+                    ceilings[theirs.method, theirs.label] = "-" if ceiling is None else ceiling.verdict
+                rows.append(_versus_row(budget.budget, ours, theirs, rules, ceilings[theirs.method, theirs.label]))
     return [*rows, ""] if found else []
 
 
-def _versus_row(budget: float, ours: Point, theirs: Point, rules: ClaimRules, uncached: Point) -> str:
+def _versus_row(budget: float, ours: Point, theirs: Point, rules: ClaimRules, ceiling: str) -> str:
     claim = rules.judge(dict(ours.figures), dict(theirs.figures))
-    ceiling = rules.judge(dict(uncached.figures), dict(theirs.figures))
     cells = {"quality": "-", "fidelity": "-", "adherence": "-"}
     for family in () if claim is None else (claim.primary, *claim.others):
         cells[family.family] = family.text()
@@ -198,8 +203,7 @@ def _versus_row(budget: float, ours: Point, theirs: Point, rules: ClaimRules, un
     verdict = "-" if claim is None else claim.verdict
     return (
         f"| {budget:.0%} | {ours.method} ({ours.label}) | {theirs.method} ({theirs.label}) | {cells['quality']} | "
-        f"{cells['fidelity']} | {cells['adherence']} | {second_text} | {verdict} | "
-        f"{'-' if ceiling is None else ceiling.verdict} |"
+        f"{cells['fidelity']} | {cells['adherence']} | {second_text} | {verdict} | {ceiling} |"
     )
 
 
