@@ -103,6 +103,7 @@ def versus_baselines(search_run: SearchRun) -> list[dict]:
             "constructed_macs": None if best is None else records[best].cost,
             "constructed_psnr_db": None if best is None else psnr[best],
             "constructed_fill": None if best is None else constructed[best].fill,
+            "constructed_layout": None if best is None else constructed[best].provenance["layout"],
         })  # fmt: skip
     return rows
 
@@ -120,14 +121,14 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
     console = Console()
     console.print(table)
-    versus = Table("model", "baseline", "MACs", "baseline dB", "constructed MACs", "constructed dB", "fill")
+    versus = Table("model", "baseline", "MACs", "baseline dB", "constructed MACs", "constructed dB", "fill, layout")
     for row in rows:
         for line in row["versus_baselines"]:
             best = line["constructed_psnr_db"]
             versus.add_row(
                 Path(row["model"]).name, line["baseline"], f"{line['macs']:.3f}", f"{line['baseline_psnr_db']:.2f}",
                 "-" if best is None else f"{line['constructed_macs']:.3f}", "-" if best is None else f"{best:.2f}",
-                line["constructed_fill"] or "-",
+                "-" if best is None else f"{line['constructed_fill']}, {line['constructed_layout']}",
             )  # fmt: skip
     if versus.row_count:
         console.print(versus)

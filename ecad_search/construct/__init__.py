@@ -7,24 +7,26 @@
    (`weight_groups`); for each group one probe schedule skips that group's lanes on every other step, is
    scored on the construction split like any candidate (stored, so never paid twice), and the group's weight
    is the probe's mean squared image error over its predicted lane error.
-3. Construction: for each fill and each multiplier of a log-spaced sweep, every lane's computes come from the
-   dynamic program. Two layouts are built: lanes in step (one program on the weighted sum of every lane's
-   costs: FORA's and TaylorSeer's layout with the steps chosen) and free (each lane its own steps, the budget
-   shared by the multiplier). Each layout's predicted front (exact MACs, forecast arithmetic included,
-   against predicted error) is kept: the additive model ranks schedules within a layout well, and images
-   decide between layouts.
+3. Construction: for each fill, two layouts. Lanes in step (FORA's and TaylorSeer's layout with the steps
+   chosen): the schedule's cost depends only on how many steps compute, so for every count the program
+   finds the steps of least predicted error exactly, under two error models: the weighted sum of every
+   lane's costs, and the transformer output's own fill error, which sees how lanes skipping together
+   combine (each ranks better on some models, docs/research/construct.md). Free: each lane its own steps,
+   the budget shared by a multiplier swept over a log-spaced range. Each layout's and model's predicted
+   front (exact MACs, forecast arithmetic included, against predicted error) is kept: a model ranks
+   schedules within a layout well, and images decide between layouts and models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..schedule import CacheSchedule
-from .program import CONSTRUCTED_FILLS, fill_errors, lane_error, plan_lanes, segment_costs
+from .program import CONSTRUCTED_FILLS, fill_errors, lane_error, plan_counts, plan_lanes, segment_costs
 
 # Seeds per calibration prompt in the calibration pass and the probes.
 CONSTRUCTION_SEEDS = 2
@@ -32,9 +34,10 @@ CONSTRUCTION_SEEDS = 2
 DEPTH_BANDS = 4
 # Multipliers in the sweep.
 MULTIPLIERS = 96
-# How lanes may differ: all on the same steps, or each on its own (docs/research/construct.md: in step wins
-# at 50, 35 and 25 % MACs on digits; free adds schedules at the ends of the front).
-LAYOUTS = ("in step", "free")
+# How lanes may differ, in the order the first population takes their schedules: all on the same steps,
+# chosen by the lane sum, then by the transformer's output, or each lane on its own (docs/research/
+# construct.md: in step wins at 50, 35 and 25 % MACs on digits; free adds schedules at the ends of the front).
+LAYOUTS = ("in step", "in step by output", "free")
 
 
 def lane_keys(template: CacheSchedule) -> list[tuple[int, int, int]]:
@@ -80,15 +83,19 @@ def probe(template: CacheSchedule, lanes: list[int], name: str) -> CacheSchedule
 class ErrorModel:
     """The calibration pass and the fitted weights: what construction needs, and what its report shows.
 
-    `gram`: (lanes, steps, steps); `weights`: per lane; `probes`: per weight group, the probe's measured
-    mean squared image error and its predicted (unweighted) lane error."""
+    `gram`: (lanes, steps, steps); `output_gram`: the transformer output's (steps, steps); `weights`: per
+    lane; `probes`: per weight group, the probe's measured mean squared image error and its predicted
+    (unweighted) lane error."""
 
     gram: np.ndarray
+    output_gram: np.ndarray
     weights: np.ndarray
     probes: dict[str, tuple[float, float]]
 
     @classmethod
-    def fit(cls, template: CacheSchedule, gram: np.ndarray, measured: dict[str, float]) -> ErrorModel:
+    def fit(
+        cls, template: CacheSchedule, gram: np.ndarray, output_gram: np.ndarray, measured: dict[str, float]
+    ) -> ErrorModel:
         """Weights from the probes' measured image errors (`measured`, by weight group)."""
         reuse = fill_errors(gram, 0)
         groups = weight_groups(template)
@@ -100,15 +107,21 @@ class ErrorModel:
             predicted = sum(lane_error(reuse[lane], computes[lane], 0) for lane in lanes)
             probes[name] = (measured[name], predicted)
             weights[lanes] = measured[name] / predicted if predicted > 0 else 0.0
-        return cls(gram, weights, probes)
+        return cls(gram, output_gram, weights, probes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"gram": self.gram.tolist(), "weights": self.weights.tolist(), "probes": self.probes}
+        return {
+            "gram": self.gram.tolist(),
+            "output_gram": self.output_gram.tolist(),
+            "weights": self.weights.tolist(),
+            "probes": self.probes,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ErrorModel:
         probes = {name: (float(m), float(p)) for name, (m, p) in data["probes"].items()}
-        return cls(np.asarray(data["gram"], dtype=float), np.asarray(data["weights"], dtype=float), probes)
+        arrays = (np.asarray(data[key], dtype=float) for key in ("gram", "output_gram", "weights"))
+        return cls(*arrays, probes)
 
 
 @dataclass(frozen=True)
@@ -127,42 +140,50 @@ def construct_front(
     relative_macs: Callable[[CacheSchedule], float],
     fills: tuple[str, ...] = tuple(CONSTRUCTED_FILLS),
 ) -> list[Constructed]:
-    """Each layout's predicted front over both fills, in layout order (in step first: measured best), each
-    cheapest first. The additive error model ranks schedules within a layout; it underrates what lanes out of
-    step cost (docs/research/construct.md), so images decide between layouts."""
-    positive = model.weights[model.weights > 0]
-    scale = (float(np.median(positive)) if positive.size else 1.0) * float(np.mean(np.diagonal(model.gram, 0, 1, 2)))
-    multipliers = np.logspace(-4, 3, MULTIPLIERS) * scale / float(np.mean(lane_macs))
-    weighted = {
-        fill: segment_costs(fill_errors(model.gram, CONSTRUCTED_FILLS[fill])) * model.weights[:, None, None, None]
-        for fill in fills
-    }
-    fronts: list[Constructed] = []
-    for layout in LAYOUTS:
-        owner = _bundle_of_lane(len(lane_macs), layout)
-        bundles = int(owner.max()) + 1
-        macs = np.bincount(owner, weights=lane_macs, minlength=bundles)
-        built: dict[str, Constructed] = {}
-        for fill, segments in weighted.items():
-            bundled = np.zeros((bundles, *segments.shape[1:]))
-            np.add.at(bundled, owner, segments)
-            for multiplier in multipliers:
-                plan = plan_lanes(bundled, np.ones(bundles), macs, float(multiplier))
-                computes = plan.computes[owner]
-                provenance = {"method": "constructed", "layout": layout, "fill": fill, "multiplier": float(multiplier)}
+    """Each layout's predicted front over both fills, in `LAYOUTS` order, each cheapest first. An error model
+    ranks schedules within a layout; the lane sum underrates what lanes out of step cost
+    (docs/research/construct.md), so images decide between layouts."""
+    built: dict[str, dict[str, Constructed]] = {layout: {} for layout in LAYOUTS}
+    for fill in fills:
+        order = CONSTRUCTED_FILLS[fill]
+        lane_segments = segment_costs(fill_errors(model.gram, order)) * model.weights[:, None, None, None]
+        output_segments = segment_costs(fill_errors(model.output_gram[None], order))[0]
+        for layout, plans in (
+            ("in step", _in_step(lane_segments.sum(axis=0), len(lane_macs))),
+            ("in step by output", _in_step(output_segments, len(lane_macs))),
+            ("free", _free(lane_segments, model, lane_macs)),
+        ):
+            for computes, predicted, choice in plans:
+                provenance = {"method": "constructed", "layout": layout, "fill": fill, **choice}
                 name = f"constructed-{fill}-{layout.replace(' ', '-')}"
                 schedule = with_lanes(template, computes, fill, name=name, provenance=provenance)
-                built.setdefault(schedule.digest(), Constructed(schedule, relative_macs(schedule), plan.errors.sum()))
-        fronts += _predicted_front(list(built.values()))
+                built[layout].setdefault(schedule.digest(), Constructed(schedule, relative_macs(schedule), predicted))
     unique: dict[str, Constructed] = {}
-    for constructed in fronts:
-        unique.setdefault(constructed.schedule.digest(), constructed)
+    for layout in LAYOUTS:
+        for constructed in _predicted_front(list(built[layout].values())):
+            unique.setdefault(constructed.schedule.digest(), constructed)
     return list(unique.values())
 
 
-def _bundle_of_lane(lanes: int, layout: str) -> np.ndarray:
-    """Per lane, the bundle whose steps it shares in a layout: one bundle of all lanes, or each its own."""
-    return np.zeros(lanes, dtype=int) if layout == "in step" else np.arange(lanes)
+Plans = Iterator[tuple[np.ndarray, float, dict[str, Any]]]
+"""Schedules of one layout and fill: per lane the steps it computes (lanes, steps), the predicted error, and
+what chose them."""
+
+
+def _in_step(segments: np.ndarray, lanes: int) -> Plans:
+    """Every lane on the same steps, which the cost then depends on only through their count: for each count,
+    the steps of least predicted error under one bundle's `segments[k, i, n]`."""
+    for count, (computes, predicted) in plan_counts(segments).items():
+        yield np.repeat(computes[None], lanes, axis=0), predicted, {"computed_steps": count}
+
+
+def _free(segments: np.ndarray, model: ErrorModel, lane_macs: np.ndarray) -> Plans:
+    """Each lane on its own steps, for each multiplier (error per MAC) of a sweep scaled to the model."""
+    positive = model.weights[model.weights > 0]
+    scale = (float(np.median(positive)) if positive.size else 1.0) * float(np.mean(np.diagonal(model.gram, 0, 1, 2)))
+    for multiplier in np.logspace(-4, 3, MULTIPLIERS) * scale / float(np.mean(lane_macs)):
+        plan = plan_lanes(segments, np.ones(len(lane_macs)), lane_macs, float(multiplier))
+        yield plan.computes, float(plan.errors.sum()), {"multiplier": float(multiplier)}
 
 
 def lane_computes(schedule: CacheSchedule) -> np.ndarray:

@@ -3,11 +3,12 @@
 A lane's fill errors are squared distances between its outputs at different steps, and every fill this
 package builds (reuse, a Taylor forecast) is a fixed linear combination of those outputs. So the pass keeps,
 per lane, only the Gram matrix of its outputs over the steps, G[a, b] = Σ ⟨Y_a, Y_b⟩, summed over the
-calibration images: `steps × steps` numbers per lane, whatever the resolution. While a run is in flight it
-holds, per lane, a fixed seeded subset of `elements` output elements per image and step, so the pass needs at
-most `lanes × steps × images per call × elements × 4` bytes (digits-28, 84 lanes, 20 steps, 20 images, 4,096
-elements: 0.55 GB; digits' 18 lanes: 0.12 GB) on top of the pipeline, and the distances it estimates are
-those of the subset, scaled to the whole output.
+calibration images: `steps × steps` numbers per lane, whatever the resolution. It keeps the transformer's
+own output the same way: one more Gram matrix, which sees how the lanes' errors combine when they skip
+together. While a run is in flight it holds, per lane, a fixed seeded subset of `elements` output elements
+per image and step, so the pass needs at most `(lanes + 1) × steps × images per call × elements × 4` bytes
+(digits-28, 84 lanes, 20 steps, 20 images, 4,096 elements: 0.56 GB; digits' 18 lanes: 0.13 GB) on top of
+the pipeline, and the distances it estimates are those of the subset, scaled to the whole output.
 """
 
 from __future__ import annotations
@@ -30,21 +31,23 @@ SAMPLED_ELEMENTS = 4096
 
 def lane_gram(evaluator: Evaluator, elements: int = SAMPLED_ELEMENTS, seed: int = 0) -> dict[str, Any]:
     """Run the evaluator's split uncached and return, as JSON-ready lists, each lane's Gram matrix over the
-    steps (`gram`: lanes × steps × steps, per transformer row, in units of the whole output) and the rows it
-    averaged over (an image with guidance is two).
-    Lanes are numbered in schedule order: group, block, component."""
+    steps (`gram`: lanes × steps × steps, per transformer row, in units of the whole output), the
+    transformer output's (`output_gram`: steps × steps) and the rows they average over (an image with
+    guidance is two). Lanes are numbered in schedule order: group, block, component."""
     template = evaluator.template
     with evaluator.bare_pipeline() as pipe:
-        modules = component_modules(pipe.transformer, template.groups)
+        modules = [*component_modules(pipe.transformer, template.groups).values(), pipe.transformer]
         recorder = _Recorder(len(modules), template.num_steps, elements, seed)
-        with recorder.attached(pipe.transformer, list(modules.values())):
+        with recorder.attached(pipe.transformer, modules):
             evaluator._run_chunks()
-    return {"gram": (recorder.gram / max(recorder.rows, 1)).tolist(), "rows": recorder.rows}
+    gram = recorder.gram / max(recorder.rows, 1)
+    return {"gram": gram[:-1].tolist(), "output_gram": gram[-1].tolist(), "rows": recorder.rows}
 
 
 class _Recorder:
-    """Torch hooks that count the transformer's calls and keep each lane's sampled outputs of the current
-    pipeline call; at the call's last step they fold them into the Gram matrices and let them go."""
+    """Torch hooks that count the transformer's calls and keep each lane's (and the transformer's) sampled
+    outputs of the current pipeline call; at the call's last step they fold them into the Gram matrices and
+    let them go."""
 
     def __init__(self, lanes: int, steps: int, elements: int, seed: int) -> None:
         self.steps, self.elements = steps, elements
@@ -58,8 +61,9 @@ class _Recorder:
 
     @contextmanager
     def attached(self, transformer: torch.nn.Module, modules: list[torch.nn.Module]) -> Iterator[None]:
-        handles = [transformer.register_forward_hook(self._after_step)]
-        handles += [module.register_forward_hook(self._keeper(lane)) for lane, module in enumerate(modules)]
+        # Hooks run in the order registered: every output is kept before the step's fold.
+        handles = [module.register_forward_hook(self._keeper(lane)) for lane, module in enumerate(modules)]
+        handles.append(transformer.register_forward_hook(self._after_step))
         try:
             yield
         finally:
@@ -74,7 +78,7 @@ class _Recorder:
                 picked = torch.randperm(count, generator=self.generator)[: self.elements].sort().values
                 self.picks[lane] = picked
                 self.scale[lane] = count / len(picked)
-            self.current[lane].append(flat[:, self.picks[lane]].double().cpu())
+            self.current[lane].append(flat[:, self.picks[lane]].float().cpu())
 
         return keep
 
@@ -83,7 +87,7 @@ class _Recorder:
         if self.step < self.steps:
             return
         for lane, outputs in enumerate(self.current):
-            stacked = torch.stack(outputs)  # steps × rows × elements
+            stacked = torch.stack(outputs).double()  # steps × rows × elements
             self.gram[lane] += torch.einsum("are,bre->ab", stacked, stacked).numpy() * self.scale[lane]
             outputs.clear()
         self.rows += int(stacked.shape[1])

@@ -8,9 +8,11 @@ before each: for reuse on the segment (i, next compute), for the forecast on (k,
 `segment[l, k, i, n]` (k = `NONE`: i is the lane's first compute, where a forecast has one term and reuses),
 is the path-aware cost tensor; it needs `lanes × (steps + 1)² × steps` numbers (digits-28: 0.74 M).
 
-For a multiplier λ (error per MAC), each lane's computes minimise `weight · error + λ · MACs` by dynamic
-programming over its last two computes, in O(steps³) per lane, step 0 always computing; the lanes are
-independent given λ, so sweeping λ traces the whole front at once. The forecast's own arithmetic (a few
+Lanes in step cost the same for the same number of computes, so for them `plan_counts` finds the computes of
+least error for every count exactly, in O(steps⁴). For lanes each on its own steps, given a multiplier λ
+(error per MAC), each lane's computes minimise `weight · error + λ · MACs` by dynamic programming over its
+last two computes, in O(steps³) per lane, step 0 always computing; the lanes are independent given λ, so
+sweeping λ traces a front at once (its lower convex hull only). The forecast's own arithmetic (a few
 multiply-adds per element) is left out of λ's cost here; the schedules' MACs count it exactly.
 A second-order forecast would need the last three computes (O(steps⁴) per lane) and is not constructed.
 """
@@ -108,6 +110,37 @@ def plan_lanes(segments: np.ndarray, weights: np.ndarray, macs: np.ndarray, mult
             errors[lane] += cost[lane, k, i, n]
             n, i = i, k
     return LanePlan(computes, errors)
+
+
+def plan_counts(segments: np.ndarray) -> dict[int, tuple[np.ndarray, float]]:
+    """For one lane's (or one bundle's) `segments[k, i, n]`, the computes of least error for every number of
+    computed steps: `{count: (boolean steps array, error)}`, step 0 computing. Exact, where a multiplier's
+    sweep finds only the counts on the lower convex hull of error against count; O(steps⁴), by dynamic
+    programming over (computes so far, last compute n, compute before it i; i = `steps`: none)."""
+    _, steps, _ = segments.shape
+    none = steps
+    best = np.full((steps + 1, steps, steps + 1), np.inf)
+    back = np.full((steps + 1, steps, steps + 1), -1, dtype=int)
+    best[1, 0, none] = 0.0
+    for n in range(1, steps):
+        # Reaching the c-th compute at n from state (c − 1, i, k): segments[k, i, n].
+        arriving = best[:-1, :n, :] + segments[:, :n, n].T[None]
+        back[1:, n, :n] = np.argmin(arriving, axis=2)
+        best[1:, n, :n] = np.min(arriving, axis=2)
+    ending = best + segments[:, :, steps].T[None]
+    plans = {}
+    for count in range(1, steps + 1):
+        n, i = np.unravel_index(int(np.argmin(ending[count])), ending[count].shape)
+        error = float(ending[count, n, i])
+        if not np.isfinite(error):
+            continue
+        computes = np.zeros(steps, dtype=bool)
+        computes[n] = True
+        for c in range(count, 1, -1):
+            computes[i] = True
+            n, i = i, int(back[c, n, i])
+        plans[count] = (computes, error)
+    return plans
 
 
 def lane_error(errors: np.ndarray, computes: list[int] | np.ndarray, order: int) -> float:

@@ -37,18 +37,20 @@ def construct_for_run(
     start = time.perf_counter()
     path = prepared.out / "construction.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
-    if stored.get("split") == settings.key():
+    if stored.get("split") == settings.key() and "output_gram" in stored["model"]:
         model = ErrorModel.from_dict(stored["model"])
     else:
         events.phase(f"construction: calibration pass on {settings.num_images} images")
-        gram = np.asarray(pool.lane_gram(settings)["gram"], dtype=float)
+        grams = pool.lane_gram(settings)
         probes = {name: probe(template, lanes, name) for name, lanes in weight_groups(template).items()}
         events.phase(f"construction: {len(probes)} probes of the error model")
         scored = SplitScorer(settings, store, pool, needs_families=True).scores(
             {schedule.digest(): schedule for schedule in probes.values()}
         )
         measured = {name: image_mse(scored[schedule.digest()]) for name, schedule in probes.items()}
-        model = ErrorModel.fit(template, gram, measured)
+        model = ErrorModel.fit(
+            template, np.asarray(grams["gram"], dtype=float), np.asarray(grams["output_gram"], dtype=float), measured
+        )
     built = time.perf_counter()
     macs = cost_table(prepared.spec, height=settings.resolution, width=settings.resolution).component_macs()
     lane_macs = np.concatenate([macs[group.name].ravel() for group in template.groups])

@@ -610,6 +610,7 @@ def test_construct_then_refine_resume_and_repeat(tmp_path, tiny_pixart_dir, prom
     model = json.loads((out / "c" / "construction.json").read_text())
     lanes = len(model["model"]["weights"])
     assert min(model["model"]["weights"]) >= 0 and len(model["model"]["gram"][0]) == 4, "steps × steps per lane"
+    assert np.array(model["model"]["output_gram"]).shape == (4, 4), "and the transformer output's"
     store = Store(f"sqlite:///{db}")
     genomes = {r.genome for r in store.evaluations_for(store.get_run("c").eval_key, list(final_archive(db, "c")))}
     assert {len(g) for g in genomes} <= {3 * lanes, 3 * lanes + 2}, "a forecast fill adds two fill genes"

@@ -19,7 +19,7 @@ from ecad_search.construct import (
     weight_groups,
     with_lanes,
 )
-from ecad_search.construct.program import fill_errors, lane_error, plan_lanes, segment_costs
+from ecad_search.construct.program import fill_errors, lane_error, plan_counts, plan_lanes, segment_costs
 from ecad_search.cost import cost_table
 from ecad_search.evaluation import EvaluationSettings, run_template, schedule_macs
 from ecad_search.models import get_model
@@ -72,6 +72,22 @@ def test_the_dynamic_program_is_optimal_by_brute_force(order: int) -> None:
     assert plan.computes.sum() == lanes, "a prohibitive multiplier computes step 0 alone"
 
 
+@pytest.mark.parametrize("order", [0, 1])
+def test_the_program_per_count_is_optimal_by_brute_force_at_every_count(order: int) -> None:
+    steps = 8
+    errors = fill_errors(gram_of(random_lanes(1, steps, order + 7)), order)[0]
+    plans = plan_counts(segment_costs(errors[None])[0])
+    assert sorted(plans) == list(range(1, steps + 1))
+    for count, (computes, predicted) in plans.items():
+        chosen = tuple(np.flatnonzero(computes).tolist())
+        assert len(chosen) == count and chosen[0] == 0
+        best = min(
+            lane_error(errors, [0, *rest], order) for rest in itertools.combinations(range(1, steps), count - 1)
+        )
+        assert predicted == pytest.approx(best) and lane_error(errors, chosen, order) == pytest.approx(best)
+    assert plans[steps][1] == 0.0, "computing every step fills nothing"
+
+
 def test_the_front_is_built_in_seconds_and_spans_the_budgets() -> None:
     spec = get_model("digits-28")
     settings = EvaluationSettings("digits-28", "fidelity", ("x",), 1, 20, spec.guidance_scale, spec.resolution)
@@ -81,8 +97,9 @@ def test_the_front_is_built_in_seconds_and_spans_the_budgets() -> None:
     groups = weight_groups(template)
     assert len(groups) == 3 * 4
     assert sorted(lane for members in groups.values() for lane in members) == list(range(lanes))
-    model = ErrorModel.fit(template, gram, dict.fromkeys(groups, 1.0))
-    assert ErrorModel.from_dict(model.to_dict()).probes == model.probes
+    model = ErrorModel.fit(template, gram, gram_of(random_lanes(1, 20, 6))[0], dict.fromkeys(groups, 1.0))
+    again = ErrorModel.from_dict(model.to_dict())
+    assert again.probes == model.probes and np.array_equal(again.output_gram, model.output_gram)
     macs = cost_table(spec, height=spec.resolution, width=spec.resolution).component_macs()
     lane_macs = np.concatenate([macs[g.name].ravel() for g in template.groups])
     full = schedule_macs(template, spec, settings)
@@ -95,8 +112,13 @@ def test_the_front_is_built_in_seconds_and_spans_the_budgets() -> None:
         costs = [c.cost for c in front if c.schedule.provenance["layout"] == layout]
         assert costs == sorted(costs) and min(costs) < 0.2 and max(costs) > 0.9, layout
     assert {c.schedule.fill for c in front} == {"reuse", "taylor1"}
-    in_step = [lane_computes(c.schedule) for c in front if c.schedule.provenance["layout"] == "in step"]
-    assert all((computes == computes[0]).all() for computes in in_step)
+    for layout in ("in step", "in step by output"):
+        in_step = [c for c in front if c.schedule.provenance["layout"] == layout]
+        assert all((lane_computes(c.schedule) == lane_computes(c.schedule)[0]).all() for c in in_step)
+        counts = [c.schedule.provenance["computed_steps"] for c in in_step]
+        assert all(lane_computes(c.schedule)[0].sum() == n for c, n in zip(in_step, counts, strict=True))
+    counts = {c.schedule.provenance["computed_steps"] for c in front if c.schedule.provenance["layout"] == "in step"}
+    assert counts >= set(range(10, 21)), "every count of computed steps down to half of them, not a hull's"
     for c in front:
         assert c.schedule.mask(template.groups[0].name)[0].all()
 
