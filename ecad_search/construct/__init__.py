@@ -35,9 +35,11 @@ DEPTH_BANDS = 4
 # Multipliers in the sweep.
 MULTIPLIERS = 96
 # How lanes may differ, in the order the first population takes their schedules: all on the same steps,
-# chosen by the lane sum, then by the transformer's output, or each lane on its own (docs/research/
-# construct.md: in step wins at 50, 35 and 25 % MACs on digits; free adds schedules at the ends of the front).
-LAYOUTS = ("in step", "in step by output", "free")
+# chosen by the transformer output's error, then by the lanes' summed errors, or each lane on its own steps
+# (docs/research/construct.md: on digits and tiny FLUX the output model's schedules win on the calibration
+# images at 20–50 % MACs, the lane sum's on tiny PixArt-α at 40–50 %; free adds the front's ends).
+IN_STEP = ("in step by output", "in step")
+LAYOUTS = (*IN_STEP, "free")
 
 
 def lane_keys(template: CacheSchedule) -> list[tuple[int, int, int]]:

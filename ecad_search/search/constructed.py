@@ -71,14 +71,21 @@ def construct_for_run(
 
 
 def prediction_check(constructed: dict[str, Constructed], records: dict[str, EvaluationRecord]) -> str | None:
-    """How well the error model ranks what it built: Spearman's ρ between predicted error and measured mean
-    squared image error on the calibration images (the figure that says whether to trust construction)."""
-    pairs = [(c.predicted, image_mse(records[digest])) for digest, c in constructed.items() if digest in records]
-    if len(pairs) < 3:
-        return None
+    """How well each error model ranks what it built: per layout, Spearman's ρ between predicted error and
+    measured mean squared image error on the calibration images (the figure that says whether to trust
+    construction). Layouts' predictions are in different units, so they are not ranked together."""
+    by_layout: dict[str, list[tuple[float, float]]] = {}
+    for digest, c in constructed.items():
+        if digest in records:
+            layout = c.schedule.provenance["layout"]
+            by_layout.setdefault(layout, []).append((c.predicted, image_mse(records[digest])))
+    figures = [f"{layout} {_spearman(pairs):.2f}" for layout, pairs in by_layout.items() if len(pairs) >= 3]
+    return "construction ranks (Spearman ρ): " + ", ".join(figures) if figures else None
+
+
+def _spearman(pairs: list[tuple[float, float]]) -> float:
     predicted, measured = (np.argsort(np.argsort(np.array(column))) for column in zip(*pairs, strict=True))
-    rho = float(np.corrcoef(predicted, measured)[0, 1])
-    return f"construction: predicted and measured image error rank alike, Spearman ρ {rho:.2f} ({len(pairs)})"
+    return float(np.corrcoef(predicted, measured)[0, 1])
 
 
 def image_mse(record: EvaluationRecord) -> float:

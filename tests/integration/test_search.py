@@ -607,6 +607,7 @@ def test_construct_then_refine_resume_and_repeat(tmp_path, tiny_pixart_dir, prom
     result = runner.invoke(app, construct)
     assert result.exit_code == 0, result.output
     assert "construction: " in result.output and "1 generations" in result.output, "construct runs no search"
+    assert "(Spearman ρ): in step " in result.output, "each layout's ranking, in its own units"
     model = json.loads((out / "c" / "construction.json").read_text())
     lanes = len(model["model"]["weights"])
     assert min(model["model"]["weights"]) >= 0 and len(model["model"]["gram"][0]) == 4, "steps × steps per lane"

@@ -11,6 +11,7 @@ import pytest
 
 from ecad_search.compare.methods import OUR_METHODS, learned_settings, our_method
 from ecad_search.construct import (
+    IN_STEP,
     LAYOUTS,
     ErrorModel,
     construct_front,
@@ -107,17 +108,17 @@ def test_the_front_is_built_in_seconds_and_spans_the_budgets() -> None:
     front = construct_front(template, model, lane_macs, lambda s: schedule_macs(s, spec, settings) / full)
     assert time.perf_counter() - start < 60, "a benchmark times it; this only catches a blow-up"
     layouts = [c.schedule.provenance["layout"] for c in front]
-    assert layouts == sorted(layouts, key=LAYOUTS.index), "in step first: the layout measured best"
+    assert layouts == sorted(layouts, key=LAYOUTS.index), "the output model's in-step schedules first: measured best"
     for layout in LAYOUTS:
         costs = [c.cost for c in front if c.schedule.provenance["layout"] == layout]
         assert costs == sorted(costs) and min(costs) < 0.2 and max(costs) > 0.9, layout
     assert {c.schedule.fill for c in front} == {"reuse", "taylor1"}
-    for layout in ("in step", "in step by output"):
+    for layout in IN_STEP:
         in_step = [c for c in front if c.schedule.provenance["layout"] == layout]
         assert all((lane_computes(c.schedule) == lane_computes(c.schedule)[0]).all() for c in in_step)
         counts = [c.schedule.provenance["computed_steps"] for c in in_step]
         assert all(lane_computes(c.schedule)[0].sum() == n for c, n in zip(in_step, counts, strict=True))
-    counts = {c.schedule.provenance["computed_steps"] for c in front if c.schedule.provenance["layout"] == "in step"}
+    counts = {c.schedule.provenance["computed_steps"] for c in front if c.schedule.provenance["layout"] in IN_STEP}
     assert counts >= set(range(10, 21)), "every count of computed steps down to half of them, not a hull's"
     for c in front:
         assert c.schedule.mask(template.groups[0].name)[0].all()
