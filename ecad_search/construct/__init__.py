@@ -35,10 +35,10 @@ DEPTH_BANDS = 4
 # Multipliers in the sweep.
 MULTIPLIERS = 96
 # How lanes may differ, in the order the first population takes their schedules: all on the same steps,
-# chosen by the transformer output's error, then by the lanes' summed errors, or each lane on its own steps
-# (docs/research/construct.md: on digits and tiny FLUX the output model's schedules win on the calibration
-# images at 20–50 % MACs, the lane sum's on tiny PixArt-α at 40–50 %; free adds the front's ends).
-IN_STEP = ("in step by output", "in step")
+# chosen by the lanes' summed errors or by the transformer output's, or each lane on its own steps
+# (docs/research/construct.md: the output model's schedules win on digits' calibration images at 20–50 %
+# MACs, yet refinement from the lane sum's measured better; free adds the front's ends).
+IN_STEP = ("in step", "in step by output")
 LAYOUTS = (*IN_STEP, "free")
 
 
