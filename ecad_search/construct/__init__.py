@@ -11,10 +11,11 @@
    chosen): the schedule's cost depends only on how many steps compute, so for every count the program
    finds the steps of least predicted error exactly, under two error models: the weighted sum of every
    lane's costs, and the transformer output's own fill error, which sees how lanes skipping together
-   combine (each ranks better on some models, docs/research/construct.md). Free: each lane its own steps,
-   the budget shared by a multiplier swept over a log-spaced range. Each layout's and model's predicted
-   front (exact MACs, forecast arithmetic included, against predicted error) is kept: a model ranks
-   schedules within a layout well, and images decide between layouts and models.
+   combine (its schedules win at most budgets on digits and tiny FLUX, the lane sum's on tiny PixArt-α;
+   docs/research/construct.md). Free: each lane its own steps, the budget shared by a multiplier swept over
+   a log-spaced range. Each layout's and model's predicted front (exact MACs, forecast arithmetic included,
+   against predicted error) is kept: a model ranks schedules within a layout well, and images decide
+   between layouts and models.
 """
 
 from __future__ import annotations
