@@ -11,7 +11,7 @@
    chosen): the schedule's cost depends only on how many steps compute, so for every count the program
    finds the steps of least predicted error exactly, under two error models: the weighted sum of every
    lane's costs, and the transformer output's own fill error, which sees how lanes skipping together
-   combine (its schedules win at most budgets on digits and tiny FLUX, the lane sum's on tiny PixArt-α;
+   combine (its schedules win at most budgets on digits and tiny FLUX, the lane sum's on digits-28;
    docs/research/construct.md). Free: each lane its own steps, the budget shared by a multiplier swept over
    a log-spaced range. Each layout's and model's predicted front (exact MACs, forecast arithmetic included,
    against predicted error) is kept: a model ranks schedules within a layout well, and images decide
