@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from ..construct import Constructed, ErrorModel, construct_front, probe, weight_groups
 from ..cost import cost_table
@@ -79,13 +80,12 @@ def prediction_check(constructed: dict[str, Constructed], records: dict[str, Eva
         if digest in records:
             layout = c.schedule.provenance["layout"]
             by_layout.setdefault(layout, []).append((c.predicted, image_mse(records[digest])))
-    figures = [f"{layout} {_spearman(pairs):.2f}" for layout, pairs in by_layout.items() if len(pairs) >= 3]
+    figures = [
+        f"{layout} {spearmanr(*zip(*pairs, strict=True)).statistic:.2f}"
+        for layout, pairs in by_layout.items()
+        if len(pairs) >= 3
+    ]
     return "construction ranks (Spearman ρ): " + ", ".join(figures) if figures else None
-
-
-def _spearman(pairs: list[tuple[float, float]]) -> float:
-    predicted, measured = (np.argsort(np.argsort(np.array(column))) for column in zip(*pairs, strict=True))
-    return float(np.corrcoef(predicted, measured)[0, 1])
 
 
 def image_mse(record: EvaluationRecord) -> float:
