@@ -108,7 +108,7 @@ def test_the_front_is_built_in_seconds_and_spans_the_budgets() -> None:
     front = construct_front(template, model, lane_macs, lambda s: schedule_macs(s, spec, settings) / full)
     assert time.perf_counter() - start < 60, "a benchmark times it; this only catches a blow-up"
     layouts = [c.schedule.provenance["layout"] for c in front]
-    assert layouts == sorted(layouts, key=LAYOUTS.index), "in step first: the layouts measured best"
+    assert layouts == sorted(layouts, key=LAYOUTS.index), "lane sum's in-step first: refining from them measured best"
     for layout in LAYOUTS:
         costs = [c.cost for c in front if c.schedule.provenance["layout"] == layout]
         assert costs == sorted(costs) and min(costs) < 0.2 and max(costs) > 0.9, layout
